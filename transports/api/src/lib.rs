@@ -1,0 +1,40 @@
+//! # hora-transport: the byte-moving contract
+//!
+//! ## Design overview
+//! A transport moves byte buffers between ranks of one job, and nothing else. It does not know
+//! what a tensor, a reduction or a collective is; algorithms in `hora` are written against
+//! [`Transport`] and never against a concrete transport.
+//!
+//! The contract:
+//! - **Operations carry their own progress.** An [`Op`] is a send or a receive of one message with
+//!   a [`Tag`]; it borrows the caller's buffer and records how many bytes have moved. A transport
+//!   only touches a buffer while the caller is inside [`Transport::progress`] or
+//!   [`Transport::wait`] with that op in the slice, so the API is safe without `unsafe` or `'static`
+//!   buffers, and dropping an op can never leave a dangling pointer behind.
+//! - **Full duplex.** One `wait` call may hold a send to one peer and a receive from another; the
+//!   transport moves both at once, so a ring step never deadlocks on buffers larger than the
+//!   kernel's socket buffers.
+//! - **Ordering.** Messages between one ordered pair of ranks with the same tag arrive in the order
+//!   they were sent. Messages with different tags may be matched in any order.
+//! - **Message sizes.** A receive op must be exactly as long as the matching send; a mismatch is a
+//!   [`TransportError::Protocol`]. Variable-length control messages use
+//!   [`Transport::send_msg`]/[`Transport::recv_msg`].
+//! - **Deadlines.** No wait is unbounded: every blocking call takes a deadline and fails with
+//!   [`TransportError::Timeout`] after it. [`Transport::abort`] wakes every waiter with
+//!   [`TransportError::Aborted`].
+//!
+//! What this crate does *not* do: connection set-up across machines, authentication or
+//! rendezvous (those belong to each concrete transport and to `hora`'s store).
+
+mod error;
+mod local;
+mod op;
+mod transport;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::TransportError;
+pub use local::LocalTransport;
+pub use op::{Op, OpKind};
+pub use transport::{Capabilities, Rank, Tag, Transport, Waker, deadline_after};
