@@ -1,1 +1,7 @@
-//! placeholder
+//! # hora: the engine
+//!
+//! ## Design overview
+//! (Being written.)
+
+pub mod types;
+pub use types::{CollectiveKind, DataType, ReduceOp};

@@ -1,1 +1,6 @@
-//! placeholder
+//! # hora-tcp: the TCP transport
+//!
+//! ## Design overview
+//! (Being written.) Authenticated connections, one per peer pair, made on first use.
+
+pub mod handshake;
