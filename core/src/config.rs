@@ -1,0 +1,268 @@
+//! Every setting hora reads from the environment, read once, validated, and passed by value.
+//!
+//! Variable names and defaults follow Horovod where Horovod has the setting; hora's own
+//! settings start with `HORA_`. Errors name the variable, the value and what is accepted.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Where this process sits in the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// Global rank, `0..size`.
+    pub rank: usize,
+    /// Number of ranks in the job.
+    pub size: usize,
+    /// Rank among the processes on this host.
+    pub local_rank: usize,
+    /// Number of processes on this host.
+    pub local_size: usize,
+    /// Index of this host among hosts (ranks with the same local rank).
+    pub cross_rank: usize,
+    /// Number of hosts.
+    pub cross_size: usize,
+}
+
+impl Topology {
+    /// A job of one process.
+    pub fn single() -> Self {
+        Self { rank: 0, size: 1, local_rank: 0, local_size: 1, cross_rank: 0, cross_size: 1 }
+    }
+}
+
+/// Engine settings (everything but the topology and the rendezvous).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuning {
+    /// Upper bound of the idle wait between housekeeping passes (`HOROVOD_CYCLE_TIME`, ms).
+    pub cycle_time: Duration,
+    /// Largest fused allreduce in bytes (`HOROVOD_FUSION_THRESHOLD`, default 128 MiB).
+    pub fusion_threshold: usize,
+    /// Response-cache entries; 0 disables the fast path (`HOROVOD_CACHE_CAPACITY`, default 1024).
+    pub cache_capacity: usize,
+    /// Warn about tensors some ranks submitted and others did not after this long
+    /// (`HOROVOD_STALL_CHECK_TIME_SECONDS`, default 60; `HOROVOD_STALL_CHECK_DISABLE=1` turns it off).
+    pub stall_warning: Option<Duration>,
+    /// Fail such tensors after this long (`HOROVOD_STALL_SHUTDOWN_TIME_SECONDS`, default off).
+    pub stall_shutdown: Option<Duration>,
+    /// Connect and rendezvous budget (`HOROVOD_GLOO_TIMEOUT_SECONDS`, default 30).
+    pub connect_timeout: Duration,
+    /// Longest a running collective may wait on its peers before failing
+    /// (`HORA_OP_TIMEOUT_SECONDS`, default 300).
+    pub op_timeout: Duration,
+    /// Busy-poll this long before sleeping in the kernel (`HORA_SPIN_US`, default 50).
+    pub spin: Duration,
+    /// Largest pipeline segment of the ring algorithms (`HORA_SEGMENT_BYTES`, default 1 MiB).
+    pub segment_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            cycle_time: Duration::from_millis(1),
+            fusion_threshold: 128 << 20,
+            cache_capacity: 1024,
+            stall_warning: Some(Duration::from_secs(60)),
+            stall_shutdown: None,
+            connect_timeout: Duration::from_secs(30),
+            op_timeout: Duration::from_secs(300),
+            spin: Duration::from_micros(50),
+            segment_bytes: 1 << 20,
+        }
+    }
+}
+
+/// How this rank finds its peers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rendezvous {
+    /// The store served by the launcher (`HORA_STORE_ADDR=host:port`).
+    pub store: SocketAddr,
+    /// The job secret that authenticates every connection (`HOROVOD_SECRET_KEY`, hex).
+    pub secret: Vec<u8>,
+    /// The address this rank listens on (`HOROVOD_HOSTNAME`, default 127.0.0.1).
+    pub bind_ip: IpAddr,
+}
+
+impl std::fmt::Debug for Rendezvous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches logs.
+        f.debug_struct("Rendezvous")
+            .field("store", &self.store)
+            .field("secret", &"<redacted>")
+            .field("bind_ip", &self.bind_ip)
+            .finish()
+    }
+}
+
+/// The whole configuration of one rank.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Rank, size and host layout.
+    pub topology: Topology,
+    /// Peer discovery; `None` only for a one-rank job.
+    pub rendezvous: Option<Rendezvous>,
+    /// Engine settings.
+    pub tuning: Tuning,
+}
+
+const LAUNCH_HINT: &str = "start the job with a launcher, for example `horovodrun -np 2 python train.py` \
+     (or set HOROVOD_RANK=0 HOROVOD_SIZE=1 to run a single process)";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// A one-rank job with default settings (no launcher needed).
+    pub fn single_process() -> Self {
+        Self { topology: Topology::single(), rendezvous: None, tuning: Tuning::default() }
+    }
+
+    /// Reads settings from a map of variables (the environment, or a test's own map).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, Error> {
+        let v = Vars(vars);
+        let Some(rank) = v.parse::<usize>("HOROVOD_RANK", "a rank number (0, 1, ...)")? else {
+            return Err(Error::NotLaunched { hint: LAUNCH_HINT.to_string() });
+        };
+        let size = v
+            .parse::<usize>("HOROVOD_SIZE", "the number of ranks (1, 2, ...)")?
+            .ok_or_else(|| Error::NotLaunched {
+                hint: format!("HOROVOD_RANK is set but HOROVOD_SIZE is not; {LAUNCH_HINT}"),
+            })?;
+        if size == 0 {
+            return Err(invalid("HOROVOD_SIZE", "0", "a job needs at least one rank"));
+        }
+        if rank >= size {
+            return Err(invalid(
+                "HOROVOD_RANK",
+                &rank.to_string(),
+                &format!("must be below HOROVOD_SIZE={size}"),
+            ));
+        }
+        let local_rank = v.parse("HOROVOD_LOCAL_RANK", "a number")?.unwrap_or(rank);
+        let local_size = v.parse("HOROVOD_LOCAL_SIZE", "a number")?.unwrap_or(size);
+        let cross_rank = v.parse("HOROVOD_CROSS_RANK", "a number")?.unwrap_or(0);
+        let cross_size = v.parse("HOROVOD_CROSS_SIZE", "a number")?.unwrap_or(1);
+        if local_rank >= local_size {
+            return Err(invalid(
+                "HOROVOD_LOCAL_RANK",
+                &local_rank.to_string(),
+                &format!("must be below HOROVOD_LOCAL_SIZE={local_size}"),
+            ));
+        }
+        let topology = Topology { rank, size, local_rank, local_size, cross_rank, cross_size };
+
+        let rendezvous = if size == 1 && v.get("HORA_STORE_ADDR").is_none() {
+            None
+        } else {
+            Some(Self::rendezvous(&v)?)
+        };
+
+        let mut t = Tuning::default();
+        if let Some(ms) = v.parse::<f64>("HOROVOD_CYCLE_TIME", "milliseconds, e.g. 1 or 0.5")? {
+            if !(ms.is_finite() && ms > 0.0) {
+                return Err(invalid("HOROVOD_CYCLE_TIME", &ms.to_string(), "must be > 0 ms"));
+            }
+            t.cycle_time = Duration::from_secs_f64(ms / 1000.0);
+        }
+        if let Some(b) = v.parse("HOROVOD_FUSION_THRESHOLD", "a byte count, e.g. 67108864")? {
+            t.fusion_threshold = b;
+        }
+        if let Some(c) = v.parse("HOROVOD_CACHE_CAPACITY", "a number of entries (0 = off)")? {
+            t.cache_capacity = c;
+        }
+        if let Some(s) = v.parse::<u64>("HOROVOD_STALL_CHECK_TIME_SECONDS", "seconds")? {
+            t.stall_warning = (s > 0).then(|| Duration::from_secs(s));
+        }
+        if v.flag("HOROVOD_STALL_CHECK_DISABLE")? {
+            t.stall_warning = None;
+        }
+        if let Some(s) = v.parse::<u64>("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", "seconds")? {
+            t.stall_shutdown = (s > 0).then(|| Duration::from_secs(s));
+        }
+        if let Some(s) = v.parse::<u64>("HOROVOD_GLOO_TIMEOUT_SECONDS", "seconds")? {
+            t.connect_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = v.parse::<u64>("HORA_OP_TIMEOUT_SECONDS", "seconds")? {
+            t.op_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(us) = v.parse::<u64>("HORA_SPIN_US", "microseconds (0 = never spin)")? {
+            t.spin = Duration::from_micros(us);
+        }
+        if let Some(b) = v.parse::<usize>("HORA_SEGMENT_BYTES", "a byte count >= 4096")? {
+            if b < 4096 {
+                return Err(invalid("HORA_SEGMENT_BYTES", &b.to_string(), "must be >= 4096"));
+            }
+            t.segment_bytes = b;
+        }
+        Ok(Self { topology, rendezvous, tuning: t })
+    }
+
+    fn rendezvous(v: &Vars<'_>) -> Result<Rendezvous, Error> {
+        let store_raw = v.get("HORA_STORE_ADDR").ok_or_else(|| Error::NotLaunched {
+            hint: format!("HORA_STORE_ADDR (the launcher's rendezvous store) is not set; {LAUNCH_HINT}"),
+        })?;
+        let store = store_raw.parse::<SocketAddr>().map_err(|e| {
+            invalid("HORA_STORE_ADDR", store_raw, &format!("expected IP:PORT ({e})"))
+        })?;
+        let key = v.get("HOROVOD_SECRET_KEY").ok_or_else(|| Error::NotLaunched {
+            hint: format!("HOROVOD_SECRET_KEY (the job secret) is not set; {LAUNCH_HINT}"),
+        })?;
+        let secret = hex::decode(key.trim()).map_err(|e| {
+            // Never echo the secret itself.
+            invalid("HOROVOD_SECRET_KEY", "<redacted>", &format!("expected hex digits ({e})"))
+        })?;
+        if secret.len() < 16 {
+            return Err(invalid(
+                "HOROVOD_SECRET_KEY",
+                "<redacted>",
+                "must be at least 16 bytes (32 hex digits)",
+            ));
+        }
+        let bind_ip = match v.get("HOROVOD_HOSTNAME") {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(h) => h.parse::<IpAddr>().map_err(|e| {
+                invalid("HOROVOD_HOSTNAME", h, &format!("expected an IP address to listen on ({e})"))
+            })?,
+        };
+        Ok(Rendezvous { store, secret, bind_ip })
+    }
+}
+
+fn invalid(var: &str, value: &str, reason: &str) -> Error {
+    Error::InvalidConfig { var: var.to_string(), value: value.to_string(), reason: reason.to_string() }
+}
+
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|s| s.as_str()).filter(|s| !s.trim().is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &str, accepted: &str) -> Result<Option<T>, Error> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) => raw
+                .trim()
+                .parse::<T>()
+                .map(Some)
+                .map_err(|_| invalid(name, raw, &format!("expected {accepted}"))),
+        }
+    }
+
+    fn flag(&self, name: &str) -> Result<bool, Error> {
+        match self.get(name).map(|s| s.trim().to_ascii_lowercase()) {
+            None => Ok(false),
+            Some(s) if ["1", "true", "yes", "on"].contains(&s.as_str()) => Ok(true),
+            Some(s) if ["0", "false", "no", "off"].contains(&s.as_str()) => Ok(false),
+            Some(s) => Err(invalid(name, &s, "expected 1/0, true/false, yes/no or on/off")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const SECRET: &str = "00112233445566778899aabbccddeeff";
+
+fn launched(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut m = vars(&[
+        ("HOROVOD_RANK", "1"),
+        ("HOROVOD_SIZE", "2"),
+        ("HORA_STORE_ADDR", "127.0.0.1:4000"),
+        ("HOROVOD_SECRET_KEY", SECRET),
+    ]);
+    m.extend(vars(extra));
+    m
+}
+
+#[test]
+fn outside_a_launcher_says_how_to_launch() {
+    let err = Config::from_vars(&vars(&[])).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::NotLaunched { .. }));
+    assert!(text.contains("horovodrun -np"), "{text}");
+}
+
+#[test]
+fn launched_rank_reads_topology_and_defaults() {
+    let c = Config::from_vars(&launched(&[])).unwrap();
+    assert_eq!(c.topology.rank, 1);
+    assert_eq!(c.topology.size, 2);
+    assert_eq!(c.tuning, Tuning::default());
+    let r = c.rendezvous.unwrap();
+    assert_eq!(r.store, "127.0.0.1:4000".parse().unwrap());
+    assert_eq!(r.secret.len(), 16);
+}
+
+#[test]
+fn bad_values_name_the_variable_and_what_is_accepted() {
+    for (var, val, needle) in [
+        ("HOROVOD_CYCLE_TIME", "fast", "milliseconds"),
+        ("HOROVOD_CYCLE_TIME", "-1", "> 0"),
+        ("HOROVOD_FUSION_THRESHOLD", "1e9x", "byte count"),
+        ("HOROVOD_STALL_CHECK_DISABLE", "maybe", "true/false"),
+        ("HORA_STORE_ADDR", "nowhere", "IP:PORT"),
+        ("HOROVOD_HOSTNAME", "eth0", "IP address"),
+        ("HORA_SEGMENT_BYTES", "12", ">= 4096"),
+    ] {
+        let err = Config::from_vars(&launched(&[(var, val)])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(var), "{var}: {text}");
+        assert!(text.contains(needle), "{var}: {text}");
+    }
+}
+
+#[test]
+fn rank_must_be_below_size() {
+    let err = Config::from_vars(&launched(&[("HOROVOD_RANK", "2")])).unwrap_err();
+    assert!(err.to_string().contains("HOROVOD_RANK"), "{err}");
+}
+
+#[test]
+fn secret_is_never_echoed() {
+    let err = Config::from_vars(&launched(&[("HOROVOD_SECRET_KEY", "zz-not-hex-zz")])).unwrap_err();
+    assert!(!err.to_string().contains("zz-not-hex-zz"), "{err}");
+    let c = Config::from_vars(&launched(&[])).unwrap();
+    assert!(!format!("{c:?}").contains(SECRET));
+}
+
+#[test]
+fn single_rank_needs_no_store() {
+    let c = Config::from_vars(&vars(&[("HOROVOD_RANK", "0"), ("HOROVOD_SIZE", "1")])).unwrap();
+    assert!(c.rendezvous.is_none());
+}
+
+#[test]
+fn tuning_overrides_apply() {
+    let c = Config::from_vars(&launched(&[
+        ("HOROVOD_CYCLE_TIME", "0.5"),
+        ("HOROVOD_FUSION_THRESHOLD", "1048576"),
+        ("HOROVOD_CACHE_CAPACITY", "0"),
+        ("HOROVOD_STALL_CHECK_DISABLE", "1"),
+        ("HORA_SPIN_US", "0"),
+    ]))
+    .unwrap();
+    assert_eq!(c.tuning.cycle_time, Duration::from_micros(500));
+    assert_eq!(c.tuning.fusion_threshold, 1 << 20);
+    assert_eq!(c.tuning.cache_capacity, 0);
+    assert_eq!(c.tuning.stall_warning, None);
+    assert_eq!(c.tuning.spin, Duration::ZERO);
+}
