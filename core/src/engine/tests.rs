@@ -1,0 +1,245 @@
+//! Engine tests with ranks as threads over the in-process transport.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use hora_transport::{LocalTransport, Transport};
+
+use super::*;
+use crate::config::Topology;
+use crate::error::Error;
+
+fn topo(rank: usize, size: usize) -> Topology {
+    Topology { rank, size, local_rank: rank, local_size: size, cross_rank: 0, cross_size: 1 }
+}
+
+fn tuning() -> Tuning {
+    Tuning { segment_bytes: 4096, ..Tuning::default() }
+}
+
+/// Runs `f` on `n` engines (one thread per rank) and returns the results in rank order.
+fn with_engines<R: Send>(n: usize, tuning: Tuning, f: impl Fn(&Engine) -> R + Sync) -> Vec<R> {
+    let transports = LocalTransport::create(n);
+    thread::scope(|s| {
+        let hs: Vec<_> = transports
+            .into_iter()
+            .enumerate()
+            .map(|(r, t)| {
+                let f = &f;
+                let tuning = tuning.clone();
+                s.spawn(move || {
+                    let t: Arc<dyn Transport> = Arc::new(t);
+                    let e = Engine::start(topo(r, n), tuning, t).unwrap();
+                    let out = f(&e);
+                    e.shutdown();
+                    out
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn allreduce_f32(e: &Engine, name: &str, v: Vec<f32>, op: ReduceOp) -> Result<Vec<f32>, Error> {
+    let shape = [v.len() as u64];
+    let mut c = e
+        .allreduce_async(name, DataType::F32, &shape, Box::new(v), op, OpOptions::default())
+        .wait()?;
+    Ok(c.take_data::<Vec<f32>>().unwrap())
+}
+
+#[test]
+fn allreduce_sum_and_average_over_ranks() {
+    for n in [1, 2, 3, 4] {
+        let out = with_engines(n, tuning(), |e| {
+            let r = e.topology().rank as f32;
+            let sum = allreduce_f32(e, "x", vec![r + 1.0; 1000], ReduceOp::Sum).unwrap();
+            let avg = allreduce_f32(e, "y", vec![r; 17], ReduceOp::Average).unwrap();
+            (sum, avg)
+        });
+        let total = (n * (n + 1) / 2) as f32;
+        let mean = (0..n).sum::<usize>() as f32 / n as f32;
+        for (sum, avg) in out {
+            assert!(sum.iter().all(|&x| x == total), "n={n}");
+            assert!(avg.iter().all(|&x| (x - mean).abs() < 1e-6), "n={n}: {avg:?}");
+        }
+    }
+}
+
+#[test]
+fn many_async_tensors_fuse_and_complete_in_any_submission_order() {
+    let n = 3;
+    let out = with_engines(n, tuning(), |e| {
+        let rank = e.topology().rank;
+        let mut names: Vec<usize> = (0..40).collect();
+        // Each rank submits in a different order: negotiation must still match them up.
+        names.rotate_left(rank * 7);
+        let handles: Vec<_> = names
+            .iter()
+            .map(|&i| {
+                let v = vec![(i + rank) as f32; i + 1];
+                let h = e.allreduce_async(
+                    &format!("g{i}"),
+                    DataType::F32,
+                    &[(i + 1) as u64],
+                    Box::new(v),
+                    ReduceOp::Sum,
+                    OpOptions { prescale: 2.0, postscale: 0.5 },
+                );
+                (i, h)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, h)| (i, h.wait().unwrap().take_data::<Vec<f32>>().unwrap()))
+            .collect::<Vec<_>>()
+    });
+    for per_rank in out {
+        for (i, v) in per_rank {
+            let expect = (0..n).map(|r| (i + r) as f32).sum::<f32>();
+            assert_eq!(v, vec![expect; i + 1], "tensor g{i}");
+        }
+    }
+}
+
+#[test]
+fn repeated_steps_use_the_cache_and_stay_correct() {
+    let out = with_engines(2, tuning(), |e| {
+        let r = e.topology().rank as i64;
+        (0..50)
+            .map(|step| {
+                let shape = [3u64];
+                let h = e.allreduce_async("w", DataType::I64, &shape, Box::new(vec![r + step; 3]), ReduceOp::Max, OpOptions::default());
+                h.wait().unwrap().take_data::<Vec<i64>>().unwrap()[0]
+            })
+            .collect::<Vec<_>>()
+    });
+    for v in out {
+        assert_eq!(v, (0..50).map(|s| 1 + s).collect::<Vec<i64>>());
+    }
+}
+
+#[test]
+fn allgather_broadcast_alltoall_reducescatter() {
+    let n = 3;
+    let out = with_engines(n, tuning(), |e| {
+        let r = e.topology().rank;
+        // allgather: rank r contributes r+1 rows of 2 columns.
+        let rows = r + 1;
+        let data: Vec<i32> = (0..rows * 2).map(|i| (r * 100 + i) as i32).collect();
+        let c = e.allgather_async("ag", DataType::I32, &[rows as u64, 2], Box::new(data)).wait().unwrap();
+        let gathered: Vec<i32> = c.output.unwrap().to_vec();
+        assert_eq!(c.output_shape, vec![6, 2]);
+        // broadcast from rank 2.
+        let b = e.broadcast_async("b", DataType::F64, &[4], Box::new(vec![r as f64; 4]), 2).wait();
+        let b: Vec<f64> = b.unwrap().take_data::<Vec<f64>>().unwrap();
+        // alltoall: rank r sends d+1 rows to rank d.
+        let splits: Vec<u64> = (0..n as u64).map(|d| d + 1).collect();
+        let total: u64 = splits.iter().sum();
+        let data: Vec<u8> = (0..total).map(|i| (r as u64 * 10 + i) as u8).collect();
+        let c = e.alltoall_async("a2a", DataType::U8, &[total], Box::new(data), splits).wait().unwrap();
+        let recv: Vec<u8> = c.output.unwrap().to_vec();
+        let recv_splits = c.received_splits.clone();
+        // reducescatter of 7 rows: ranks get 3, 2, 2.
+        let c = e
+            .reducescatter_async("rs", DataType::F32, &[7], Box::new(vec![1.0f32; 7]), ReduceOp::Sum, OpOptions::default())
+            .wait()
+            .unwrap();
+        let rs: Vec<f32> = c.output.unwrap().to_vec();
+        (gathered, b, recv, recv_splits, rs)
+    });
+    for (r, (gathered, b, recv, recv_splits, rs)) in out.into_iter().enumerate() {
+        let expect: Vec<i32> =
+            (0..n).flat_map(|s| (0..(s + 1) * 2).map(move |i| (s * 100 + i) as i32)).collect();
+        assert_eq!(gathered, expect);
+        assert_eq!(b, vec![2.0; 4]);
+        assert_eq!(recv_splits, vec![r as u64 + 1; n]);
+        // From rank s we get rows starting at offset sum(splits[..r]) = r(r+1)/2.
+        let off = (r * (r + 1) / 2) as u64;
+        let expect: Vec<u8> =
+            (0..n as u64).flat_map(|s| (0..r as u64 + 1).map(move |i| (s * 10 + off + i) as u8)).collect();
+        assert_eq!(recv, expect, "rank {r}");
+        assert_eq!(rs, vec![3.0; if r == 0 { 3 } else { 2 }]);
+    }
+}
+
+#[test]
+fn mismatched_shapes_fail_on_every_rank_naming_the_tensor() {
+    let out = with_engines(2, tuning(), |e| {
+        let r = e.topology().rank;
+        let len = 4 + r;
+        let err = allreduce_f32(e, "grad/conv1", vec![1.0; len], ReduceOp::Sum).unwrap_err();
+        // The engine keeps working after a mismatch.
+        let ok = allreduce_f32(e, "after", vec![1.0; 2], ReduceOp::Sum).unwrap();
+        (err, ok)
+    });
+    for (err, ok) in out {
+        let text = err.to_string();
+        assert!(matches!(err, Error::Mismatch { .. }), "{text}");
+        assert!(text.contains("grad/conv1") && text.contains("shape"), "{text}");
+        assert_eq!(ok, vec![2.0, 2.0]);
+    }
+}
+
+#[test]
+fn join_lets_ranks_with_fewer_batches_finish() {
+    let out = with_engines(3, tuning(), |e| {
+        let r = e.topology().rank;
+        // Rank r runs r+1 steps, then joins; joined ranks contribute zeros.
+        let sums: Vec<f32> = (0..=r)
+            .map(|s| allreduce_f32(e, &format!("step{s}"), vec![1.0; 8], ReduceOp::Sum).unwrap()[0])
+            .collect();
+        let last = e.join().unwrap();
+        (sums, last)
+    });
+    assert_eq!(out[0].0, vec![3.0]);
+    assert_eq!(out[1].0, vec![3.0, 2.0]);
+    assert_eq!(out[2].0, vec![3.0, 2.0, 1.0]);
+    assert!(out.iter().all(|(_, last)| *last == 2));
+}
+
+#[test]
+fn zero_length_tensors_work() {
+    let out = with_engines(2, tuning(), |e| allreduce_f32(e, "empty", vec![], ReduceOp::Sum).unwrap());
+    assert!(out.iter().all(|v| v.is_empty()));
+}
+
+#[test]
+fn duplicate_in_flight_name_and_bad_length_are_argument_errors() {
+    with_engines(1, tuning(), |e| {
+        let h = e.allreduce_async("x", DataType::F32, &[3], Box::new(vec![0u8; 5]), ReduceOp::Sum, OpOptions::default());
+        let err = h.wait().unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("'x'"), "{err}");
+        let bad_root = e.broadcast_async("b", DataType::U8, &[1], Box::new(vec![0u8]), 5).wait().unwrap_err();
+        assert!(bad_root.to_string().contains("root 5"), "{bad_root}");
+    });
+}
+
+#[test]
+fn peer_failure_fails_pending_handles_instead_of_hanging() {
+    let transports = LocalTransport::create(2);
+    let t1 = transports[1].clone();
+    let t0: Arc<dyn Transport> = Arc::new(transports[0].clone());
+    let e0 = Engine::start(topo(0, 2), tuning(), t0).unwrap();
+    // Rank 1 never submits; then it dies.
+    let h = e0.allreduce_async("x", DataType::F32, &[1], Box::new(vec![1.0f32]), ReduceOp::Sum, OpOptions::default());
+    thread::sleep(Duration::from_millis(50));
+    assert!(!h.poll());
+    t1.abort("rank 1 crashed");
+    let err = h.wait_timeout(Duration::from_secs(10)).expect("handle hung").unwrap_err();
+    assert!(err.to_string().contains("rank 1"), "{err}");
+    // Later calls fail at once with the same cause.
+    let again = allreduce_f32(&e0, "y", vec![1.0], ReduceOp::Sum).unwrap_err();
+    assert!(again.to_string().contains("rank 1"), "{again}");
+}
+
+#[test]
+fn shutdown_fails_later_calls() {
+    with_engines(2, tuning(), |e| {
+        e.barrier().unwrap();
+        e.shutdown();
+        let err = allreduce_f32(e, "late", vec![1.0], ReduceOp::Sum).unwrap_err();
+        assert!(matches!(err, Error::ShutDown { .. }), "{err}");
+    });
+}
