@@ -1,1 +1,70 @@
-//! placeholder
+//! Helpers for the multi-process tests: find the binaries, run a job, read its output.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The directory holding this build's binaries (`target/<profile>`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+}
+
+/// Path to the `horovodrun` launcher, building it first if this test run did not.
+pub fn horovodrun() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let path = bin_dir().join("horovodrun");
+            if !path.exists() {
+                let release = bin_dir().ends_with("release");
+                let mut cmd = Command::new(env!("CARGO"));
+                cmd.args(["build", "-p", "horovodrun", "--bin", "horovodrun"]);
+                if release {
+                    cmd.arg("--release");
+                }
+                let status = cmd.status().expect("run cargo build for horovodrun");
+                assert!(status.success(), "building horovodrun failed");
+            }
+            path
+        })
+        .clone()
+}
+
+/// Path to the `hora-rank` test program.
+pub fn hora_rank() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hora-rank"))
+}
+
+/// A finished job: exit status, output and how long it took.
+#[derive(Debug)]
+pub struct JobResult {
+    /// The launcher's exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// The launcher's stdout (ranks' lines prefixed with `[rank]`).
+    pub stdout: String,
+    /// The launcher's stderr.
+    pub stderr: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs `horovodrun -np <np> hora-rank <args>` with extra environment and waits for it.
+pub fn run_job(np: usize, args: &[&str], env: &[(&str, &str)]) -> JobResult {
+    let start = Instant::now();
+    let mut cmd = Command::new(horovodrun());
+    cmd.arg("-np").arg(np.to_string()).arg(hora_rank()).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null());
+    let out: Output = cmd.output().expect("spawn horovodrun");
+    JobResult {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}

@@ -1,0 +1,338 @@
+//! `hora-bench`: times hora's collectives over a range of sizes, like nccl-tests.
+//!
+//! Run under the launcher: `horovodrun -np 2 hora-bench allreduce -b 4K -e 256M -f 4 --check`.
+//! Timing follows the peer benchmarks in this repository: before each timed call all ranks
+//! meet at a barrier, each rank times its own call, the per-iteration time is the maximum over
+//! ranks, and a size reports the median over iterations. busbw uses nccl-tests' factors.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use half::{bf16, f16};
+use hora::engine::OpOptions;
+use hora::handle::Completion;
+use hora::{DataType, ReduceOp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Collective {
+    Allreduce,
+    Allgather,
+    Broadcast,
+    Alltoall,
+    Reducescatter,
+}
+
+/// Benchmark hora's collectives (run it under horovodrun).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Which collective to time.
+    #[arg(value_enum)]
+    collective: Collective,
+    /// Smallest size in bytes (K, M, G suffixes).
+    #[arg(short = 'b', long = "minbytes", default_value = "4K", value_parser = parse_size)]
+    min_bytes: usize,
+    /// Largest size in bytes.
+    #[arg(short = 'e', long = "maxbytes", default_value = "64M", value_parser = parse_size)]
+    max_bytes: usize,
+    /// Multiply the size by this between steps.
+    #[arg(short = 'f', long = "stepfactor", default_value_t = 4)]
+    factor: usize,
+    /// Element type: u8, i8, i32, i64, f16, bf16, f32, f64.
+    #[arg(long, default_value = "f32")]
+    dtype: DataType,
+    /// Reduction: sum, average, min, max, product.
+    #[arg(long, default_value = "sum")]
+    op: ReduceOp,
+    /// Timed iterations per size (default depends on size, as in the peer benchmarks).
+    #[arg(short = 'n', long)]
+    iters: Option<usize>,
+    /// Untimed warm-up iterations per size.
+    #[arg(short = 'w', long)]
+    warmup: Option<usize>,
+    /// Check the result of one call per size and count wrong elements.
+    #[arg(short = 'c', long)]
+    check: bool,
+    /// Also write one JSON object per size to this file (rank 0).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1usize << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().map(|n| n * mult).map_err(|e| format!("bad size {s:?}: {e}"))
+}
+
+fn default_iters(bytes: usize) -> (usize, usize) {
+    match bytes {
+        0..=65_536 => (20, 200),
+        65_537..=1_048_576 => (10, 50),
+        1_048_577..=16_777_216 => (3, 15),
+        16_777_217..=67_108_864 => (2, 8),
+        _ => (1, 5),
+    }
+}
+
+fn write_value(buf: &mut [u8], dtype: DataType, i: usize, v: f64) {
+    let s = dtype.size();
+    let dst = &mut buf[i * s..(i + 1) * s];
+    match dtype {
+        DataType::U8 => dst.copy_from_slice(&(v as u8).to_le_bytes()),
+        DataType::I8 => dst.copy_from_slice(&(v as i8).to_le_bytes()),
+        DataType::I32 => dst.copy_from_slice(&(v as i32).to_le_bytes()),
+        DataType::I64 => dst.copy_from_slice(&(v as i64).to_le_bytes()),
+        DataType::F16 => dst.copy_from_slice(&f16::from_f64(v).to_le_bytes()),
+        DataType::Bf16 => dst.copy_from_slice(&bf16::from_f64(v).to_le_bytes()),
+        DataType::F32 => dst.copy_from_slice(&(v as f32).to_le_bytes()),
+        DataType::F64 => dst.copy_from_slice(&v.to_le_bytes()),
+    }
+}
+
+fn read_value(buf: &[u8], dtype: DataType, i: usize) -> f64 {
+    let s = dtype.size();
+    let b = &buf[i * s..(i + 1) * s];
+    match dtype {
+        DataType::U8 => f64::from(b[0]),
+        DataType::I8 => f64::from(b[0] as i8),
+        DataType::I32 => f64::from(i32::from_le_bytes(b.try_into().unwrap())),
+        DataType::I64 => i64::from_le_bytes(b.try_into().unwrap()) as f64,
+        DataType::F16 => f16::from_le_bytes(b.try_into().unwrap()).to_f64(),
+        DataType::Bf16 => bf16::from_le_bytes(b.try_into().unwrap()).to_f64(),
+        DataType::F32 => f64::from(f32::from_le_bytes(b.try_into().unwrap())),
+        DataType::F64 => f64::from_le_bytes(b.try_into().unwrap()),
+    }
+}
+
+/// One benchmark job: the engine, the reused buffer, and the job's shape.
+struct Bench {
+    engine: std::sync::Arc<hora::engine::Engine>,
+    args: Args,
+    rank: usize,
+    size: usize,
+    /// The buffer of the current size, moved into each call and back out of its handle.
+    buf: Option<Vec<u8>>,
+}
+
+impl Bench {
+    /// Runs one call of `bytes` total and returns the completion (the buffer is kept).
+    fn call(&mut self, bytes: usize) -> Result<Completion, hora::Error> {
+        let dtype = self.args.dtype;
+        let n = self.size;
+        let e = &self.engine;
+        let name = format!("bench.{bytes}");
+        let per_rank = match self.args.collective {
+            Collective::Allgather => bytes / n / dtype.size(),
+            _ => bytes / dtype.size(),
+        };
+        if self.buf.as_ref().is_none_or(|b| b.len() != per_rank * dtype.size()) {
+            self.buf = Some(vec![0u8; per_rank * dtype.size()]);
+        }
+        // The buffer moves into the engine and back out of the handle: no copies.
+        let view = self.buf.take().expect("buffer present");
+        let shape = [per_rank as u64];
+        let h = match self.args.collective {
+            Collective::Allreduce => e.allreduce_async(&name, dtype, &shape, Box::new(view), self.args.op, OpOptions::default()),
+            Collective::Allgather => e.allgather_async(&name, dtype, &shape, Box::new(view)),
+            Collective::Broadcast => e.broadcast_async(&name, dtype, &shape, Box::new(view), 0),
+            Collective::Alltoall => {
+                let splits = even(per_rank as u64, n);
+                e.alltoall_async(&name, dtype, &shape, Box::new(view), splits)
+            }
+            Collective::Reducescatter => e.reducescatter_async(&name, dtype, &shape, Box::new(view), self.args.op, OpOptions::default()),
+        };
+        let mut c = h.wait()?;
+        self.buf = c.take_data::<Vec<u8>>();
+        Ok(c)
+    }
+}
+
+fn even(rows: u64, n: usize) -> Vec<u64> {
+    let n64 = n as u64;
+    (0..n64).map(|r| rows / n64 + u64::from(r < rows % n64)).collect()
+}
+
+fn expected(args: &Args, n: usize, rank_value: impl Fn(usize) -> f64) -> f64 {
+    let vals: Vec<f64> = (0..n).map(rank_value).collect();
+    match args.op {
+        ReduceOp::Sum => vals.iter().sum(),
+        ReduceOp::Average => vals.iter().sum::<f64>() / n as f64,
+        ReduceOp::Min => vals.iter().cloned().fold(f64::INFINITY, f64::min),
+        ReduceOp::Max => vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        ReduceOp::Product => vals.iter().product(),
+    }
+}
+
+fn bus_factor(c: Collective, n: usize) -> f64 {
+    let n = n as f64;
+    match c {
+        Collective::Allreduce => 2.0 * (n - 1.0) / n,
+        Collective::Broadcast => 1.0,
+        Collective::Allgather | Collective::Alltoall | Collective::Reducescatter => (n - 1.0) / n,
+    }
+}
+
+/// Counts wrong elements after one call with rank r contributing r+1 (alltoall/allgather: a
+/// value identifying the sender).
+fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
+    let dtype = b.args.dtype;
+    let n = b.size;
+    let r = b.rank;
+    let elems = bytes / dtype.size();
+    let per_rank = if b.args.collective == Collective::Allgather { elems / n } else { elems };
+    b.buf = Some(vec![0u8; per_rank * dtype.size()]);
+    {
+        let buf = b.buf.as_mut().unwrap();
+        for i in 0..per_rank {
+            let v = match b.args.collective {
+                Collective::Broadcast => if r == 0 { (i % 7) as f64 } else { 99.0 },
+                _ => (r + 1) as f64,
+            };
+            write_value(buf, dtype, i, v);
+        }
+    }
+    let c = b.call(bytes)?;
+    let mut wrong = 0u64;
+    match b.args.collective {
+        Collective::Allreduce => {
+            let want = expected(&b.args, n, |r| (r + 1) as f64);
+            let buf = b.buf.as_ref().unwrap();
+            let tolerance = if dtype.is_float() { want.abs() * 1e-2 } else { 0.0 };
+            for i in 0..elems {
+                let got = read_value(buf, dtype, i);
+                // Integer averages truncate.
+                let want = if !dtype.is_float() && b.args.op == ReduceOp::Average { want.trunc() } else { want };
+                if (got - want).abs() > tolerance {
+                    wrong += 1;
+                }
+            }
+        }
+        Collective::Broadcast => {
+            let buf = b.buf.as_ref().unwrap();
+            wrong = (0..elems).filter(|&i| read_value(buf, dtype, i) != (i % 7) as f64).count() as u64;
+        }
+        Collective::Allgather => {
+            let out = c.output.unwrap_or_default();
+            let per = elems / n;
+            let ob = out.as_bytes();
+            wrong = (0..per * n).filter(|&i| read_value(ob, dtype, i) != (i / per.max(1) + 1) as f64).count() as u64;
+        }
+        Collective::Alltoall => {
+            let out = c.output.unwrap_or_default();
+            let ob = out.as_bytes();
+            let mut i = 0;
+            for (src, &rows) in c.received_splits.iter().enumerate() {
+                for _ in 0..rows {
+                    if read_value(ob, dtype, i) != (src + 1) as f64 {
+                        wrong += 1;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        Collective::Reducescatter => {
+            let want = expected(&b.args, n, |r| (r + 1) as f64);
+            let out = c.output.unwrap_or_default();
+            let ob = out.as_bytes();
+            let tolerance = if dtype.is_float() { want.abs() * 1e-2 } else { 0.0 };
+            let want = if !dtype.is_float() && b.args.op == ReduceOp::Average { want.trunc() } else { want };
+            wrong = (0..ob.len() / dtype.size()).filter(|&i| (read_value(ob, dtype, i) - want).abs() > tolerance).count() as u64;
+        }
+    }
+    // Reset to zeros so timing runs cannot overflow.
+    if let Some(buf) = b.buf.as_mut() {
+        buf.fill(0);
+    }
+    Ok(wrong)
+}
+
+fn run(args: Args) -> Result<bool, hora::Error> {
+    hora::init()?;
+    let engine = hora::api::engine()?;
+    let topo = engine.topology();
+    let (rank, n) = (topo.rank, topo.size);
+    let dsize = args.dtype.size();
+    let unit = dsize * if args.collective == Collective::Allgather { n } else { 1 };
+    let max = args.max_bytes.max(args.min_bytes) / unit * unit;
+    let mut json = match (&args.json, rank) {
+        (Some(p), 0) => Some(std::fs::File::create(p).map_err(|e| hora::Error::InvalidArgument {
+            rank,
+            tensor: "-".into(),
+            detail: format!("cannot create {}: {e}", p.display()),
+        })?),
+        _ => None,
+    };
+    let collective = args.collective;
+    let mut b = Bench { engine: engine.clone(), rank, size: n, buf: None, args };
+    if rank == 0 {
+        println!("# hora-bench {collective:?}: {n} ranks, dtype {}, op {}", b.args.dtype, b.args.op);
+        println!("# {:>12} {:>12} {:>6} {:>8} {:>12} {:>9} {:>9} {:>8}", "size(B)", "count", "type", "redop", "time(us)", "algbw", "busbw", "#wrong");
+    }
+    let mut all_ok = true;
+    let mut bytes = b.args.min_bytes.max(unit) / unit * unit;
+    loop {
+        let (warm, iters) = default_iters(bytes);
+        let warm = b.args.warmup.unwrap_or(warm);
+        let iters = b.args.iters.unwrap_or(iters).max(1);
+        let wrong_local = if b.args.check { check(&mut b, bytes)? } else { 0 };
+        for _ in 0..warm {
+            b.call(bytes)?;
+        }
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            engine.barrier()?;
+            let t0 = Instant::now();
+            b.call(bytes)?;
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        // Per iteration, the slowest rank decides; then the median over iterations.
+        let mut times = hora::api::allreduce(&format!("bench.times.{bytes}"), times, ReduceOp::Max)?;
+        let wrong = hora::api::allreduce(&format!("bench.wrong.{bytes}"), vec![wrong_local as i64], ReduceOp::Sum)?[0];
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let t = times[times.len() / 2];
+        let algbw = bytes as f64 / t / 1e9;
+        let busbw = algbw * bus_factor(collective, n);
+        all_ok &= wrong == 0;
+        if rank == 0 {
+            let redop = if matches!(collective, Collective::Allreduce | Collective::Reducescatter) { b.args.op.name() } else { "none" };
+            println!("  {:>12} {:>12} {:>6} {:>8} {:>12.1} {:>9.3} {:>9.3} {:>8}", bytes, bytes / dsize, b.args.dtype.name(), redop, t * 1e6, algbw, busbw, if b.args.check { wrong.to_string() } else { "-".into() });
+            if let Some(f) = json.as_mut() {
+                let row = serde_json::json!({
+                    "collective": format!("{collective:?}").to_lowercase(), "np": n, "bytes": bytes,
+                    "count": bytes / dsize, "dtype": b.args.dtype.name(), "op": redop,
+                    "time_us": t * 1e6, "algbw_gbs": algbw, "busbw_gbs": busbw,
+                    "wrong": if b.args.check { Some(wrong) } else { None }, "iters": iters,
+                });
+                let _ = writeln!(f, "{row}");
+            }
+        }
+        if bytes >= max {
+            break;
+        }
+        bytes = (bytes * b.args.factor.max(2)).min(max) / unit * unit;
+    }
+    hora::api::shutdown();
+    Ok(all_ok)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("hora-bench: some results were wrong");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("hora-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
