@@ -1,0 +1,44 @@
+# hora — the two set-up commands on a fresh machine are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps build build-dev demo test lint fmt bench clean
+
+all: build
+
+# Installs what a fresh Debian machine lacks. The default build needs only a Rust toolchain
+# (with rustfmt and clippy) and a C compiler; nothing here needs MPI, CUDA or RDMA.
+deps:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+	@command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq build-essential; }
+	@command -v pkill >/dev/null || { apt-get update -qq && apt-get install -y -qq procps; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+build: deps
+	$(CARGO) build --release --workspace
+
+build-dev: deps
+	$(CARGO) build --workspace
+
+# A real multi-process job on localhost: two ranks, every size from 4 KiB to 64 MiB, results checked.
+demo: build
+	target/release/horovodrun -np 2 target/release/hora-bench allreduce -b 4K -e 64M -f 4 --check
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+test: lint
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+bench: build
+	$(CARGO) bench -p hora --bench reduce -- --warm-up-time 1 --measurement-time 2
+
+clean:
+	$(CARGO) clean
