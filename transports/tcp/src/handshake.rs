@@ -50,7 +50,13 @@ pub enum HandshakeError {
     Io(#[from] std::io::Error),
 }
 
-fn proof(secret: &[u8], role: &[u8], purpose: u8, nonces: (&[u8], &[u8]), ids: (u64, u64)) -> HmacSha256 {
+fn proof(
+    secret: &[u8],
+    role: &[u8],
+    purpose: u8,
+    nonces: (&[u8], &[u8]),
+    ids: (u64, u64),
+) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(role);
     mac.update(&[VERSION, purpose]);
@@ -86,7 +92,10 @@ pub fn client<S: Read + Write>(
     let mut reply = [0u8; 4 + 1 + 8 + NONCE + PROOF];
     stream.read_exact(&mut reply)?;
     if &reply[..4] != MAGIC || reply[4] != VERSION {
-        return Err(HandshakeError::BadHello(format!("unexpected greeting {:02x?}", &reply[..5])));
+        return Err(HandshakeError::BadHello(format!(
+            "unexpected greeting {:02x?}",
+            &reply[..5]
+        )));
     }
     let server_id = u64::from_le_bytes(reply[5..13].try_into().unwrap());
     let server_nonce = &reply[13..13 + NONCE];
@@ -119,7 +128,10 @@ pub fn server<S: Read + Write>(
     // Check the greeting before waiting for the rest, so a stray client is dropped at once.
     stream.read_exact(&mut hello[..6])?;
     if &hello[..4] != MAGIC || hello[4] != VERSION {
-        return Err(HandshakeError::BadHello(format!("unexpected greeting {:02x?}", &hello[..5])));
+        return Err(HandshakeError::BadHello(format!(
+            "unexpected greeting {:02x?}",
+            &hello[..5]
+        )));
     }
     stream.read_exact(&mut hello[6..])?;
     if hello[5] != purpose as u8 {

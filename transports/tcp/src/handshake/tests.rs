@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use super::*;
 
-fn pair(server_secret: &'static [u8], client_secret: &'static [u8]) -> (Result<u64, HandshakeError>, Result<u64, HandshakeError>) {
+fn pair(
+    server_secret: &'static [u8],
+    client_secret: &'static [u8],
+) -> (Result<u64, HandshakeError>, Result<u64, HandshakeError>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let srv = thread::spawn(move || {
@@ -44,8 +47,12 @@ fn garbage_is_not_a_hello() {
         server(&mut s, b"k", Purpose::Peer, 0)
     });
     let mut c = TcpStream::connect(addr).unwrap();
-    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n\r\n\r\n\r\n").unwrap();
-    assert!(matches!(srv.join().unwrap(), Err(HandshakeError::BadHello(_))));
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n\r\n\r\n\r\n")
+        .unwrap();
+    assert!(matches!(
+        srv.join().unwrap(),
+        Err(HandshakeError::BadHello(_))
+    ));
 }
 
 #[test]
@@ -60,5 +67,8 @@ fn purpose_is_bound_into_the_proof() {
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let cr = client(&mut c, b"k", Purpose::Peer, 1);
     assert!(cr.is_err());
-    assert!(matches!(srv.join().unwrap(), Err(HandshakeError::BadHello(_))));
+    assert!(matches!(
+        srv.join().unwrap(),
+        Err(HandshakeError::BadHello(_))
+    ));
 }
