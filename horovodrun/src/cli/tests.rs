@@ -1,0 +1,102 @@
+use clap::Parser;
+
+use super::*;
+
+fn os(v: &[&str]) -> Vec<OsString> {
+    v.iter().map(OsString::from).collect()
+}
+
+fn parse(v: &[&str]) -> Result<Args, clap::Error> {
+    Args::try_parse_from(normalize(os(v)))
+}
+
+#[test]
+fn np_is_rewritten_only_before_the_command() {
+    assert_eq!(
+        normalize(os(&[
+            "horovodrun",
+            "-np",
+            "2",
+            "-H",
+            "localhost:2",
+            "prog",
+            "-np",
+            "x"
+        ])),
+        os(&[
+            "horovodrun",
+            "--num-proc",
+            "2",
+            "-H",
+            "localhost:2",
+            "prog",
+            "-np",
+            "x"
+        ])
+    );
+    assert_eq!(
+        normalize(os(&["horovodrun", "-np=3", "--", "-np"])),
+        os(&["horovodrun", "--num-proc=3", "--", "-np"])
+    );
+    // A value that looks like the flag is a value, not the flag.
+    assert_eq!(
+        normalize(os(&["horovodrun", "--hosts", "-np", "-np", "1", "c"])),
+        os(&["horovodrun", "--hosts", "-np", "--num-proc", "1", "c"])
+    );
+}
+
+#[test]
+fn horovod_style_command_line_parses() {
+    let a = parse(&[
+        "horovodrun",
+        "-np",
+        "4",
+        "-H",
+        "localhost:4",
+        "--start-timeout",
+        "7",
+        "--verbose",
+        "python",
+        "-u",
+        "train.py",
+        "--lr",
+        "0.1",
+    ])
+    .unwrap();
+    assert_eq!(a.num_proc, 4);
+    assert_eq!(a.hosts.as_deref(), Some("localhost:4"));
+    assert_eq!(a.start_timeout, 7);
+    assert!(a.verbose);
+    assert_eq!(a.command, os(&["python", "-u", "train.py", "--lr", "0.1"]));
+    assert_eq!(a.grace_period, 5.0);
+}
+
+#[test]
+fn long_forms_parse() {
+    let a = parse(&[
+        "horovodrun",
+        "--num-proc=2",
+        "--hosts=127.0.0.1:2",
+        "sh",
+        "-c",
+        "true",
+    ])
+    .unwrap();
+    assert_eq!(a.num_proc, 2);
+    assert_eq!(a.command, os(&["sh", "-c", "true"]));
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    for bad in [
+        &["horovodrun", "-np", "0", "true"][..],
+        &["horovodrun", "-np", "two", "true"],
+        &["horovodrun", "-np", "2"],
+        &["horovodrun", "true"],
+        &["horovodrun", "--bogus", "-np", "2", "true"],
+        &["horovodrun", "-np", "2", "--grace-period", "-1", "true"],
+    ] {
+        let e = parse(bad).expect_err(&format!("{bad:?} parsed"));
+        assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+    }
+}

@@ -1,0 +1,75 @@
+//! The job secret and the environment each rank starts with. The secret travels only in the
+//! environment: never on a command line (where `ps` shows it) and never in a log line.
+
+use std::net::SocketAddr;
+
+/// Shortest secret accepted from HOROVOD_SECRET_KEY (the engine's own minimum).
+const MIN_SECRET_BYTES: usize = 16;
+
+/// The secret from HOROVOD_SECRET_KEY (hex) if set, else 32 fresh random bytes.
+pub(crate) fn job_secret(from_env: Option<&str>) -> Result<Vec<u8>, String> {
+    match from_env {
+        Some(text) => {
+            // The message never echoes the value: a near-miss secret is still a secret.
+            let s = hex::decode(text.trim())
+                .map_err(|e| format!("HOROVOD_SECRET_KEY is set but is not hex ({e})"))?;
+            if s.len() < MIN_SECRET_BYTES {
+                return Err(format!(
+                    "HOROVOD_SECRET_KEY is set but holds {} bytes; it needs at least {MIN_SECRET_BYTES} ({} hex digits)",
+                    s.len(),
+                    2 * MIN_SECRET_BYTES
+                ));
+            }
+            Ok(s)
+        }
+        None => {
+            let mut s = vec![0u8; 32];
+            getrandom::fill(&mut s).map_err(|e| format!("cannot generate a job secret: {e}"))?;
+            Ok(s)
+        }
+    }
+}
+
+/// Where one rank sits in the job.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    pub(crate) rank: u32,
+    pub(crate) size: u32,
+    pub(crate) local_rank: u32,
+    pub(crate) local_size: u32,
+}
+
+/// The variables the launcher adds to (or overrides in) its own environment for one rank.
+pub(crate) fn rank_env(
+    p: Placement,
+    store: SocketAddr,
+    secret_hex: &str,
+    start_timeout_secs: u64,
+    gloo_timeout_set: bool,
+) -> Vec<(&'static str, String)> {
+    let mut v = vec![
+        ("HOROVOD_RANK", p.rank.to_string()),
+        ("HOROVOD_SIZE", p.size.to_string()),
+        ("HOROVOD_LOCAL_RANK", p.local_rank.to_string()),
+        ("HOROVOD_LOCAL_SIZE", p.local_size.to_string()),
+        // One host: every rank is the first (and only) of its local-rank group across hosts.
+        ("HOROVOD_CROSS_RANK", "0".to_owned()),
+        ("HOROVOD_CROSS_SIZE", "1".to_owned()),
+        // The address ranks listen on; all ranks are on this machine.
+        ("HOROVOD_HOSTNAME", "127.0.0.1".to_owned()),
+        ("HORA_STORE_ADDR", store.to_string()),
+        ("HOROVOD_SECRET_KEY", secret_hex.to_owned()),
+        ("HOROVOD_START_TIMEOUT", start_timeout_secs.to_string()),
+    ];
+    // The engine bounds its rendezvous by this; --start-timeout sets it unless the user did.
+    if !gloo_timeout_set {
+        v.push((
+            "HOROVOD_GLOO_TIMEOUT_SECONDS",
+            start_timeout_secs.to_string(),
+        ));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests;

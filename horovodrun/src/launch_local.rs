@@ -1,0 +1,369 @@
+//! Runs a job's ranks on this machine and watches them.
+//!
+//! How it works: every rank is its own process group (so a Ctrl-C typed at the terminal reaches
+//! only the launcher, which forwards it, and so a rank's own children are stopped with it). A
+//! waiter thread per rank and a signal thread feed one channel of [`Event`]s; the main thread
+//! is a small state machine over that channel:
+//!
+//! ```text
+//! Running ──rank fails──▶ Grace (others may exit by themselves and print why)
+//!    │                      │ grace period over: SIGTERM every rank
+//!    │                      ▼
+//!    └──SIGINT/SIGTERM──▶ Terminating ──2 s (5 s after a signal)──▶ SIGKILL ──▶ Killed
+//! ```
+//! A healthy job never meets a timeout: the launcher waits for as long as the ranks run.
+
+use std::ffi::OsString;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use hora::rendezvous::StoreServer;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::env::{Placement, rank_env};
+use crate::output::{self, Stream};
+use crate::sys;
+
+/// After SIGTERM, how long ranks have before SIGKILL.
+const TERM_TO_KILL: Duration = Duration::from_secs(2);
+/// After forwarding the user's SIGINT/SIGTERM, how long ranks have before SIGKILL.
+const SIGNAL_TO_KILL: Duration = Duration::from_secs(5);
+/// After SIGKILL, how long we wait for the kernel to reap before giving up on a rank.
+const KILL_TO_GIVE_UP: Duration = Duration::from_secs(10);
+/// How long rank output may keep draining after the ranks are gone.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// What to launch.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) command: Vec<OsString>,
+    pub(crate) np: u32,
+    pub(crate) start_timeout_secs: u64,
+    pub(crate) grace: Duration,
+}
+
+#[derive(Debug)]
+enum Event {
+    Exited {
+        rank: u32,
+        status: io::Result<ExitStatus>,
+    },
+    Signal(i32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Running,
+    Grace(Instant),
+    Terminating(Instant),
+    Killed(Instant),
+}
+
+#[derive(Debug)]
+struct RankProc {
+    pid: u32,
+    running: bool,
+}
+
+/// Launches the plan's ranks, waits for them, and returns the launcher's exit code.
+pub(crate) fn run(plan: &Plan, secret: &[u8]) -> i32 {
+    let (tx, rx) = mpsc::channel();
+    // Catch signals before any rank exists: with the default action a Ctrl-C would kill only the
+    // launcher and leave the ranks (in their own groups) running as orphans.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("horovodrun: cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    let signal_handle = signals.handle();
+    let sig_tx = tx.clone();
+    let _ = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if sig_tx.send(Event::Signal(s)).is_err() {
+                    break;
+                }
+            }
+        });
+
+    let store = match StoreServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), secret.to_vec()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("horovodrun: cannot start the rendezvous store: {e}");
+            return 1;
+        }
+    };
+    tracing::info!(addr = %store.addr(), "rendezvous store listening");
+
+    let mut job = Job {
+        ranks: Vec::new(),
+        pumps: Vec::new(),
+        phase: Phase::Running,
+        exit: None,
+    };
+    let secret_hex = hex::encode(secret);
+    let gloo_timeout_set = std::env::var_os("HOROVOD_GLOO_TIMEOUT_SECONDS").is_some();
+    for rank in 0..plan.np {
+        let placement = Placement {
+            rank,
+            size: plan.np,
+            local_rank: rank,
+            local_size: plan.np,
+        };
+        let env = rank_env(
+            placement,
+            store.addr(),
+            &secret_hex,
+            plan.start_timeout_secs,
+            gloo_timeout_set,
+        );
+        if let Err(e) = job.spawn_rank(rank, &plan.command, env, &tx) {
+            let prog = plan.command[0].to_string_lossy();
+            eprintln!("horovodrun: cannot start rank {rank} (`{prog}`): {e}");
+            job.exit = Some(if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+            job.terminate_now();
+            break;
+        }
+    }
+
+    while job.ranks.iter().any(|r| r.running) {
+        let event = match job.phase.deadline() {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match event {
+            Ok(Event::Exited { rank, status }) => job.on_exit(rank, status, plan.grace),
+            Ok(Event::Signal(sig)) => job.on_signal(sig),
+            Err(RecvTimeoutError::Timeout) => {
+                if !job.on_deadline() {
+                    break;
+                }
+            }
+            // We hold a sender, so this cannot happen; leave rather than spin if it does.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+
+    job.kill_leftovers();
+    store.shutdown();
+    job.drain_output();
+    signal_handle.close();
+    job.exit.unwrap_or(0)
+}
+
+#[derive(Debug)]
+struct Job {
+    ranks: Vec<RankProc>,
+    pumps: Vec<JoinHandle<()>>,
+    phase: Phase,
+    /// The launcher's exit code once something went wrong.
+    exit: Option<i32>,
+}
+
+impl Phase {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Self::Running => None,
+            Self::Grace(d) | Self::Terminating(d) | Self::Killed(d) => Some(d),
+        }
+    }
+}
+
+impl Job {
+    fn spawn_rank(
+        &mut self,
+        rank: u32,
+        command: &[OsString],
+        env: Vec<(&'static str, String)>,
+        tx: &mpsc::Sender<Event>,
+    ) -> io::Result<()> {
+        let mut child = Command::new(&command[0])
+            .args(&command[1..])
+            .envs(env)
+            // Its own group, led by the rank: see the module docs.
+            .process_group(0)
+            // A rank outside the terminal's foreground group would be stopped (SIGTTIN) if it
+            // read the terminal, so ranks get no stdin.
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let pid = child.id();
+        self.ranks.push(RankProc { pid, running: true });
+        tracing::info!(rank, pid, "started rank");
+        if let Some(out) = child.stdout.take() {
+            self.pumps.push(output::spawn(out, rank, Stream::Stdout)?);
+        }
+        if let Some(err) = child.stderr.take() {
+            self.pumps.push(output::spawn(err, rank, Stream::Stderr)?);
+        }
+        let tx = tx.clone();
+        let waiter = thread::Builder::new()
+            .name(format!("wait-rank{rank}"))
+            .spawn(move || {
+                let status = child.wait();
+                let _ = tx.send(Event::Exited { rank, status });
+            });
+        if let Err(e) = waiter {
+            // Without a waiter we could never see this rank exit; kill it rather than hang.
+            let _ = sys::signal_group(pid, libc::SIGKILL);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn running(&self) -> usize {
+        self.ranks.iter().filter(|r| r.running).count()
+    }
+
+    fn signal_running(&self, sig: i32) {
+        for r in self.ranks.iter().filter(|r| r.running) {
+            if let Err(e) = sys::signal_group(r.pid, sig) {
+                tracing::warn!(pid = r.pid, error = %e, "cannot signal a rank");
+            }
+        }
+    }
+
+    fn on_exit(&mut self, rank: u32, status: io::Result<ExitStatus>, grace: Duration) {
+        let Some(r) = self.ranks.get_mut(rank as usize) else {
+            return;
+        };
+        r.running = false;
+        let pid = r.pid;
+        let (what, code) = match &status {
+            Ok(s) if s.success() => {
+                tracing::info!(rank, pid, "rank exited successfully");
+                return;
+            }
+            Ok(s) => describe(*s),
+            Err(e) => (format!("could not be waited for ({e})"), 1),
+        };
+        if self.exit.is_some() || self.phase != Phase::Running {
+            // The first failure was already reported; later ones are usually its echo.
+            tracing::info!(rank, pid, "rank {what}");
+            return;
+        }
+        self.exit = Some(code);
+        let left = self.running();
+        if left == 0 {
+            eprintln!("horovodrun: rank {rank} (pid {pid}) {what}");
+            return;
+        }
+        eprintln!(
+            "horovodrun: rank {rank} (pid {pid}) {what}; stopping the other {left} rank{}",
+            if left == 1 { "" } else { "s" }
+        );
+        self.phase = Phase::Grace(Instant::now() + grace);
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        let name = sys::signal_name(sig);
+        if matches!(self.phase, Phase::Terminating(_) | Phase::Killed(_)) && self.exit.is_some() {
+            // A second Ctrl-C: the user does not want to wait.
+            eprintln!("horovodrun: received {name} again; killing all ranks");
+            self.signal_running(libc::SIGKILL);
+            self.phase = Phase::Killed(Instant::now() + KILL_TO_GIVE_UP);
+            return;
+        }
+        let left = self.running();
+        eprintln!(
+            "horovodrun: received {name}; stopping {left} rank{}",
+            if left == 1 { "" } else { "s" }
+        );
+        self.exit = Some(128 + sig);
+        self.signal_running(sig);
+        self.phase = Phase::Terminating(Instant::now() + SIGNAL_TO_KILL);
+    }
+
+    /// Moves to the next, harsher phase; false when there is nothing left to try.
+    fn on_deadline(&mut self) -> bool {
+        match self.phase {
+            Phase::Running => {}
+            Phase::Grace(_) => {
+                tracing::info!("grace period over: sending SIGTERM to the remaining ranks");
+                self.signal_running(libc::SIGTERM);
+                self.phase = Phase::Terminating(Instant::now() + TERM_TO_KILL);
+            }
+            Phase::Terminating(_) => {
+                tracing::info!("sending SIGKILL to the remaining ranks");
+                self.signal_running(libc::SIGKILL);
+                self.phase = Phase::Killed(Instant::now() + KILL_TO_GIVE_UP);
+            }
+            Phase::Killed(_) => {
+                for r in self.ranks.iter().filter(|r| r.running) {
+                    eprintln!(
+                        "horovodrun: pid {} survived SIGKILL; giving up on it",
+                        r.pid
+                    );
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn terminate_now(&mut self) {
+        self.signal_running(libc::SIGTERM);
+        self.phase = Phase::Terminating(Instant::now() + TERM_TO_KILL);
+    }
+
+    /// Kills whatever the ranks left behind in their groups (say, a background child that
+    /// ignored the rank's signal), so no process of the job outlives the launcher.
+    fn kill_leftovers(&self) {
+        for r in &self.ranks {
+            if sys::group_alive(r.pid) {
+                tracing::info!(
+                    pgid = r.pid,
+                    "killing leftover processes of a finished rank"
+                );
+                let _ = sys::signal_group(r.pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Lets the output threads print what the ranks wrote last, without waiting forever on a
+    /// pipe some escaped process still holds.
+    fn drain_output(&mut self) {
+        let until = Instant::now() + OUTPUT_DRAIN;
+        while Instant::now() < until && self.pumps.iter().any(|p| !p.is_finished()) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        for p in self.pumps.drain(..).filter(|p| p.is_finished()) {
+            let _ = p.join();
+        }
+    }
+}
+
+/// `exited with code 3` / `was killed by signal 9 (SIGKILL)`, and the launcher's exit code.
+fn describe(s: ExitStatus) -> (String, i32) {
+    if let Some(code) = s.code() {
+        return (format!("exited with code {code}"), code);
+    }
+    if let Some(sig) = s.signal() {
+        let core = if s.core_dumped() { ", core dumped" } else { "" };
+        return (
+            format!(
+                "was killed by signal {sig} ({}{core})",
+                sys::signal_name(sig)
+            ),
+            1,
+        );
+    }
+    (format!("ended with status {s}"), 1)
+}
+
+#[cfg(test)]
+mod tests;
