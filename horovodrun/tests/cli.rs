@@ -394,7 +394,8 @@ fn ranks_that_ignore_sigterm_are_killed() {
     let dir = scratch();
     let script = format!(
         "trap '' TERM; echo $$ > {d}/pid.$HOROVOD_RANK; \
-         if [ $HOROVOD_RANK = 0 ]; then exit 1; fi; while :; do sleep 0.05; done",
+         if [ $HOROVOD_RANK = 0 ]; then while [ ! -s {d}/pid.1 ]; do sleep 0.01; done; exit 1; fi; \
+         while :; do sleep 0.05; done",
         d = dir.display()
     );
     let r = run(&["-np", "2", "--grace-period", "0", "sh", "-c", &script]);
