@@ -1,0 +1,120 @@
+//! The per-rank half of the protocol: encodes local requests for the coordinator and expands the
+//! coordinator's messages into plans, keeping the rank's copy of the response cache in step.
+
+use super::cache::CacheMirror;
+use super::fusion;
+use super::message::{DownItem, DownMsg, Plan, ProtocolError, Request, UpItem, UpMsg};
+use crate::types::CollectiveKind;
+
+/// One rank's protocol state.
+#[derive(Debug)]
+pub struct Worker {
+    rank: usize,
+    size: usize,
+    /// Whether this rank sends cache ids; it mirrors announced entries regardless, because the
+    /// coordinator's messages may refer to them.
+    use_cache: bool,
+    cache: CacheMirror,
+    applied: u64,
+}
+
+impl Worker {
+    /// A worker for `rank` of `size`; `cache_capacity` 0 makes it always send full requests.
+    pub fn new(rank: usize, size: usize, cache_capacity: usize) -> Self {
+        Self {
+            rank,
+            size,
+            use_cache: cache_capacity > 0,
+            cache: CacheMirror::default(),
+            applied: 0,
+        }
+    }
+
+    /// This worker's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks in the job.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Number of coordinator messages applied so far (the epoch reported upstream).
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Number of live cache entries this rank holds.
+    pub fn cached_entries(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Encodes newly ready local requests (and join/shutdown flags) into one message for the
+    /// coordinator, sending a cached request as a compact cache id instead of the full request.
+    pub fn submit(&mut self, reqs: Vec<Request>, shutdown: bool) -> UpMsg {
+        let items = reqs
+            .into_iter()
+            .map(|req| {
+                let hit = (self.use_cache && req.kind != CollectiveKind::Join)
+                    .then(|| self.cache.hit(self.rank, &req))
+                    .flatten();
+                match hit {
+                    Some(id) => UpItem::Cached(id),
+                    None => UpItem::Full(req),
+                }
+            })
+            .collect();
+        UpMsg {
+            epoch: self.applied,
+            items,
+            shutdown,
+        }
+    }
+
+    /// Applies one coordinator message (updating the response cache exactly as every other rank
+    /// does) and returns the plan.
+    pub fn receive(&mut self, msg: DownMsg) -> Result<Plan, ProtocolError> {
+        if msg.seq != self.applied {
+            return Err(ProtocolError::OutOfOrder {
+                expected: self.applied,
+                got: msg.seq,
+            });
+        }
+        let mut responses = Vec::with_capacity(msg.groups.len());
+        for group in msg.groups {
+            let mut parts = Vec::with_capacity(group.len());
+            for item in group {
+                let resp = match item {
+                    DownItem::Cached(id) => self
+                        .cache
+                        .get(id)
+                        .cloned()
+                        .ok_or(ProtocolError::UnknownCacheId(id))?,
+                    DownItem::Full { response, cache } => {
+                        if let Some(ins) = &cache {
+                            self.cache.apply(ins, &response);
+                        }
+                        response
+                    }
+                };
+                if resp.tensors.is_empty() {
+                    return Err(ProtocolError::BadGroup("a response without tensors".into()));
+                }
+                parts.push(resp);
+            }
+            if !fusion::fusable(&parts) {
+                return Err(ProtocolError::BadGroup(format!(
+                    "{} responses that are not matching allreduces",
+                    parts.len()
+                )));
+            }
+            responses.push(fusion::merge(parts));
+        }
+        self.applied += 1;
+        Ok(Plan {
+            responses,
+            shutdown: msg.shutdown,
+        })
+    }
+}
