@@ -1,9 +1,22 @@
 //! # hora: the engine
 //!
 //! ## Design overview
-//! (Being written.)
+//! Each process runs one [`Engine`]: a background thread that takes operations enqueued by
+//! the caller (who gets a [`Handle`] at once), agrees with the other ranks on what to run,
+//! and runs it. Rank 0 also hosts the [`coordinator`], a sans-IO state machine that checks
+//! that every rank submitted the same tensor with matching dtype, shape, op and root, fuses
+//! ready allreduces, and answers repeated tensors through a response cache. The engine is
+//! event-driven: a tensor goes to the coordinator the moment it is enqueued, so an idle job
+//! runs a small allreduce in one round trip plus the data exchange.
+//!
+//! The [`collectives`] are generic over `hora_transport::Transport`; the transport is chosen
+//! once, at init, in [`transport_select`]. Reductions live in [`reduce`].
+//!
+//! What this crate does *not* do: launch processes (that is `horovodrun`), know anything about
+//! a framework's tensors (bindings lend their memory through [`TensorData`]), or move bytes
+//! itself (transports do).
 
-// pub mod api; (waits for hora-tcp)
+pub mod api;
 pub mod collectives;
 pub mod coordinator;
 pub mod config;
@@ -13,9 +26,13 @@ pub mod handle;
 mod logging;
 pub mod reduce;
 pub mod rendezvous;
-// pub mod transport_select; (waits for hora-tcp)
+pub mod transport_select;
 pub mod types;
 pub mod wire;
+pub use api::{
+    allgather, allreduce, allreduce_async, alltoall, barrier, broadcast, cross_rank, cross_size,
+    init, is_initialized, join, local_rank, local_size, rank, reducescatter, shutdown, size,
+};
 pub use engine::{Engine, OpOptions};
 pub use error::{Error, Result};
 pub use handle::{Completion, Element, Handle, TensorData};

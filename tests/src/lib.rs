@@ -33,9 +33,10 @@ pub fn horovodrun() -> PathBuf {
         .clone()
 }
 
-/// Path to the `hora-rank` test program.
+/// Path to the `hora-rank` test program (cargo builds a package's binaries before its
+/// integration tests).
 pub fn hora_rank() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hora-rank"))
+    bin_dir().join("hora-rank")
 }
 
 /// A finished job: exit status, output and how long it took.
