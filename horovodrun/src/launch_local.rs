@@ -190,7 +190,9 @@ impl Job {
         env: Vec<(&'static str, String)>,
         tx: &mpsc::Sender<Event>,
     ) -> io::Result<()> {
-        let mut child = Command::new(&command[0])
+        let mut cmd = Command::new(&command[0]);
+        sys::die_with_launcher(&mut cmd);
+        let mut child = cmd
             .args(&command[1..])
             .envs(env)
             // Its own group, led by the rank: see the module docs.

@@ -1,5 +1,5 @@
-//! The few operating-system calls std does not offer: signalling a process group and reading
-//! the host name. The only `unsafe` in the launcher lives here.
+//! The few operating-system calls std does not offer: signalling a process group, reading the
+//! host name, tying a rank's life to the launcher's. The only `unsafe` in the launcher lives here.
 
 use std::io;
 
@@ -81,4 +81,32 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
         libc::SIGXCPU => "SIGXCPU",
         _ => "unknown signal",
     }
+}
+
+/// Arranges for the child to get SIGKILL if the launcher dies without stopping it (say, it was
+/// itself SIGKILLed), so a lost launcher does not leave ranks holding ports and devices.
+/// Linux only; elsewhere the ranks notice their broken connections instead.
+pub(crate) fn die_with_launcher(cmd: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let launcher = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only makes the
+        // async-signal-safe calls prctl(2) and getppid(2); it allocates nothing (the error it
+        // may return is built from a raw OS code).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The launcher may have died between fork and prctl: then nobody will signal.
+                if u32::try_from(libc::getppid()).ok() != Some(launcher) {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }

@@ -439,6 +439,23 @@ fn sigterm_stops_every_rank_and_their_children() {
 }
 
 #[test]
+fn ranks_die_with_a_killed_launcher() {
+    let dir = scratch();
+    let script = format!(
+        "echo $$ > {d}/pid.$HOROVOD_RANK; exec sleep 60",
+        d = dir.display()
+    );
+    let start = Instant::now();
+    let child = spawn(&["-np", "2", "sh", "-c", &script]);
+    let launcher = child.id();
+    let ranks = read_pids(&dir, "pid", 2);
+    send_signal(launcher, "-KILL");
+    let r = finish(child, start);
+    assert_eq!(r.status.code(), None, "the launcher was not killed");
+    assert_all_dead(&ranks);
+}
+
+#[test]
 fn healthy_job_waits_for_slow_ranks() {
     let script = "if [ $HOROVOD_RANK = 1 ]; then sleep 0.5; echo done; fi";
     let r = run(&["-np", "2", "--grace-period", "0", "sh", "-c", script]);
