@@ -29,7 +29,11 @@ pub fn init_with(config: Config) -> Result<()> {
     crate::logging::init_from_env();
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
     let connected = crate::transport_select::connect(&config, generation)?;
-    tracing::debug!(rank = config.topology.rank, transport = connected.name, "hora initialized");
+    tracing::debug!(
+        rank = config.topology.rank,
+        transport = connected.name,
+        "hora initialized"
+    );
     let engine = Engine::start(config.topology, config.tuning.clone(), connected.transport)?;
     *global = Some(Arc::new(engine));
     Ok(())
@@ -90,7 +94,14 @@ fn shape_of<T>(v: &[T]) -> [u64; 1] {
 /// Starts an allreduce of `data`; the handle's completion holds the reduced `Vec<T>`.
 pub fn allreduce_async<T: Element>(name: &str, data: Vec<T>, op: ReduceOp) -> Result<Handle> {
     let shape = shape_of(&data);
-    Ok(engine()?.allreduce_async(name, T::DTYPE, &shape, Box::new(data), op, OpOptions::default()))
+    Ok(engine()?.allreduce_async(
+        name,
+        T::DTYPE,
+        &shape,
+        Box::new(data),
+        op,
+        OpOptions::default(),
+    ))
 }
 
 /// Allreduces `data` and returns the result.
@@ -101,7 +112,9 @@ pub fn allreduce<T: Element>(name: &str, data: Vec<T>, op: ReduceOp) -> Result<V
 /// Concatenates every rank's `data` (lengths may differ) in rank order.
 pub fn allgather<T: Element>(name: &str, data: Vec<T>) -> Result<Vec<T>> {
     let shape = shape_of(&data);
-    let c = engine()?.allgather_async(name, T::DTYPE, &shape, Box::new(data)).wait()?;
+    let c = engine()?
+        .allgather_async(name, T::DTYPE, &shape, Box::new(data))
+        .wait()?;
     Ok(c.output.map(|o| o.to_vec()).unwrap_or_default())
 }
 
@@ -113,17 +126,35 @@ pub fn broadcast<T: Element>(name: &str, data: Vec<T>, root: usize) -> Result<Ve
 
 /// Sends `splits[d]` elements to rank `d` (empty = even split); returns what arrived and how
 /// many elements came from each rank.
-pub fn alltoall<T: Element>(name: &str, data: Vec<T>, splits: Vec<u64>) -> Result<(Vec<T>, Vec<u64>)> {
+pub fn alltoall<T: Element>(
+    name: &str,
+    data: Vec<T>,
+    splits: Vec<u64>,
+) -> Result<(Vec<T>, Vec<u64>)> {
     let shape = shape_of(&data);
-    let c = engine()?.alltoall_async(name, T::DTYPE, &shape, Box::new(data), splits).wait()?;
-    Ok((c.output.map(|o| o.to_vec()).unwrap_or_default(), c.received_splits))
+    let c = engine()?
+        .alltoall_async(name, T::DTYPE, &shape, Box::new(data), splits)
+        .wait()?;
+    Ok((
+        c.output.map(|o| o.to_vec()).unwrap_or_default(),
+        c.received_splits,
+    ))
 }
 
 /// Reduces `data` and returns this rank's share (earlier ranks get one more when uneven).
 pub fn reducescatter<T: Element>(name: &str, data: Vec<T>, op: ReduceOp) -> Result<Vec<T>> {
     let shape = shape_of(&data);
     let e = engine()?;
-    let c = e.reducescatter_async(name, T::DTYPE, &shape, Box::new(data), op, OpOptions::default()).wait()?;
+    let c = e
+        .reducescatter_async(
+            name,
+            T::DTYPE,
+            &shape,
+            Box::new(data),
+            op,
+            OpOptions::default(),
+        )
+        .wait()?;
     Ok(c.output.map(|o| o.to_vec()).unwrap_or_default())
 }
 
@@ -140,5 +171,6 @@ pub fn join() -> Result<usize> {
 fn take_vec<T: Element>(h: Handle) -> Result<Vec<T>> {
     let name = h.name().to_string();
     let mut c = h.wait()?;
-    c.take_data::<Vec<T>>().ok_or_else(|| Error::Bug(format!("tensor '{name}' came back with another type")))
+    c.take_data::<Vec<T>>()
+        .ok_or_else(|| Error::Bug(format!("tensor '{name}' came back with another type")))
 }

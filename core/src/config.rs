@@ -29,7 +29,14 @@ pub struct Topology {
 impl Topology {
     /// A job of one process.
     pub fn single() -> Self {
-        Self { rank: 0, size: 1, local_rank: 0, local_size: 1, cross_rank: 0, cross_size: 1 }
+        Self {
+            rank: 0,
+            size: 1,
+            local_rank: 0,
+            local_size: 1,
+            cross_rank: 0,
+            cross_size: 1,
+        }
     }
 }
 
@@ -118,14 +125,20 @@ impl Config {
 
     /// A one-rank job with default settings (no launcher needed).
     pub fn single_process() -> Self {
-        Self { topology: Topology::single(), rendezvous: None, tuning: Tuning::default() }
+        Self {
+            topology: Topology::single(),
+            rendezvous: None,
+            tuning: Tuning::default(),
+        }
     }
 
     /// Reads settings from a map of variables (the environment, or a test's own map).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, Error> {
         let v = Vars(vars);
         let Some(rank) = v.parse::<usize>("HOROVOD_RANK", "a rank number (0, 1, ...)")? else {
-            return Err(Error::NotLaunched { hint: LAUNCH_HINT.to_string() });
+            return Err(Error::NotLaunched {
+                hint: LAUNCH_HINT.to_string(),
+            });
         };
         let size = v
             .parse::<usize>("HOROVOD_SIZE", "the number of ranks (1, 2, ...)")?
@@ -133,7 +146,11 @@ impl Config {
                 hint: format!("HOROVOD_RANK is set but HOROVOD_SIZE is not; {LAUNCH_HINT}"),
             })?;
         if size == 0 {
-            return Err(invalid("HOROVOD_SIZE", "0", "a job needs at least one rank"));
+            return Err(invalid(
+                "HOROVOD_SIZE",
+                "0",
+                "a job needs at least one rank",
+            ));
         }
         if rank >= size {
             return Err(invalid(
@@ -153,7 +170,14 @@ impl Config {
                 &format!("must be below HOROVOD_LOCAL_SIZE={local_size}"),
             ));
         }
-        let topology = Topology { rank, size, local_rank, local_size, cross_rank, cross_size };
+        let topology = Topology {
+            rank,
+            size,
+            local_rank,
+            local_size,
+            cross_rank,
+            cross_size,
+        };
 
         let rendezvous = if size == 1 && v.get("HORA_STORE_ADDR").is_none() {
             None
@@ -164,7 +188,11 @@ impl Config {
         let mut t = Tuning::default();
         if let Some(ms) = v.parse::<f64>("HOROVOD_CYCLE_TIME", "milliseconds, e.g. 1 or 0.5")? {
             if !(ms.is_finite() && ms > 0.0) {
-                return Err(invalid("HOROVOD_CYCLE_TIME", &ms.to_string(), "must be > 0 ms"));
+                return Err(invalid(
+                    "HOROVOD_CYCLE_TIME",
+                    &ms.to_string(),
+                    "must be > 0 ms",
+                ));
             }
             t.cycle_time = Duration::from_secs_f64(ms / 1000.0);
         }
@@ -194,26 +222,46 @@ impl Config {
         }
         if let Some(b) = v.parse::<usize>("HORA_SEGMENT_BYTES", "a byte count >= 4096")? {
             if b < 4096 {
-                return Err(invalid("HORA_SEGMENT_BYTES", &b.to_string(), "must be >= 4096"));
+                return Err(invalid(
+                    "HORA_SEGMENT_BYTES",
+                    &b.to_string(),
+                    "must be >= 4096",
+                ));
             }
             t.segment_bytes = b;
         }
-        Ok(Self { topology, rendezvous, tuning: t })
+        Ok(Self {
+            topology,
+            rendezvous,
+            tuning: t,
+        })
     }
 
     fn rendezvous(v: &Vars<'_>) -> Result<Rendezvous, Error> {
         let store_raw = v.get("HORA_STORE_ADDR").ok_or_else(|| Error::NotLaunched {
-            hint: format!("HORA_STORE_ADDR (the launcher's rendezvous store) is not set; {LAUNCH_HINT}"),
+            hint: format!(
+                "HORA_STORE_ADDR (the launcher's rendezvous store) is not set; {LAUNCH_HINT}"
+            ),
         })?;
         let store = store_raw.parse::<SocketAddr>().map_err(|e| {
-            invalid("HORA_STORE_ADDR", store_raw, &format!("expected IP:PORT ({e})"))
+            invalid(
+                "HORA_STORE_ADDR",
+                store_raw,
+                &format!("expected IP:PORT ({e})"),
+            )
         })?;
-        let key = v.get("HOROVOD_SECRET_KEY").ok_or_else(|| Error::NotLaunched {
-            hint: format!("HOROVOD_SECRET_KEY (the job secret) is not set; {LAUNCH_HINT}"),
-        })?;
+        let key = v
+            .get("HOROVOD_SECRET_KEY")
+            .ok_or_else(|| Error::NotLaunched {
+                hint: format!("HOROVOD_SECRET_KEY (the job secret) is not set; {LAUNCH_HINT}"),
+            })?;
         let secret = hex::decode(key.trim()).map_err(|e| {
             // Never echo the secret itself.
-            invalid("HOROVOD_SECRET_KEY", "<redacted>", &format!("expected hex digits ({e})"))
+            invalid(
+                "HOROVOD_SECRET_KEY",
+                "<redacted>",
+                &format!("expected hex digits ({e})"),
+            )
         })?;
         if secret.len() < 16 {
             return Err(invalid(
@@ -225,22 +273,37 @@ impl Config {
         let bind_ip = match v.get("HOROVOD_HOSTNAME") {
             None => IpAddr::from([127, 0, 0, 1]),
             Some(h) => h.parse::<IpAddr>().map_err(|e| {
-                invalid("HOROVOD_HOSTNAME", h, &format!("expected an IP address to listen on ({e})"))
+                invalid(
+                    "HOROVOD_HOSTNAME",
+                    h,
+                    &format!("expected an IP address to listen on ({e})"),
+                )
             })?,
         };
-        Ok(Rendezvous { store, secret, bind_ip })
+        Ok(Rendezvous {
+            store,
+            secret,
+            bind_ip,
+        })
     }
 }
 
 fn invalid(var: &str, value: &str, reason: &str) -> Error {
-    Error::InvalidConfig { var: var.to_string(), value: value.to_string(), reason: reason.to_string() }
+    Error::InvalidConfig {
+        var: var.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 struct Vars<'a>(&'a HashMap<String, String>);
 
 impl Vars<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|s| s.as_str()).filter(|s| !s.trim().is_empty())
+        self.0
+            .get(name)
+            .map(|s| s.as_str())
+            .filter(|s| !s.trim().is_empty())
     }
 
     fn parse<T: std::str::FromStr>(&self, name: &str, accepted: &str) -> Result<Option<T>, Error> {
@@ -259,7 +322,11 @@ impl Vars<'_> {
             None => Ok(false),
             Some(s) if ["1", "true", "yes", "on"].contains(&s.as_str()) => Ok(true),
             Some(s) if ["0", "false", "no", "off"].contains(&s.as_str()) => Ok(false),
-            Some(s) => Err(invalid(name, &s, "expected 1/0, true/false, yes/no or on/off")),
+            Some(s) => Err(invalid(
+                name,
+                &s,
+                "expected 1/0, true/false, yes/no or on/off",
+            )),
         }
     }
 }

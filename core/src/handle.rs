@@ -47,7 +47,10 @@ pub struct OutputBuffer {
 impl OutputBuffer {
     /// A zeroed buffer of `len` bytes.
     pub fn zeroed(len: usize) -> Self {
-        Self { words: vec![0u64; len.div_ceil(8)], len }
+        Self {
+            words: vec![0u64; len.div_ceil(8)],
+            len,
+        }
     }
 
     /// Length in bytes.
@@ -151,7 +154,10 @@ pub struct Handle {
 
 impl Handle {
     pub(crate) fn new(state: Arc<HandleState>) -> Self {
-        Self { state, taken: false }
+        Self {
+            state,
+            taken: false,
+        }
     }
 
     /// A handle that has already failed.
@@ -199,7 +205,7 @@ impl Handle {
                 return true;
             }
             i = i.wrapping_add(1);
-            if i % 16 == 0 {
+            if i.is_multiple_of(16) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -221,11 +227,16 @@ impl Handle {
 
     fn wait_until(mut self, deadline: Option<Instant>) -> Result<Completion> {
         if !self.block_until(deadline) {
-            return Err(Error::WaitTimeout { tensor: self.state.name.clone() });
+            return Err(Error::WaitTimeout {
+                tensor: self.state.name.clone(),
+            });
         }
         self.taken = true;
         self.state.result.lock().take().unwrap_or_else(|| {
-            Err(Error::Bug(format!("handle for '{}' completed twice", self.state.name)))
+            Err(Error::Bug(format!(
+                "handle for '{}' completed twice",
+                self.state.name
+            )))
         })
     }
 }

@@ -18,8 +18,8 @@
 
 pub mod api;
 pub mod collectives;
-pub mod coordinator;
 pub mod config;
+pub mod coordinator;
 pub mod engine;
 pub mod error;
 pub mod handle;

@@ -21,21 +21,27 @@ pub struct StoreDirectory {
 impl StoreDirectory {
     /// Wraps a store; keys are `<prefix>addr/<rank>`.
     pub fn new(store: Arc<dyn Store>, prefix: &str) -> Self {
-        Self { store, prefix: prefix.to_string() }
+        Self {
+            store,
+            prefix: prefix.to_string(),
+        }
     }
 }
 
 impl PeerDirectory for StoreDirectory {
     fn publish(&self, rank: Rank, addr: std::net::SocketAddr) -> Result<(), String> {
         let key = format!("{}addr/{rank}", self.prefix);
-        self.store.set(&key, addr.to_string().as_bytes()).map_err(|e| e.to_string())
+        self.store
+            .set(&key, addr.to_string().as_bytes())
+            .map_err(|e| e.to_string())
     }
 
     fn lookup(&self, rank: Rank, deadline: Instant) -> Result<std::net::SocketAddr, String> {
         let key = format!("{}addr/{rank}", self.prefix);
         let raw = self.store.get(&key, deadline).map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&raw);
-        text.parse().map_err(|e| format!("rank {rank} published a bad address {text:?}: {e}"))
+        text.parse()
+            .map_err(|e| format!("rank {rank} published a bad address {text:?}: {e}"))
     }
 }
 
@@ -55,12 +61,21 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
     let topo = config.topology;
     let Some(rdv) = &config.rendezvous else {
         let t = LocalTransport::create(1).pop().expect("one rank");
-        return Ok(Connected { transport: Arc::new(t), store: None, name: "local" });
+        return Ok(Connected {
+            transport: Arc::new(t),
+            store: None,
+            name: "local",
+        });
     };
     let rank = topo.rank;
     let rendezvous_err = |detail: String| Error::Rendezvous { rank, detail };
-    let client = StoreClient::connect(rdv.store, &rdv.secret, rank as u64, config.tuning.connect_timeout)
-        .map_err(|e| rendezvous_err(format!("cannot reach the store at {}: {e}", rdv.store)))?;
+    let client = StoreClient::connect(
+        rdv.store,
+        &rdv.secret,
+        rank as u64,
+        config.tuning.connect_timeout,
+    )
+    .map_err(|e| rendezvous_err(format!("cannot reach the store at {}: {e}", rdv.store)))?;
     let store: Arc<dyn Store> = Arc::new(client);
     let prefix = format!("hora/{generation}/");
     let directory = Arc::new(StoreDirectory::new(store.clone(), &prefix));
@@ -78,7 +93,9 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
         .map_err(|e| rendezvous_err(format!("store: {e}")))?;
     let all_key = format!("{prefix}all-arrived");
     if arrived as usize == topo.size {
-        store.set(&all_key, b"1").map_err(|e| rendezvous_err(format!("store: {e}")))?;
+        store
+            .set(&all_key, b"1")
+            .map_err(|e| rendezvous_err(format!("store: {e}")))?;
     }
     let deadline = hora_transport::deadline_after(config.tuning.connect_timeout);
     store.get(&all_key, deadline).map_err(|e| {
@@ -88,5 +105,9 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
             topo.size, config.tuning.connect_timeout
         ))
     })?;
-    Ok(Connected { transport: Arc::new(transport), store: Some(store), name: "tcp" })
+    Ok(Connected {
+        transport: Arc::new(transport),
+        store: Some(store),
+        name: "tcp",
+    })
 }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>
-    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// Path to the `horovodrun` launcher, building it first if this test run did not.
@@ -56,7 +59,10 @@ pub struct JobResult {
 pub fn run_job(np: usize, args: &[&str], env: &[(&str, &str)]) -> JobResult {
     let start = Instant::now();
     let mut cmd = Command::new(horovodrun());
-    cmd.arg("-np").arg(np.to_string()).arg(hora_rank()).args(args);
+    cmd.arg("-np")
+        .arg(np.to_string())
+        .arg(hora_rank())
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -28,7 +28,10 @@ fn bad_environment_value_names_the_variable() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("HOROVOD_FUSION_THRESHOLD") && stderr.contains("lots"), "{stderr}");
+    assert!(
+        stderr.contains("HOROVOD_FUSION_THRESHOLD") && stderr.contains("lots"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -41,6 +44,10 @@ fn single_process_job_runs_without_a_launcher() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("rank 0: collectives OK"), "{stdout}");
 }

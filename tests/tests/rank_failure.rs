@@ -25,21 +25,41 @@ fn killed_rank_fails_survivors_and_launcher_names_it() {
         if line.contains("rank 2 step 10") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "loop never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "loop never started"
+        );
     }
     let victim = find_rank_pid(child.id(), "2").expect("rank 2's pid");
     let killed_at = Instant::now();
     // SAFETY-free: plain `kill` command.
-    Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     let elapsed = killed_at.elapsed();
     let mut stderr = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert!(!status.success(), "launcher exited 0 after a rank was killed");
-    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?} to fail");
-    assert!(stderr.contains("rank 2") && stderr.contains("signal 9"), "launcher did not name rank 2:\n{stderr}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        !status.success(),
+        "launcher exited 0 after a rank was killed"
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "took {elapsed:?} to fail"
+    );
+    assert!(
+        stderr.contains("rank 2") && stderr.contains("signal 9"),
+        "launcher did not name rank 2:\n{stderr}"
+    );
     // Survivors reported an error (rather than being killed while hung).
     for rank in [0, 1] {
         assert!(
@@ -54,13 +74,25 @@ fn killed_rank_fails_survivors_and_launcher_names_it() {
 fn find_rank_pid(launcher: u32, rank: &str) -> Option<u32> {
     let want = format!("HOROVOD_RANK={rank}");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let ppid: u32 = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         if ppid != launcher {
             continue;
         }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
         if env.split(|&b| b == 0).any(|kv| kv == want.as_bytes()) {
             return Some(pid);
         }

@@ -68,7 +68,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
         Some('G') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    num.parse::<usize>().map(|n| n * mult).map_err(|e| format!("bad size {s:?}: {e}"))
+    num.parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|e| format!("bad size {s:?}: {e}"))
 }
 
 fn default_iters(bytes: usize) -> (usize, usize) {
@@ -132,21 +134,39 @@ impl Bench {
             Collective::Allgather => bytes / n / dtype.size(),
             _ => bytes / dtype.size(),
         };
-        if self.buf.as_ref().is_none_or(|b| b.len() != per_rank * dtype.size()) {
+        if self
+            .buf
+            .as_ref()
+            .is_none_or(|b| b.len() != per_rank * dtype.size())
+        {
             self.buf = Some(vec![0u8; per_rank * dtype.size()]);
         }
         // The buffer moves into the engine and back out of the handle: no copies.
         let view = self.buf.take().expect("buffer present");
         let shape = [per_rank as u64];
         let h = match self.args.collective {
-            Collective::Allreduce => e.allreduce_async(&name, dtype, &shape, Box::new(view), self.args.op, OpOptions::default()),
+            Collective::Allreduce => e.allreduce_async(
+                &name,
+                dtype,
+                &shape,
+                Box::new(view),
+                self.args.op,
+                OpOptions::default(),
+            ),
             Collective::Allgather => e.allgather_async(&name, dtype, &shape, Box::new(view)),
             Collective::Broadcast => e.broadcast_async(&name, dtype, &shape, Box::new(view), 0),
             Collective::Alltoall => {
                 let splits = even(per_rank as u64, n);
                 e.alltoall_async(&name, dtype, &shape, Box::new(view), splits)
             }
-            Collective::Reducescatter => e.reducescatter_async(&name, dtype, &shape, Box::new(view), self.args.op, OpOptions::default()),
+            Collective::Reducescatter => e.reducescatter_async(
+                &name,
+                dtype,
+                &shape,
+                Box::new(view),
+                self.args.op,
+                OpOptions::default(),
+            ),
         };
         let mut c = h.wait()?;
         self.buf = c.take_data::<Vec<u8>>();
@@ -156,7 +176,9 @@ impl Bench {
 
 fn even(rows: u64, n: usize) -> Vec<u64> {
     let n64 = n as u64;
-    (0..n64).map(|r| rows / n64 + u64::from(r < rows % n64)).collect()
+    (0..n64)
+        .map(|r| rows / n64 + u64::from(r < rows % n64))
+        .collect()
 }
 
 fn expected(args: &Args, n: usize, rank_value: impl Fn(usize) -> f64) -> f64 {
@@ -186,13 +208,23 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
     let n = b.size;
     let r = b.rank;
     let elems = bytes / dtype.size();
-    let per_rank = if b.args.collective == Collective::Allgather { elems / n } else { elems };
+    let per_rank = if b.args.collective == Collective::Allgather {
+        elems / n
+    } else {
+        elems
+    };
     b.buf = Some(vec![0u8; per_rank * dtype.size()]);
     {
         let buf = b.buf.as_mut().unwrap();
         for i in 0..per_rank {
             let v = match b.args.collective {
-                Collective::Broadcast => if r == 0 { (i % 7) as f64 } else { 99.0 },
+                Collective::Broadcast => {
+                    if r == 0 {
+                        (i % 7) as f64
+                    } else {
+                        99.0
+                    }
+                }
                 _ => (r + 1) as f64,
             };
             write_value(buf, dtype, i, v);
@@ -204,11 +236,19 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
         Collective::Allreduce => {
             let want = expected(&b.args, n, |r| (r + 1) as f64);
             let buf = b.buf.as_ref().unwrap();
-            let tolerance = if dtype.is_float() { want.abs() * 1e-2 } else { 0.0 };
+            let tolerance = if dtype.is_float() {
+                want.abs() * 1e-2
+            } else {
+                0.0
+            };
             for i in 0..elems {
                 let got = read_value(buf, dtype, i);
                 // Integer averages truncate.
-                let want = if !dtype.is_float() && b.args.op == ReduceOp::Average { want.trunc() } else { want };
+                let want = if !dtype.is_float() && b.args.op == ReduceOp::Average {
+                    want.trunc()
+                } else {
+                    want
+                };
                 if (got - want).abs() > tolerance {
                     wrong += 1;
                 }
@@ -216,13 +256,17 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
         }
         Collective::Broadcast => {
             let buf = b.buf.as_ref().unwrap();
-            wrong = (0..elems).filter(|&i| read_value(buf, dtype, i) != (i % 7) as f64).count() as u64;
+            wrong = (0..elems)
+                .filter(|&i| read_value(buf, dtype, i) != (i % 7) as f64)
+                .count() as u64;
         }
         Collective::Allgather => {
             let out = c.output.unwrap_or_default();
             let per = elems / n;
             let ob = out.as_bytes();
-            wrong = (0..per * n).filter(|&i| read_value(ob, dtype, i) != (i / per.max(1) + 1) as f64).count() as u64;
+            wrong = (0..per * n)
+                .filter(|&i| read_value(ob, dtype, i) != (i / per.max(1) + 1) as f64)
+                .count() as u64;
         }
         Collective::Alltoall => {
             let out = c.output.unwrap_or_default();
@@ -241,9 +285,19 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
             let want = expected(&b.args, n, |r| (r + 1) as f64);
             let out = c.output.unwrap_or_default();
             let ob = out.as_bytes();
-            let tolerance = if dtype.is_float() { want.abs() * 1e-2 } else { 0.0 };
-            let want = if !dtype.is_float() && b.args.op == ReduceOp::Average { want.trunc() } else { want };
-            wrong = (0..ob.len() / dtype.size()).filter(|&i| (read_value(ob, dtype, i) - want).abs() > tolerance).count() as u64;
+            let tolerance = if dtype.is_float() {
+                want.abs() * 1e-2
+            } else {
+                0.0
+            };
+            let want = if !dtype.is_float() && b.args.op == ReduceOp::Average {
+                want.trunc()
+            } else {
+                want
+            };
+            wrong = (0..ob.len() / dtype.size())
+                .filter(|&i| (read_value(ob, dtype, i) - want).abs() > tolerance)
+                .count() as u64;
         }
     }
     // Reset to zeros so timing runs cannot overflow.
@@ -259,21 +313,42 @@ fn run(args: Args) -> Result<bool, hora::Error> {
     let topo = engine.topology();
     let (rank, n) = (topo.rank, topo.size);
     let dsize = args.dtype.size();
-    let unit = dsize * if args.collective == Collective::Allgather { n } else { 1 };
+    let unit = dsize
+        * if args.collective == Collective::Allgather {
+            n
+        } else {
+            1
+        };
     let max = args.max_bytes.max(args.min_bytes) / unit * unit;
     let mut json = match (&args.json, rank) {
-        (Some(p), 0) => Some(std::fs::File::create(p).map_err(|e| hora::Error::InvalidArgument {
-            rank,
-            tensor: "-".into(),
-            detail: format!("cannot create {}: {e}", p.display()),
-        })?),
+        (Some(p), 0) => {
+            Some(
+                std::fs::File::create(p).map_err(|e| hora::Error::InvalidArgument {
+                    rank,
+                    tensor: "-".into(),
+                    detail: format!("cannot create {}: {e}", p.display()),
+                })?,
+            )
+        }
         _ => None,
     };
     let collective = args.collective;
-    let mut b = Bench { engine: engine.clone(), rank, size: n, buf: None, args };
+    let mut b = Bench {
+        engine: engine.clone(),
+        rank,
+        size: n,
+        buf: None,
+        args,
+    };
     if rank == 0 {
-        println!("# hora-bench {collective:?}: {n} ranks, dtype {}, op {}", b.args.dtype, b.args.op);
-        println!("# {:>12} {:>12} {:>6} {:>8} {:>12} {:>9} {:>9} {:>8}", "size(B)", "count", "type", "redop", "time(us)", "algbw", "busbw", "#wrong");
+        println!(
+            "# hora-bench {collective:?}: {n} ranks, dtype {}, op {}",
+            b.args.dtype, b.args.op
+        );
+        println!(
+            "# {:>12} {:>12} {:>6} {:>8} {:>12} {:>9} {:>9} {:>8}",
+            "size(B)", "count", "type", "redop", "time(us)", "algbw", "busbw", "#wrong"
+        );
     }
     let mut all_ok = true;
     let mut bytes = b.args.min_bytes.max(unit) / unit * unit;
@@ -281,7 +356,11 @@ fn run(args: Args) -> Result<bool, hora::Error> {
         let (warm, iters) = default_iters(bytes);
         let warm = b.args.warmup.unwrap_or(warm);
         let iters = b.args.iters.unwrap_or(iters).max(1);
-        let wrong_local = if b.args.check { check(&mut b, bytes)? } else { 0 };
+        let wrong_local = if b.args.check {
+            check(&mut b, bytes)?
+        } else {
+            0
+        };
         for _ in 0..warm {
             b.call(bytes)?;
         }
@@ -293,16 +372,42 @@ fn run(args: Args) -> Result<bool, hora::Error> {
             times.push(t0.elapsed().as_secs_f64());
         }
         // Per iteration, the slowest rank decides; then the median over iterations.
-        let mut times = hora::api::allreduce(&format!("bench.times.{bytes}"), times, ReduceOp::Max)?;
-        let wrong = hora::api::allreduce(&format!("bench.wrong.{bytes}"), vec![wrong_local as i64], ReduceOp::Sum)?[0];
+        let mut times =
+            hora::api::allreduce(&format!("bench.times.{bytes}"), times, ReduceOp::Max)?;
+        let wrong = hora::api::allreduce(
+            &format!("bench.wrong.{bytes}"),
+            vec![wrong_local as i64],
+            ReduceOp::Sum,
+        )?[0];
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let t = times[times.len() / 2];
         let algbw = bytes as f64 / t / 1e9;
         let busbw = algbw * bus_factor(collective, n);
         all_ok &= wrong == 0;
         if rank == 0 {
-            let redop = if matches!(collective, Collective::Allreduce | Collective::Reducescatter) { b.args.op.name() } else { "none" };
-            println!("  {:>12} {:>12} {:>6} {:>8} {:>12.1} {:>9.3} {:>9.3} {:>8}", bytes, bytes / dsize, b.args.dtype.name(), redop, t * 1e6, algbw, busbw, if b.args.check { wrong.to_string() } else { "-".into() });
+            let redop = if matches!(
+                collective,
+                Collective::Allreduce | Collective::Reducescatter
+            ) {
+                b.args.op.name()
+            } else {
+                "none"
+            };
+            println!(
+                "  {:>12} {:>12} {:>6} {:>8} {:>12.1} {:>9.3} {:>9.3} {:>8}",
+                bytes,
+                bytes / dsize,
+                b.args.dtype.name(),
+                redop,
+                t * 1e6,
+                algbw,
+                busbw,
+                if b.args.check {
+                    wrong.to_string()
+                } else {
+                    "-".into()
+                }
+            );
             if let Some(f) = json.as_mut() {
                 let row = serde_json::json!({
                     "collective": format!("{collective:?}").to_lowercase(), "np": n, "bytes": bytes,

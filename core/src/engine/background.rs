@@ -129,7 +129,10 @@ impl Background {
                 Err(e) => return Err(self.peer_failure(&e)),
             }
         } else {
-            match self.transport.recv_msg(Some(0), TAG_DOWN, deadline_after(IDLE_TICK)) {
+            match self
+                .transport
+                .recv_msg(Some(0), TAG_DOWN, deadline_after(IDLE_TICK))
+            {
                 Ok(Some((_, bytes))) => {
                     let msg = wire::decode_down(&bytes).map_err(|e| {
                         Error::Bug(format!("undecodable plan from the coordinator: {e}"))
@@ -153,7 +156,11 @@ impl Background {
 
     fn peer_failure(&self, e: &TransportError) -> Error {
         let pending: Vec<&str> = self.table.keys().map(|s| s.as_str()).collect();
-        let what = if pending.is_empty() { "<none pending>".to_string() } else { pending.join(", ") };
+        let what = if pending.is_empty() {
+            "<none pending>".to_string()
+        } else {
+            pending.join(", ")
+        };
         Error::transport(self.rank(), "negotiation", &what, e)
     }
 
@@ -178,7 +185,9 @@ impl Background {
             c.handle_message(Instant::now(), 0, up);
         } else {
             let bytes = wire::encode_up(&up);
-            self.transport.send_msg(0, TAG_UP, &bytes).map_err(|e| self.peer_failure(&e))?;
+            self.transport
+                .send_msg(0, TAG_UP, &bytes)
+                .map_err(|e| self.peer_failure(&e))?;
         }
         Ok(())
     }
@@ -186,18 +195,22 @@ impl Background {
     /// Rank 0: broadcasts and runs everything the coordinator has decided.
     fn drain_coordinator(&mut self) -> Result<Option<Flow>, Error> {
         loop {
-            let Some(c) = self.coordinator.as_mut() else { return Ok(None) };
+            let Some(c) = self.coordinator.as_mut() else {
+                return Ok(None);
+            };
             while let Some(w) = c.poll_warning() {
                 tracing::warn!("stall: {w}");
             }
-            let Some(down) = c.poll_transmit() else { return Ok(None) };
+            let Some(down) = c.poll_transmit() else {
+                return Ok(None);
+            };
             let bytes = wire::encode_down(&down);
             for peer in 1..self.topology.size {
                 // A peer that already left after a shutdown plan is not an error.
-                if let Err(e) = self.transport.send_msg(peer, TAG_DOWN, &bytes) {
-                    if !self.sent_shutdown {
-                        return Err(self.peer_failure(&e));
-                    }
+                if let Err(e) = self.transport.send_msg(peer, TAG_DOWN, &bytes)
+                    && !self.sent_shutdown
+                {
+                    return Err(self.peer_failure(&e));
                 }
             }
             if let Flow::Stop(e) = self.apply(down)? {

@@ -20,15 +20,20 @@ fn row_bytes(shape: &[u64], dtype: DataType) -> usize {
 /// Splits `rows` as evenly as possible over `n` ranks, earlier ranks taking the remainder.
 pub(crate) fn even_split(rows: u64, n: usize) -> Vec<u64> {
     let n64 = n as u64;
-    (0..n64).map(|r| rows / n64 + u64::from(r < rows % n64)).collect()
+    (0..n64)
+        .map(|r| rows / n64 + u64::from(r < rows % n64))
+        .collect()
 }
 
 impl Background {
     pub(super) fn execute(&mut self, resp: Response) -> Result<(), Error> {
         self.seq += 1;
         let rank = self.topology.rank;
-        let entries: Vec<Option<Entry>> =
-            resp.tensors.iter().map(|t| self.table.remove(&t.name)).collect();
+        let entries: Vec<Option<Entry>> = resp
+            .tensors
+            .iter()
+            .map(|t| self.table.remove(&t.name))
+            .collect();
         if let Some(err) = &resp.error {
             for (info, entry) in resp.tensors.iter().zip(entries) {
                 if let Some(entry) = entry {
@@ -84,7 +89,8 @@ impl Background {
             }
             Err(e) => {
                 for entry in entries.into_iter().flatten() {
-                    let err = Error::transport(self.topology.rank, "collective", &entry.req.name, &e);
+                    let err =
+                        Error::transport(self.topology.rank, "collective", &entry.req.name, &e);
                     self.finish(entry, Err(err));
                 }
                 Err(e)
@@ -126,8 +132,11 @@ impl Background {
             }
             r
         } else {
-            let sizes: Vec<usize> =
-                resp.tensors.iter().map(|t| numel(&t.shape) * dtype.size()).collect();
+            let sizes: Vec<usize> = resp
+                .tensors
+                .iter()
+                .map(|t| numel(&t.shape) * dtype.size())
+                .collect();
             let total: usize = sizes.iter().sum();
             let mut fusion = std::mem::take(&mut self.fusion);
             if fusion.len() < total {
@@ -165,7 +174,10 @@ impl Background {
             self.fusion = fusion;
             r
         };
-        self.complete_all(entries, outcome, |e| Completion { data: e.data.take(), ..Completion::default() })
+        self.complete_all(entries, outcome, |e| Completion {
+            data: e.data.take(),
+            ..Completion::default()
+        })
     }
 
     fn run_allgather(
@@ -178,8 +190,17 @@ impl Background {
         let per_rank: Vec<usize> = info.first_dims.iter().map(|&d| d as usize * rb).collect();
         let mut out = OutputBuffer::zeroed(per_rank.iter().sum());
         let empty: &[u8] = &[];
-        let input = entries[0].as_ref().and_then(|e| e.data.as_ref()).map_or(empty, |d| d.bytes());
-        let r = self.collectives.allgatherv(input, out.as_bytes_mut(), &per_rank, self.seq, self.op_deadline());
+        let input = entries[0]
+            .as_ref()
+            .and_then(|e| e.data.as_ref())
+            .map_or(empty, |d| d.bytes());
+        let r = self.collectives.allgatherv(
+            input,
+            out.as_bytes_mut(),
+            &per_rank,
+            self.seq,
+            self.op_deadline(),
+        );
         let mut shape = info.shape.clone();
         if shape.is_empty() {
             shape.push(0);
@@ -208,8 +229,13 @@ impl Background {
                 &mut scratch
             }
         };
-        let r = self.collectives.broadcast(buf, resp.root as usize, self.seq, self.op_deadline());
-        self.complete_all(entries, r, |e| Completion { data: e.data.take(), ..Completion::default() })
+        let r = self
+            .collectives
+            .broadcast(buf, resp.root as usize, self.seq, self.op_deadline());
+        self.complete_all(entries, r, |e| Completion {
+            data: e.data.take(),
+            ..Completion::default()
+        })
     }
 
     fn run_alltoall(
@@ -225,8 +251,18 @@ impl Background {
         let recv: Vec<usize> = received.iter().map(|&r| r as usize * rb).collect();
         let mut out = OutputBuffer::zeroed(recv.iter().sum());
         let empty: &[u8] = &[];
-        let input = entries[0].as_ref().and_then(|e| e.data.as_ref()).map_or(empty, |d| d.bytes());
-        let r = self.collectives.alltoallv(input, &send, out.as_bytes_mut(), &recv, self.seq, self.op_deadline());
+        let input = entries[0]
+            .as_ref()
+            .and_then(|e| e.data.as_ref())
+            .map_or(empty, |d| d.bytes());
+        let r = self.collectives.alltoallv(
+            input,
+            &send,
+            out.as_bytes_mut(),
+            &recv,
+            self.seq,
+            self.op_deadline(),
+        );
         let mut shape = info.shape.clone();
         if shape.is_empty() {
             shape.push(0);
@@ -251,7 +287,11 @@ impl Background {
         let dtype = resp.dtype;
         let (pre, post, op) = self.scales(resp);
         let rows = info.shape.first().copied().unwrap_or(1);
-        let rb = row_bytes(&info.shape, dtype).max(if info.shape.is_empty() { dtype.size() } else { 0 });
+        let rb = row_bytes(&info.shape, dtype).max(if info.shape.is_empty() {
+            dtype.size()
+        } else {
+            0
+        });
         let split = even_split(rows, self.topology.size);
         let per_rank: Vec<usize> = split.iter().map(|&r| r as usize * rb).collect();
         let total: usize = per_rank.iter().sum();

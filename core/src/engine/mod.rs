@@ -56,7 +56,10 @@ pub struct OpOptions {
 
 impl Default for OpOptions {
     fn default() -> Self {
-        Self { prescale: 1.0, postscale: 1.0 }
+        Self {
+            prescale: 1.0,
+            postscale: 1.0,
+        }
     }
 }
 
@@ -70,7 +73,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("topology", &self.topology).finish()
+        f.debug_struct("Engine")
+            .field("topology", &self.topology)
+            .finish()
     }
 }
 
@@ -98,7 +103,8 @@ impl Engine {
         });
         let collectives: Box<dyn Collectives> =
             Box::new(Ring::new(transport.clone()).with_segment_bytes(tuning.segment_bytes));
-        let bg = background::Background::new(topology, tuning, transport, collectives, shared.clone());
+        let bg =
+            background::Background::new(topology, tuning, transport, collectives, shared.clone());
         let thread = std::thread::Builder::new()
             .name(format!("hora-engine-{}", topology.rank))
             .spawn(move || bg.run())
@@ -188,7 +194,11 @@ impl Engine {
                 }));
                 return handle;
             }
-            inbox.new.push(Entry { req, data, handle: state });
+            inbox.new.push(Entry {
+                req,
+                data,
+                handle: state,
+            });
         }
         self.shared.waker.wake();
         handle
@@ -204,7 +214,10 @@ impl Engine {
         op: ReduceOp,
         opts: OpOptions,
     ) -> Handle {
-        self.enqueue(request(name, CollectiveKind::Allreduce, dtype, shape, op, 0, opts), Some(data))
+        self.enqueue(
+            request(name, CollectiveKind::Allreduce, dtype, shape, op, 0, opts),
+            Some(data),
+        )
     }
 
     /// Starts an allgather (rank-dependent first dimension allowed).
@@ -215,7 +228,15 @@ impl Engine {
         shape: &[u64],
         data: Box<dyn TensorData>,
     ) -> Handle {
-        let req = request(name, CollectiveKind::Allgather, dtype, shape, ReduceOp::Sum, 0, OpOptions::default());
+        let req = request(
+            name,
+            CollectiveKind::Allgather,
+            dtype,
+            shape,
+            ReduceOp::Sum,
+            0,
+            OpOptions::default(),
+        );
         self.enqueue(req, Some(data))
     }
 
@@ -228,7 +249,15 @@ impl Engine {
         data: Box<dyn TensorData>,
         root: usize,
     ) -> Handle {
-        let req = request(name, CollectiveKind::Broadcast, dtype, shape, ReduceOp::Sum, root as u32, OpOptions::default());
+        let req = request(
+            name,
+            CollectiveKind::Broadcast,
+            dtype,
+            shape,
+            ReduceOp::Sum,
+            root as u32,
+            OpOptions::default(),
+        );
         self.enqueue(req, Some(data))
     }
 
@@ -241,7 +270,15 @@ impl Engine {
         data: Box<dyn TensorData>,
         splits: Vec<u64>,
     ) -> Handle {
-        let mut req = request(name, CollectiveKind::Alltoall, dtype, shape, ReduceOp::Sum, 0, OpOptions::default());
+        let mut req = request(
+            name,
+            CollectiveKind::Alltoall,
+            dtype,
+            shape,
+            ReduceOp::Sum,
+            0,
+            OpOptions::default(),
+        );
         req.splits = splits;
         self.enqueue(req, Some(data))
     }
@@ -256,22 +293,52 @@ impl Engine {
         op: ReduceOp,
         opts: OpOptions,
     ) -> Handle {
-        self.enqueue(request(name, CollectiveKind::Reducescatter, dtype, shape, op, 0, opts), Some(data))
+        self.enqueue(
+            request(
+                name,
+                CollectiveKind::Reducescatter,
+                dtype,
+                shape,
+                op,
+                0,
+                opts,
+            ),
+            Some(data),
+        )
     }
 
     /// Blocks until every rank calls barrier.
     pub fn barrier(&self) -> Result<()> {
-        let n = self.barrier_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let req = request(&format!("barrier.{n}"), CollectiveKind::Barrier, DataType::U8, &[0], ReduceOp::Sum, 0, OpOptions::default());
+        let n = self
+            .barrier_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let req = request(
+            &format!("barrier.{n}"),
+            CollectiveKind::Barrier,
+            DataType::U8,
+            &[0],
+            ReduceOp::Sum,
+            0,
+            OpOptions::default(),
+        );
         self.enqueue(req, None).wait().map(|_| ())
     }
 
     /// Declares that this rank has no more work: it takes part in other ranks' collectives with
     /// neutral input until every rank has joined. Returns the last rank to join.
     pub fn join(&self) -> Result<usize> {
-        let req = request("join", CollectiveKind::Join, DataType::U8, &[0], ReduceOp::Sum, 0, OpOptions::default());
+        let req = request(
+            "join",
+            CollectiveKind::Join,
+            DataType::U8,
+            &[0],
+            ReduceOp::Sum,
+            0,
+            OpOptions::default(),
+        );
         let c = self.enqueue(req, None).wait()?;
-        c.last_joined.ok_or_else(|| Error::Bug("join completed without a last rank".into()))
+        c.last_joined
+            .ok_or_else(|| Error::Bug("join completed without a last rank".into()))
     }
 
     /// Stops the engine: pending operations fail with `ShutDown` on every rank.

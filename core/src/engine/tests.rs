@@ -11,11 +11,21 @@ use crate::config::Topology;
 use crate::error::Error;
 
 fn topo(rank: usize, size: usize) -> Topology {
-    Topology { rank, size, local_rank: rank, local_size: size, cross_rank: 0, cross_size: 1 }
+    Topology {
+        rank,
+        size,
+        local_rank: rank,
+        local_size: size,
+        cross_rank: 0,
+        cross_size: 1,
+    }
 }
 
 fn tuning() -> Tuning {
-    Tuning { segment_bytes: 4096, ..Tuning::default() }
+    Tuning {
+        segment_bytes: 4096,
+        ..Tuning::default()
+    }
 }
 
 /// Runs `f` on `n` engines (one thread per rank) and returns the results in rank order.
@@ -44,7 +54,14 @@ fn with_engines<R: Send>(n: usize, tuning: Tuning, f: impl Fn(&Engine) -> R + Sy
 fn allreduce_f32(e: &Engine, name: &str, v: Vec<f32>, op: ReduceOp) -> Result<Vec<f32>, Error> {
     let shape = [v.len() as u64];
     let mut c = e
-        .allreduce_async(name, DataType::F32, &shape, Box::new(v), op, OpOptions::default())
+        .allreduce_async(
+            name,
+            DataType::F32,
+            &shape,
+            Box::new(v),
+            op,
+            OpOptions::default(),
+        )
         .wait()?;
     Ok(c.take_data::<Vec<f32>>().unwrap())
 }
@@ -62,7 +79,10 @@ fn allreduce_sum_and_average_over_ranks() {
         let mean = (0..n).sum::<usize>() as f32 / n as f32;
         for (sum, avg) in out {
             assert!(sum.iter().all(|&x| x == total), "n={n}");
-            assert!(avg.iter().all(|&x| (x - mean).abs() < 1e-6), "n={n}: {avg:?}");
+            assert!(
+                avg.iter().all(|&x| (x - mean).abs() < 1e-6),
+                "n={n}: {avg:?}"
+            );
         }
     }
 }
@@ -85,7 +105,10 @@ fn many_async_tensors_fuse_and_complete_in_any_submission_order() {
                     &[(i + 1) as u64],
                     Box::new(v),
                     ReduceOp::Sum,
-                    OpOptions { prescale: 2.0, postscale: 0.5 },
+                    OpOptions {
+                        prescale: 2.0,
+                        postscale: 0.5,
+                    },
                 );
                 (i, h)
             })
@@ -110,7 +133,14 @@ fn repeated_steps_use_the_cache_and_stay_correct() {
         (0..50)
             .map(|step| {
                 let shape = [3u64];
-                let h = e.allreduce_async("w", DataType::I64, &shape, Box::new(vec![r + step; 3]), ReduceOp::Max, OpOptions::default());
+                let h = e.allreduce_async(
+                    "w",
+                    DataType::I64,
+                    &shape,
+                    Box::new(vec![r + step; 3]),
+                    ReduceOp::Max,
+                    OpOptions::default(),
+                );
                 h.wait().unwrap().take_data::<Vec<i64>>().unwrap()[0]
             })
             .collect::<Vec<_>>()
@@ -128,37 +158,54 @@ fn allgather_broadcast_alltoall_reducescatter() {
         // allgather: rank r contributes r+1 rows of 2 columns.
         let rows = r + 1;
         let data: Vec<i32> = (0..rows * 2).map(|i| (r * 100 + i) as i32).collect();
-        let c = e.allgather_async("ag", DataType::I32, &[rows as u64, 2], Box::new(data)).wait().unwrap();
+        let c = e
+            .allgather_async("ag", DataType::I32, &[rows as u64, 2], Box::new(data))
+            .wait()
+            .unwrap();
         let gathered: Vec<i32> = c.output.unwrap().to_vec();
         assert_eq!(c.output_shape, vec![6, 2]);
         // broadcast from rank 2.
-        let b = e.broadcast_async("b", DataType::F64, &[4], Box::new(vec![r as f64; 4]), 2).wait();
+        let b = e
+            .broadcast_async("b", DataType::F64, &[4], Box::new(vec![r as f64; 4]), 2)
+            .wait();
         let b: Vec<f64> = b.unwrap().take_data::<Vec<f64>>().unwrap();
         // alltoall: rank r sends d+1 rows to rank d.
         let splits: Vec<u64> = (0..n as u64).map(|d| d + 1).collect();
         let total: u64 = splits.iter().sum();
         let data: Vec<u8> = (0..total).map(|i| (r as u64 * 10 + i) as u8).collect();
-        let c = e.alltoall_async("a2a", DataType::U8, &[total], Box::new(data), splits).wait().unwrap();
+        let c = e
+            .alltoall_async("a2a", DataType::U8, &[total], Box::new(data), splits)
+            .wait()
+            .unwrap();
         let recv: Vec<u8> = c.output.unwrap().to_vec();
         let recv_splits = c.received_splits.clone();
         // reducescatter of 7 rows: ranks get 3, 2, 2.
         let c = e
-            .reducescatter_async("rs", DataType::F32, &[7], Box::new(vec![1.0f32; 7]), ReduceOp::Sum, OpOptions::default())
+            .reducescatter_async(
+                "rs",
+                DataType::F32,
+                &[7],
+                Box::new(vec![1.0f32; 7]),
+                ReduceOp::Sum,
+                OpOptions::default(),
+            )
             .wait()
             .unwrap();
         let rs: Vec<f32> = c.output.unwrap().to_vec();
         (gathered, b, recv, recv_splits, rs)
     });
     for (r, (gathered, b, recv, recv_splits, rs)) in out.into_iter().enumerate() {
-        let expect: Vec<i32> =
-            (0..n).flat_map(|s| (0..(s + 1) * 2).map(move |i| (s * 100 + i) as i32)).collect();
+        let expect: Vec<i32> = (0..n)
+            .flat_map(|s| (0..(s + 1) * 2).map(move |i| (s * 100 + i) as i32))
+            .collect();
         assert_eq!(gathered, expect);
         assert_eq!(b, vec![2.0; 4]);
         assert_eq!(recv_splits, vec![r as u64 + 1; n]);
         // From rank s we get rows starting at offset sum(splits[..r]) = r(r+1)/2.
         let off = (r * (r + 1) / 2) as u64;
-        let expect: Vec<u8> =
-            (0..n as u64).flat_map(|s| (0..r as u64 + 1).map(move |i| (s * 10 + off + i) as u8)).collect();
+        let expect: Vec<u8> = (0..n as u64)
+            .flat_map(|s| (0..r as u64 + 1).map(move |i| (s * 10 + off + i) as u8))
+            .collect();
         assert_eq!(recv, expect, "rank {r}");
         assert_eq!(rs, vec![3.0; if r == 0 { 3 } else { 2 }]);
     }
@@ -177,7 +224,10 @@ fn mismatched_shapes_fail_on_every_rank_naming_the_tensor() {
     for (err, ok) in out {
         let text = err.to_string();
         assert!(matches!(err, Error::Mismatch { .. }), "{text}");
-        assert!(text.contains("grad/conv1") && text.contains("shape"), "{text}");
+        assert!(
+            text.contains("grad/conv1") && text.contains("shape"),
+            "{text}"
+        );
         assert_eq!(ok, vec![2.0, 2.0]);
     }
 }
@@ -201,17 +251,32 @@ fn join_lets_ranks_with_fewer_batches_finish() {
 
 #[test]
 fn zero_length_tensors_work() {
-    let out = with_engines(2, tuning(), |e| allreduce_f32(e, "empty", vec![], ReduceOp::Sum).unwrap());
+    let out = with_engines(2, tuning(), |e| {
+        allreduce_f32(e, "empty", vec![], ReduceOp::Sum).unwrap()
+    });
     assert!(out.iter().all(|v| v.is_empty()));
 }
 
 #[test]
 fn duplicate_in_flight_name_and_bad_length_are_argument_errors() {
     with_engines(1, tuning(), |e| {
-        let h = e.allreduce_async("x", DataType::F32, &[3], Box::new(vec![0u8; 5]), ReduceOp::Sum, OpOptions::default());
+        let h = e.allreduce_async(
+            "x",
+            DataType::F32,
+            &[3],
+            Box::new(vec![0u8; 5]),
+            ReduceOp::Sum,
+            OpOptions::default(),
+        );
         let err = h.wait().unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("'x'"), "{err}");
-        let bad_root = e.broadcast_async("b", DataType::U8, &[1], Box::new(vec![0u8]), 5).wait().unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("'x'"),
+            "{err}"
+        );
+        let bad_root = e
+            .broadcast_async("b", DataType::U8, &[1], Box::new(vec![0u8]), 5)
+            .wait()
+            .unwrap_err();
         assert!(bad_root.to_string().contains("root 5"), "{bad_root}");
     });
 }
@@ -223,11 +288,21 @@ fn peer_failure_fails_pending_handles_instead_of_hanging() {
     let t0: Arc<dyn Transport> = Arc::new(transports[0].clone());
     let e0 = Engine::start(topo(0, 2), tuning(), t0).unwrap();
     // Rank 1 never submits; then it dies.
-    let h = e0.allreduce_async("x", DataType::F32, &[1], Box::new(vec![1.0f32]), ReduceOp::Sum, OpOptions::default());
+    let h = e0.allreduce_async(
+        "x",
+        DataType::F32,
+        &[1],
+        Box::new(vec![1.0f32]),
+        ReduceOp::Sum,
+        OpOptions::default(),
+    );
     thread::sleep(Duration::from_millis(50));
     assert!(!h.poll());
     t1.abort("rank 1 crashed");
-    let err = h.wait_timeout(Duration::from_secs(10)).expect("handle hung").unwrap_err();
+    let err = h
+        .wait_timeout(Duration::from_secs(10))
+        .expect("handle hung")
+        .unwrap_err();
     assert!(err.to_string().contains("rank 1"), "{err}");
     // Later calls fail at once with the same cause.
     let again = allreduce_f32(&e0, "y", vec![1.0], ReduceOp::Sum).unwrap_err();

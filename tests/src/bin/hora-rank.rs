@@ -14,7 +14,11 @@ fn fail(msg: String) -> Result<(), String> {
 }
 
 fn check<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
-    if got == want { Ok(()) } else { fail(format!("{what}: got {got:?}, want {want:?}")) }
+    if got == want {
+        Ok(())
+    } else {
+        fail(format!("{what}: got {got:?}, want {want:?}"))
+    }
 }
 
 /// Every collective, several sizes and dtypes, against values computed here.
@@ -28,27 +32,48 @@ fn collectives() -> Result<(), String> {
         for (i, x) in out.iter().enumerate() {
             let want = (0..n).map(|r| ((i % 13) + r) as f32).sum::<f32>();
             if *x != want {
-                return fail(format!("allreduce f32 len {len} element {i}: {x} != {want}"));
+                return fail(format!(
+                    "allreduce f32 len {len} element {i}: {x} != {want}"
+                ));
             }
         }
         let v: Vec<i64> = (0..len).map(|i| (i as i64) * (rank as i64 + 1)).collect();
         let out = api::allreduce(&format!("i64max.{len}"), v, ReduceOp::Max).map_err(e)?;
-        check("allreduce i64 max", out, (0..len).map(|i| i as i64 * n as i64).collect())?;
+        check(
+            "allreduce i64 max",
+            out,
+            (0..len).map(|i| i as i64 * n as i64).collect(),
+        )?;
         let v = vec![half::bf16::from_f32(rank as f32 + 1.0); len];
         let out = api::allreduce(&format!("bf16min.{len}"), v, ReduceOp::Min).map_err(e)?;
-        check("allreduce bf16 min", out, vec![half::bf16::from_f32(1.0); len])?;
-        let out = api::allreduce(&format!("f64avg.{len}"), vec![rank as f64; len], ReduceOp::Average).map_err(e)?;
+        check(
+            "allreduce bf16 min",
+            out,
+            vec![half::bf16::from_f32(1.0); len],
+        )?;
+        let out = api::allreduce(
+            &format!("f64avg.{len}"),
+            vec![rank as f64; len],
+            ReduceOp::Average,
+        )
+        .map_err(e)?;
         let mean = (0..n).sum::<usize>() as f64 / n as f64;
         check("allreduce f64 average", out, vec![mean; len])?;
     }
     // Ragged allgather: rank r contributes r+1 values.
     let mine: Vec<i32> = (0..=rank as i32).map(|i| rank as i32 * 1000 + i).collect();
     let all = api::allgather("ragged", mine).map_err(e)?;
-    let want: Vec<i32> = (0..n as i32).flat_map(|r| (0..=r).map(move |i| r * 1000 + i)).collect();
+    let want: Vec<i32> = (0..n as i32)
+        .flat_map(|r| (0..=r).map(move |i| r * 1000 + i))
+        .collect();
     check("allgather", all, want)?;
     for root in 0..n {
         let v = vec![rank as u8; 33];
-        check("broadcast", api::broadcast(&format!("bcast.{root}"), v, root).map_err(e)?, vec![root as u8; 33])?;
+        check(
+            "broadcast",
+            api::broadcast(&format!("bcast.{root}"), v, root).map_err(e)?,
+            vec![root as u8; 33],
+        )?;
     }
     // Uneven alltoall: rank r sends d+1 elements to rank d.
     let splits: Vec<u64> = (0..n as u64).map(|d| d + 1).collect();
@@ -56,13 +81,24 @@ fn collectives() -> Result<(), String> {
     let send: Vec<i32> = (0..total as i32).map(|_| rank as i32).collect();
     let (got, from) = api::alltoall("a2a", send, splits).map_err(e)?;
     check("alltoall splits", from, vec![rank as u64 + 1; n])?;
-    check("alltoall data", got, (0..n as i32).flat_map(|s| std::iter::repeat_n(s, rank + 1)).collect())?;
+    check(
+        "alltoall data",
+        got,
+        (0..n as i32)
+            .flat_map(|s| std::iter::repeat_n(s, rank + 1))
+            .collect(),
+    )?;
     let rs = api::reducescatter("rs", vec![1.0f32; 10 * n + 1], ReduceOp::Sum).map_err(e)?;
-    check("reducescatter", rs, vec![n as f32; if rank == 0 { 11 } else { 10 }])?;
+    check(
+        "reducescatter",
+        rs,
+        vec![n as f32; if rank == 0 { 11 } else { 10 }],
+    )?;
     api::barrier().map_err(e)?;
     // Uneven work, then join.
     for s in 0..=rank {
-        let out = api::allreduce(&format!("uneven.{s}"), vec![1.0f32; 5], ReduceOp::Sum).map_err(e)?;
+        let out =
+            api::allreduce(&format!("uneven.{s}"), vec![1.0f32; 5], ReduceOp::Sum).map_err(e)?;
         check("allreduce with joined ranks", out[0], (n - s) as f32)?;
     }
     check("join", api::join().map_err(e)?, n - 1)?;
@@ -93,7 +129,8 @@ fn mismatch() -> Result<(), String> {
         Err(err) => {
             println!("rank {rank} got the expected error: {err}");
             // The job goes on after the error.
-            let ok = api::allreduce("after", vec![1.0f32; 3], ReduceOp::Sum).map_err(|e| e.to_string())?;
+            let ok = api::allreduce("after", vec![1.0f32; 3], ReduceOp::Sum)
+                .map_err(|e| e.to_string())?;
             check("allreduce after mismatch", ok.len(), 3)
         }
     }

@@ -46,7 +46,10 @@ where
                 s.spawn(move || f(r, t))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("rank thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank thread panicked"))
+            .collect()
     })
 }
 
@@ -87,7 +90,11 @@ pub fn full_duplex_ring<T: Transport>(factory: &impl Factory<T>) {
                 deadline_after(LONG),
             )
             .unwrap();
-            assert_eq!(inbox, pattern(left, len), "rank {rank} got a corrupt ring message");
+            assert_eq!(
+                inbox,
+                pattern(left, len),
+                "rank {rank} got a corrupt ring message"
+            );
         });
     }
 }
@@ -102,7 +109,8 @@ pub fn tag_matching<T: Transport>(factory: &impl Factory<T>) {
             t.send(1, a, &pattern(1, 1000), dl).unwrap();
             t.send(1, b, &pattern(2, 2000), dl).unwrap();
             for i in 0..20 {
-                t.send(1, Tag::new(4, 0), &pattern(100 + i, 64), dl).unwrap();
+                t.send(1, Tag::new(4, 0), &pattern(100 + i, 64), dl)
+                    .unwrap();
             }
         } else {
             let mut bb = vec![0u8; 2000];
@@ -130,13 +138,17 @@ pub fn messages_from_any<T: Transport>(factory: &impl Factory<T>) {
             let mut seen = vec![0usize; n];
             for _ in 0..(n - 1) * 3 {
                 let (from, msg) = t.recv_msg(None, tag, dl).unwrap().expect("not woken");
-                assert_eq!(msg, pattern(from * 10 + seen[from], from * 100 + seen[from]));
+                assert_eq!(
+                    msg,
+                    pattern(from * 10 + seen[from], from * 100 + seen[from])
+                );
                 seen[from] += 1;
             }
             assert_eq!(&seen[1..], &[3, 3, 3]);
         } else {
             for i in 0..3 {
-                t.send_msg(0, tag, &pattern(rank * 10 + i, rank * 100 + i)).unwrap();
+                t.send_msg(0, tag, &pattern(rank * 10 + i, rank * 100 + i))
+                    .unwrap();
             }
         }
     });
@@ -153,7 +165,11 @@ pub fn waker_interrupts<T: Transport>(factory: &impl Factory<T>) {
             waker.wake();
         });
         let start = Instant::now();
-        let got = t.recv_msg(None, Tag::new(6, 0), deadline_after(Duration::from_secs(20)));
+        let got = t.recv_msg(
+            None,
+            Tag::new(6, 0),
+            deadline_after(Duration::from_secs(20)),
+        );
         assert!(matches!(got, Ok(None)), "expected a wake-up, got {got:?}");
         assert!(start.elapsed() < Duration::from_secs(10));
     });
@@ -168,7 +184,12 @@ pub fn receive_times_out<T: Transport>(factory: &impl Factory<T>) {
             let mut buf = [0u8; 8];
             let start = Instant::now();
             let err = t
-                .recv(1, Tag::new(7, 0), &mut buf, deadline_after(Duration::from_millis(200)))
+                .recv(
+                    1,
+                    Tag::new(7, 0),
+                    &mut buf,
+                    deadline_after(Duration::from_millis(200)),
+                )
                 .unwrap_err();
             assert!(
                 matches!(err, TransportError::Timeout { peer: Some(1), .. }),
@@ -189,7 +210,10 @@ pub fn length_mismatch_is_an_error<T: Transport>(factory: &impl Factory<T>) {
         } else {
             let mut buf = [0u8; 4];
             let err = t.recv(0, Tag::new(8, 0), &mut buf, dl).unwrap_err();
-            assert!(matches!(err, TransportError::Protocol { peer: 0, .. }), "got {err:?}");
+            assert!(
+                matches!(err, TransportError::Protocol { peer: 0, .. }),
+                "got {err:?}"
+            );
         }
     });
 }
@@ -199,9 +223,15 @@ pub fn invalid_peer_is_refused<T: Transport>(factory: &impl Factory<T>) {
     let ranks = factory(2);
     let dl = deadline_after(Duration::from_secs(5));
     let err = ranks[0].send(7, Tag::new(9, 0), &[1], dl).unwrap_err();
-    assert!(matches!(err, TransportError::InvalidPeer { peer: 7, .. }), "got {err:?}");
+    assert!(
+        matches!(err, TransportError::InvalidPeer { peer: 7, .. }),
+        "got {err:?}"
+    );
     let err = ranks[0].send(0, Tag::new(9, 0), &[1], dl).unwrap_err();
-    assert!(matches!(err, TransportError::InvalidPeer { peer: 0, .. }), "got {err:?}");
+    assert!(
+        matches!(err, TransportError::InvalidPeer { peer: 0, .. }),
+        "got {err:?}"
+    );
 }
 
 /// When one rank aborts, a peer waiting on it fails promptly instead of hanging.
@@ -213,8 +243,14 @@ pub fn peer_abort_fails_waiters<T: Transport>(factory: &impl Factory<T>) {
         let right = (rank + 1) % 3;
         let left = (rank + 2) % 3;
         let mut b = [0u8; 16];
-        t.wait(&mut [Op::send(right, Tag::new(10, 0), &[rank as u8; 16]), Op::recv(left, Tag::new(10, 0), &mut b)], dl)
-            .unwrap();
+        t.wait(
+            &mut [
+                Op::send(right, Tag::new(10, 0), &[rank as u8; 16]),
+                Op::recv(left, Tag::new(10, 0), &mut b),
+            ],
+            dl,
+        )
+        .unwrap();
         barrier.wait();
         match rank {
             2 => {
@@ -227,8 +263,15 @@ pub fn peer_abort_fails_waiters<T: Transport>(factory: &impl Factory<T>) {
                 let start = Instant::now();
                 let mut buf = [0u8; 4];
                 let err = t.recv(2, Tag::new(10, 1), &mut buf, dl).unwrap_err();
-                assert!(err.peer() == Some(2) || matches!(err, TransportError::Aborted { .. }), "got {err:?}");
-                assert!(start.elapsed() < Duration::from_secs(10), "failure took {:?}", start.elapsed());
+                assert!(
+                    err.peer() == Some(2) || matches!(err, TransportError::Aborted { .. }),
+                    "got {err:?}"
+                );
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "failure took {:?}",
+                    start.elapsed()
+                );
             }
             _ => {}
         }

@@ -57,23 +57,39 @@ impl LocalTransport {
             }),
             conds: (0..size).map(|_| Condvar::new()).collect(),
         });
-        (0..size).map(|rank| Self { rank, size, hub: hub.clone() }).collect()
+        (0..size)
+            .map(|rank| Self {
+                rank,
+                size,
+                hub: hub.clone(),
+            })
+            .collect()
     }
 
     fn check_peer(&self, peer: Rank) -> Result<(), TransportError> {
         if peer >= self.size || peer == self.rank {
-            return Err(TransportError::InvalidPeer { peer, size: self.size, me: self.rank });
+            return Err(TransportError::InvalidPeer {
+                peer,
+                size: self.size,
+                me: self.rank,
+            });
         }
         Ok(())
     }
 
     fn check_alive(&self, st: &HubState, peer: Option<Rank>) -> Result<(), TransportError> {
         if let Some(reason) = &st.dead[self.rank] {
-            return Err(TransportError::Aborted { reason: reason.clone() });
+            return Err(TransportError::Aborted {
+                reason: reason.clone(),
+            });
         }
         let dead_peer = match peer {
             Some(p) => st.dead[p].as_ref().map(|r| (p, r)),
-            None => st.dead.iter().enumerate().find_map(|(p, r)| r.as_ref().map(|r| (p, r))),
+            None => st
+                .dead
+                .iter()
+                .enumerate()
+                .find_map(|(p, r)| r.as_ref().map(|r| (p, r))),
         };
         if let Some((peer, reason)) = dead_peer {
             return Err(TransportError::ConnectionLost {
@@ -85,7 +101,11 @@ impl LocalTransport {
     }
 
     /// Moves what can move; returns whether all ops are complete.
-    fn progress_locked(&self, st: &mut HubState, ops: &mut [Op<'_>]) -> Result<bool, TransportError> {
+    fn progress_locked(
+        &self,
+        st: &mut HubState,
+        ops: &mut [Op<'_>],
+    ) -> Result<bool, TransportError> {
         let mut all = true;
         for op in ops.iter_mut() {
             if op.is_complete() {
@@ -101,7 +121,10 @@ impl LocalTransport {
                         });
                     }
                     let msg = op.remaining_send().to_vec();
-                    st.mail[op.peer()].entry((op.tag(), self.rank)).or_default().push_back(msg);
+                    st.mail[op.peer()]
+                        .entry((op.tag(), self.rank))
+                        .or_default()
+                        .push_back(msg);
                     op.mark_started();
                     op.advance(op.len());
                     self.hub.conds[op.peer()].notify_all();
@@ -155,7 +178,9 @@ impl Transport for LocalTransport {
         let mut st = self.hub.state.lock();
         loop {
             if let Some(reason) = &st.dead[self.rank] {
-                return Err(TransportError::Aborted { reason: reason.clone() });
+                return Err(TransportError::Aborted {
+                    reason: reason.clone(),
+                });
             }
             if self.progress_locked(&mut st, ops)? {
                 return Ok(());
@@ -164,7 +189,10 @@ impl Transport for LocalTransport {
             for op in ops.iter().filter(|o| !o.is_complete()) {
                 self.check_alive(&st, Some(op.peer()))?;
             }
-            if self.hub.conds[self.rank].wait_until(&mut st, deadline).timed_out() {
+            if self.hub.conds[self.rank]
+                .wait_until(&mut st, deadline)
+                .timed_out()
+            {
                 if self.progress_locked(&mut st, ops)? {
                     return Ok(());
                 }
@@ -196,7 +224,10 @@ impl Transport for LocalTransport {
         loop {
             let mailbox = &mut st.mail[self.rank];
             let found = match from {
-                Some(p) => mailbox.get_mut(&(tag, p)).and_then(|q| q.pop_front()).map(|m| (p, m)),
+                Some(p) => mailbox
+                    .get_mut(&(tag, p))
+                    .and_then(|q| q.pop_front())
+                    .map(|m| (p, m)),
                 None => mailbox
                     .range_mut((tag, 0)..=(tag, Rank::MAX))
                     .find_map(|(&(_, src), q)| q.pop_front().map(|m| (src, m))),
@@ -208,7 +239,10 @@ impl Transport for LocalTransport {
                 return Ok(None);
             }
             self.check_alive(&st, from)?;
-            if self.hub.conds[self.rank].wait_until(&mut st, deadline).timed_out() {
+            if self.hub.conds[self.rank]
+                .wait_until(&mut st, deadline)
+                .timed_out()
+            {
                 return Err(TransportError::Timeout {
                     peer: from,
                     after: start.elapsed(),

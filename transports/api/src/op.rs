@@ -34,13 +34,25 @@ pub struct Op<'a> {
 impl<'a> Op<'a> {
     /// Sends `data` to `peer` as one message with `tag`.
     pub fn send(peer: Rank, tag: Tag, data: &'a [u8]) -> Self {
-        Self { peer, tag, buf: Buf::Send(data), done: 0, started: false }
+        Self {
+            peer,
+            tag,
+            buf: Buf::Send(data),
+            done: 0,
+            started: false,
+        }
     }
 
     /// Receives one message from `peer` with `tag` into `buf`; the message must be exactly
     /// `buf.len()` bytes long.
     pub fn recv(peer: Rank, tag: Tag, buf: &'a mut [u8]) -> Self {
-        Self { peer, tag, buf: Buf::Recv(buf), done: 0, started: false }
+        Self {
+            peer,
+            tag,
+            buf: Buf::Recv(buf),
+            done: 0,
+            started: false,
+        }
     }
 
     /// The other rank.
@@ -100,7 +112,10 @@ impl<'a> Op<'a> {
     /// # Panics
     /// If that would move past the end of the buffer (a transport bug).
     pub fn advance(&mut self, n: usize) {
-        assert!(self.done + n <= self.len(), "transport advanced an op past its end");
+        assert!(
+            self.done + n <= self.len(),
+            "transport advanced an op past its end"
+        );
         self.done += n;
     }
 

@@ -52,7 +52,10 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { host_memory: true, device_memory: false }
+        Self {
+            host_memory: true,
+            device_memory: false,
+        }
     }
 }
 
@@ -127,7 +130,13 @@ pub trait Transport: Send + Sync + fmt::Debug {
     }
 
     /// Blocking send of one fixed-size message.
-    fn send(&self, peer: Rank, tag: Tag, data: &[u8], deadline: Instant) -> Result<(), TransportError> {
+    fn send(
+        &self,
+        peer: Rank,
+        tag: Tag,
+        data: &[u8],
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
         self.wait(&mut [Op::send(peer, tag, data)], deadline)
     }
 
@@ -146,5 +155,6 @@ pub trait Transport: Send + Sync + fmt::Debug {
 /// Returns the deadline `timeout` from now, saturating far in the future.
 pub fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(timeout).unwrap_or(now + Duration::from_secs(86_400 * 365))
+    now.checked_add(timeout)
+        .unwrap_or(now + Duration::from_secs(86_400 * 365))
 }
