@@ -68,8 +68,8 @@ fn a_coordinator_waiting_on_everyone_notices_a_dead_rank() {
     let mut ranks = job(3);
     let dl = deadline_after(Duration::from_secs(20));
     // Ranks 1 and 2 say hello, as they would when submitting their first requests.
-    for r in 1..3 {
-        ranks[r].send_msg(0, Tag::new(5, 0), &[r as u8]).unwrap();
+    for (r, t) in ranks.iter().enumerate().skip(1) {
+        t.send_msg(0, Tag::new(5, 0), &[r as u8]).unwrap();
     }
     for _ in 1..3 {
         ranks[0]
