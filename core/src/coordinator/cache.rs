@@ -3,7 +3,7 @@
 //! After a name has been negotiated once, the coordinator stores its single-tensor [`Response`]
 //! under a fresh id and announces the id in the [`DownMsg`](super::DownMsg) that carries it, so
 //! every rank and the coordinator hold the same entry. Next time a rank's request equals what
-//! it would have sent for that entry ([`matches`]), it sends only the id, and the coordinator
+//! it would have sent for that entry ([`matches()`]), it sends only the id, and the coordinator
 //! rebuilds the exact request ([`request_for`]) and negotiates as usual.
 //!
 //! The system is not lockstep: a rank encodes with the cache as of the last `DownMsg` it applied
@@ -53,25 +53,43 @@ pub(crate) fn request_for(resp: &Response, rank: usize) -> Request {
     }
 }
 
-/// True when rank `rank` may send `req` as the id of cached `resp`: the coordinator will rebuild a
-/// request that negotiates exactly like `req`.
+/// True when rank `rank` may send `req` as the id of cached `resp`: the coordinator will rebuild
+/// (with [`request_for`]) a request that negotiates exactly like `req`. Scales are compared bit
+/// for bit, as negotiation does. Runs on every submission, so it allocates nothing; a false
+/// "no" only costs a full request, a false "yes" would corrupt negotiation.
 pub(crate) fn matches(resp: &Response, rank: usize, req: &Request) -> bool {
-    let rebuilt = request_for(resp, rank);
-    if rebuilt == *req {
-        return true;
+    let info = &resp.tensors[0];
+    let same_params = req.name == info.name
+        && req.kind == resp.kind
+        && req.dtype == resp.dtype
+        && req.op == resp.op
+        && req.root == resp.root
+        && req.prescale.to_bits() == resp.prescale.to_bits()
+        && req.postscale.to_bits() == resp.postscale.to_bits();
+    if !same_params || req.shape.len() != info.shape.len() || req.shape.is_empty() {
+        return same_params && req.shape == info.shape && req.splits.is_empty();
     }
-    // An empty alltoall split means "even": equal to explicit even splits for negotiation.
-    if req.kind == CollectiveKind::Alltoall && req.splits.is_empty() {
-        let size = rebuilt.splits.len() as u64;
-        let dim0 = rebuilt.shape.first().copied().unwrap_or(0);
-        let even = size > 0 && dim0 % size == 0 && rebuilt.splits.iter().all(|&s| s == dim0 / size);
-        return even
-            && Request {
-                splits: rebuilt.splits.clone(),
-                ..req.clone()
-            } == rebuilt;
+    let tail_same = req.shape[1..] == info.shape[1..];
+    let dim0 = req.shape[0];
+    match resp.kind {
+        CollectiveKind::Allgather => {
+            tail_same && req.splits.is_empty() && info.first_dims.get(rank) == Some(&dim0)
+        }
+        CollectiveKind::Alltoall => {
+            let Some(own) = info.splits.get(rank) else {
+                return false;
+            };
+            let sum = own.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+            if !tail_same || sum != Some(dim0) {
+                return false;
+            }
+            // An empty split means "even": equal to explicit even splits for negotiation.
+            let size = own.len() as u64;
+            let even = || size > 0 && dim0.is_multiple_of(size) && own.iter().all(|&s| s == dim0 / size);
+            req.splits == *own || (req.splits.is_empty() && even())
+        }
+        _ => req.shape == info.shape && req.splits.is_empty(),
     }
-    false
 }
 
 /// True when a successful response may be cached at all.

@@ -68,30 +68,39 @@ impl MessageTable {
             self.join(now, rank, req, out);
             return;
         }
-        let size = self.size;
-        let serial = self.next_serial;
-        let entry = self
-            .pending
-            .entry(req.name.clone())
-            .or_insert_with(|| Pending {
-                serial,
+        if !self.pending.contains_key(&req.name) {
+            let pending = Pending {
+                serial: self.next_serial,
                 first_seen: now,
-                slots: vec![None; size],
+                slots: vec![None; self.size],
                 submitted: 0,
                 deferred: VecDeque::new(),
                 warnings: 0,
-            });
-        if entry.serial == serial {
+            };
             self.next_serial += 1;
+            self.pending.insert(req.name.clone(), pending);
         }
+        let Some(entry) = self.pending.get_mut(&req.name) else {
+            return;
+        };
         if entry.slots[rank].is_some() {
             entry.deferred.push_back((rank, req));
             return;
         }
-        let name = req.name.clone();
         entry.slots[rank] = Some(req);
         entry.submitted += 1;
-        if self.is_ready(&name) {
+        let ready = entry.submitted == self.size
+            || (self.joined_count > 0
+                && entry
+                    .slots
+                    .iter()
+                    .zip(&self.joined)
+                    .all(|(s, &j)| s.is_some() || j));
+        if ready {
+            let name = entry.slots[rank]
+                .as_ref()
+                .map(|q| q.name.clone())
+                .unwrap_or_default();
             self.answer(now, &name, out);
         }
     }
@@ -215,13 +224,17 @@ pub(crate) fn rank_list(ranks: &[u32]) -> String {
 /// Compares one field across the submitted requests; on disagreement returns the error that
 /// lists each distinct value with its ranks (first-seen order) and blames the ranks that differ
 /// from the lowest submitting rank.
-fn agree<T: PartialEq>(
+fn agree<'a, T: PartialEq>(
     name: &str,
     field: &str,
-    subs: &[(u32, &Request)],
-    key: impl Fn(&Request) -> T,
+    subs: &[(u32, &'a Request)],
+    key: impl Fn(&'a Request) -> T,
     show: impl Fn(&Request) -> String,
 ) -> Result<(), ResponseError> {
+    let first = key(subs[0].1);
+    if subs[1..].iter().all(|s| key(s.1) == first) {
+        return Ok(());
+    }
     let mut groups: Vec<(T, &Request, Vec<u32>)> = Vec::new();
     for &(rank, req) in subs {
         let k = key(req);
@@ -365,7 +378,7 @@ fn check(
                 name,
                 "shape",
                 subs,
-                |r| r.shape[1..].to_vec(),
+                |r| &r.shape[1..],
                 |r| show_tail(&r.shape),
             )?;
         }
@@ -374,7 +387,7 @@ fn check(
                 name,
                 "shape",
                 subs,
-                |r| r.shape.clone(),
+                |r| r.shape.as_slice(),
                 |r| format!("{:?}", r.shape),
             )?;
             if kind == K::Reducescatter && reference.shape.is_empty() {

@@ -1,9 +1,10 @@
 //! Versioned framing of the coordinator's control messages.
 //!
 //! A frame is one version byte followed by the postcard encoding of an
-//! [`UpMsg`](crate::coordinator::UpMsg) or [`DownMsg`](crate::coordinator::DownMsg). Decoding is
-//! total: any byte string yields a message or a [`WireError`], never a panic, and never a large
-//! allocation that the input does not pay for (postcard bounds every length by the bytes left).
+//! [`crate::coordinator::UpMsg`] or [`crate::coordinator::DownMsg`]. Decoding is
+//! total: any byte string yields a message or a [`WireError`], never a panic. A forged length
+//! prefix cannot make it allocate much: strings are bounded by the bytes left, and serde caps
+//! the up-front capacity of a sequence (about 1 MiB) whatever length it claims.
 //! A frame must be consumed exactly; trailing bytes are an error, so a truncated or glued frame
 //! is caught here rather than misread.
 

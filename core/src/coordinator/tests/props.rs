@@ -84,8 +84,13 @@ fn workload_strategy() -> impl Strategy<Value = (usize, Vec<Vec<Spec>>, bool, u6
     (1usize..6, 1usize..10).prop_flat_map(|(size, names)| {
         let base = prop::collection::vec(spec_strategy(names), names..=names);
         let iteration = prop::collection::vec((0..names, 0u8..8), 0..10);
-        (base, prop::collection::vec(iteration, 1..6), any::<bool>(), any::<u64>()).prop_map(
-            move |(mut base, picks, join, seed)| {
+        (
+            base,
+            prop::collection::vec(iteration, 1..6),
+            any::<bool>(),
+            any::<u64>(),
+        )
+            .prop_map(move |(mut base, picks, join, seed)| {
                 for (i, s) in base.iter_mut().enumerate() {
                     s.name = i;
                 }
@@ -108,8 +113,7 @@ fn workload_strategy() -> impl Strategy<Value = (usize, Vec<Vec<Spec>>, bool, u6
                     })
                     .collect();
                 (size, iters, join, seed)
-            },
-        )
+            })
     })
 }
 
