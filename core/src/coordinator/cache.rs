@@ -85,7 +85,8 @@ pub(crate) fn matches(resp: &Response, rank: usize, req: &Request) -> bool {
             }
             // An empty split means "even": equal to explicit even splits for negotiation.
             let size = own.len() as u64;
-            let even = || size > 0 && dim0.is_multiple_of(size) && own.iter().all(|&s| s == dim0 / size);
+            let even =
+                || size > 0 && dim0.is_multiple_of(size) && own.iter().all(|&s| s == dim0 / size);
             req.splits == *own || (req.splits.is_empty() && even())
         }
         _ => req.shape == info.shape && req.splits.is_empty(),

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
-use super::super::fusion;
 use super::super::{CoordinatorConfig, Request, Response, TensorInfo};
+use super::super::{cache, fusion, negotiate};
 use super::sim::{Mode, Rng, SimCluster};
 use super::{cfg, names, same_plan};
 use crate::types::{CollectiveKind as K, DataType, ReduceOp};
@@ -200,6 +200,39 @@ proptest! {
             prop_assert!(r.tensors.len() == 1 || r.bytes() <= threshold as u64);
         }
         prop_assert_eq!(cached.stats.cached_items + cached.stats.full_items, full.stats.full_items);
+    }
+
+    /// The cache fast path is exact: every rank's own request for a negotiated tensor hits its
+    /// entry, the coordinator's rebuilt requests negotiate to the very same response, and a
+    /// request that differs in any field misses.
+    #[test]
+    fn cache_match_is_exact((size, iters, _join, _seed) in workload_strategy(), field in 0usize..8) {
+        for spec in iters.iter().flatten() {
+            let reqs: Vec<Request> = (0..size).map(|r| request(spec, r, size)).collect();
+            let name = reqs[0].name.clone();
+            let slots: Vec<Option<Request>> = reqs.iter().cloned().map(Some).collect();
+            let joined = vec![false; size];
+            let resp = negotiate::negotiate(&name, &slots, &joined);
+            prop_assert!(resp.error.is_none(), "{:?}", resp.error);
+            let rebuilt: Vec<Option<Request>> =
+                (0..size).map(|r| Some(cache::request_for(&resp, r))).collect();
+            prop_assert_eq!(&negotiate::negotiate(&name, &rebuilt, &joined), &resp);
+            for (r, own) in reqs.iter().enumerate() {
+                prop_assert!(cache::matches(&resp, r, own), "rank {} misses {:?}", r, own);
+                let mut bad = own.clone();
+                match field {
+                    0 => bad.name.push('x'),
+                    1 => bad.dtype = if bad.dtype == DataType::F32 { DataType::F64 } else { DataType::F32 },
+                    2 => *bad.shape.last_mut().unwrap() += 1,
+                    3 => bad.op = if bad.op == ReduceOp::Sum { ReduceOp::Max } else { ReduceOp::Sum },
+                    4 => bad.root += 1,
+                    5 => bad.prescale = -bad.prescale,
+                    6 => bad.splits = vec![bad.shape[0] + 1],
+                    _ => bad.kind = if bad.kind == K::Allreduce { K::Broadcast } else { K::Allreduce },
+                }
+                prop_assert!(!cache::matches(&resp, r, &bad), "field {} change still hits", field);
+            }
+        }
     }
 
     /// Each kind of mismatch produces one error naming the tensor, the field and the ranks, on
