@@ -38,13 +38,16 @@ pub enum Error {
         detail: String,
     },
     /// Moving bytes failed (a peer died, a connection broke, a deadline passed).
-    #[error("rank {rank}: {op} of tensor '{tensor}' failed: {cause}")]
+    #[error(
+        "rank {rank}: {op} failed{}: {cause}",
+        if tensor.is_empty() { String::new() } else { format!(" (tensors: {tensor})") }
+    )]
     Transport {
         /// The rank reporting the error.
         rank: usize,
         /// What was running.
         op: String,
-        /// The tensor(s) involved.
+        /// The tensor(s) involved, comma-separated (empty when none was pending).
         tensor: String,
         /// The transport's account.
         cause: String,

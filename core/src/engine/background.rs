@@ -26,6 +26,11 @@ pub(crate) const TAG_UP: Tag = Tag::new(1, 0);
 /// Control messages from the coordinator.
 pub(crate) const TAG_DOWN: Tag = Tag::new(2, 0);
 
+/// "This rank is stopping, and why": sent to rank 0 (and by rank 0 to everyone) before a
+/// failing engine closes its connections, so survivors report the root cause rather than
+/// only "connection lost".
+pub(crate) const TAG_ABORT: Tag = Tag::new(3, 0);
+
 /// How long the loop sleeps when nothing happens; events wake it earlier.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
@@ -92,6 +97,7 @@ impl Background {
                 Ok(Flow::Stop(e)) => break e,
                 Err(e) => {
                     tracing::error!(rank = self.topology.rank, "engine stopped: {e}");
+                    self.tell_peers(&e);
                     // Close every connection so peers fail fast instead of waiting on us.
                     self.transport.abort(&e.to_string());
                     break e;
@@ -155,13 +161,34 @@ impl Background {
     }
 
     fn peer_failure(&self, e: &TransportError) -> Error {
-        let pending: Vec<&str> = self.table.keys().map(|s| s.as_str()).collect();
-        let what = if pending.is_empty() {
-            "<none pending>".to_string()
-        } else {
-            pending.join(", ")
+        let mut names: Vec<&str> = self.table.keys().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        let mut err = Error::transport(self.rank(), "negotiation", &names.join(", "), e);
+        // If the lost peer said why it stopped, that is the root cause worth reporting.
+        if let (Some(peer), Error::Transport { cause, .. }) = (e.peer(), &mut err)
+            && let Ok(Some((_, why))) =
+                self.transport
+                    .recv_msg(Some(peer), TAG_ABORT, Instant::now())
+        {
+            *cause = format!("rank {peer} stopped: {}", String::from_utf8_lossy(&why));
+        }
+        err
+    }
+
+    /// Best effort: tells rank 0 (or, on rank 0, every rank) why this engine is stopping.
+    /// Rank 0 already talks to every rank, so no new connection (to a dead host) is needed.
+    fn tell_peers(&self, e: &Error) {
+        let text = match e {
+            Error::Transport { cause, .. } => cause.clone(),
+            other => other.to_string(),
         };
-        Error::transport(self.rank(), "negotiation", &what, e)
+        if self.rank() == 0 {
+            for peer in 1..self.topology.size {
+                let _ = self.transport.send_msg(peer, TAG_ABORT, text.as_bytes());
+            }
+        } else {
+            let _ = self.transport.send_msg(0, TAG_ABORT, text.as_bytes());
+        }
     }
 
     /// Hands newly enqueued entries (and a shutdown request) to the coordinator.
