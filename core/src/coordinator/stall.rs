@@ -122,7 +122,7 @@ impl StallInspector {
         }
         let warning = (!lines.is_empty()).then(|| {
             format!(
-                "stall: tensors submitted by some ranks but not all: {}",
+                "tensors submitted by some ranks but not all: {}",
                 lines.join("; ")
             )
         });
