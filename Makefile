@@ -23,8 +23,10 @@ build-dev: deps
 	$(CARGO) build --workspace
 
 # A real multi-process job on localhost: two ranks, every size from 4 KiB to 64 MiB, results checked.
+# Then a small data-parallel training loop whose loss goes down.
 demo: build
 	target/release/horovodrun -np 2 target/release/hora-bench allreduce -b 4K -e 64M -f 4 --check
+	target/release/horovodrun -np 2 target/release/allreduce_sgd
 
 lint: deps
 	$(CARGO) fmt --all -- --check
