@@ -62,7 +62,7 @@ fn main() -> hora::Result<()> {
         let all = hora::allgather("check.w", w.clone())?;
         let same = all.chunks(DIM).all(|c| c == w.as_slice());
         if rank == 0 {
-            println!("epoch {epoch}: loss {loss:.5} (ranks in sync: {same})");
+            println!("epoch {epoch}: loss {loss:.5} ({size} ranks in sync: {same})");
         }
         if !same || loss > last {
             eprintln!("rank {rank}: training diverged or ranks out of sync");
