@@ -6,7 +6,8 @@
 //! ```
 //! Options: `--iters N` (round trips, default 20000), `--size BYTES` (default 4096),
 //! `--bulk MIB` (per direction, default 256), `--msg MIB` (bulk message size, default 4),
-//! `--window N` (bulk messages in flight per direction, default 4), `--spin-us N`.
+//! `--window N` (bulk messages in flight per direction, default 4), `--spin-us N`, `--pin` (pin
+//! rank r to CPU r, so a busy machine cannot put both ranks on one core).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -166,11 +167,30 @@ fn config(rank: Rank, a: &Args) -> TcpConfig {
     c
 }
 
+/// Pins the calling thread to one CPU.
+fn pin(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        eprintln!(
+            "could not pin to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn main() {
     let (a, rest) = parse();
     if let Some(pos) = rest.iter().position(|r| r == "--child") {
         let rank: Rank = rest[pos + 1].parse().unwrap();
         let dir = Arc::new(FileDirectory(PathBuf::from(&rest[pos + 2])));
+        if rest.iter().any(|r| r == "--pin") {
+            pin(rank);
+        }
         let t = TcpTransport::new(config(rank, &a), dir).unwrap();
         run_rank(&t, &a);
         return;
@@ -184,7 +204,13 @@ fn main() {
         std::thread::scope(|s| {
             for t in &ranks {
                 let a = &a;
-                s.spawn(move || run_rank(t, a));
+                let pinned = rest.iter().any(|r| r == "--pin");
+                s.spawn(move || {
+                    if pinned {
+                        pin(t.rank());
+                    }
+                    run_rank(t, a)
+                });
             }
         });
         return;

@@ -232,10 +232,14 @@ impl PeerState {
     /// Poll events this peer's connection needs for `ops` (0 if nothing to wait for).
     pub(crate) fn poll_events(&self, peer: Rank, ops: &[Op<'_>]) -> i16 {
         let Some(conn) = self.live() else { return 0 };
-        let mut ev = libc::POLLIN;
         let sending = ops
             .iter()
             .any(|o| o.peer() == peer && o.kind() == OpKind::Send && !o.is_complete());
+        // Mirrors `progress`: it reads for receives, and for sends the kernel refused.
+        let mut ev = 0;
+        if sending || wants_input(ops, peer) {
+            ev |= libc::POLLIN;
+        }
         if sending || conn.has_owned_output() {
             ev |= libc::POLLOUT;
         }
@@ -250,9 +254,17 @@ impl PeerState {
     ) -> Result<(), TransportError> {
         self.match_queued(peer, ops)?;
         if self.live().is_some() {
-            let res = self
-                .pump_in(peer, ops)
-                .and_then(|()| self.pump_out(peer, ops));
+            let receiving = wants_input(ops, peer);
+            // Reading only when a receive needs it saves a system call per small message; a
+            // send the kernel cannot take also reads, so two ranks sending large messages to
+            // each other before receiving do not deadlock on full socket buffers.
+            let res = self.pump_out(peer, ops).and_then(|blocked| {
+                if receiving || blocked {
+                    self.pump_in(peer, ops, blocked)
+                } else {
+                    Ok(())
+                }
+            });
             self.absorb(peer, res)?;
         }
         if let Some(detail) = &self.lost
@@ -272,9 +284,9 @@ impl PeerState {
             return Ok(());
         }
         let res = self
-            .pump_in(peer, &mut [])
-            .and_then(|()| self.pump_out(peer, &mut []));
-        self.absorb(peer, res)
+            .pump_in(peer, &mut [], true)
+            .and_then(|_| self.pump_out(peer, &mut []));
+        self.absorb(peer, res.map(drop))
     }
 
     /// Writes only (flushes `send_msg` backlog).
@@ -283,7 +295,7 @@ impl PeerState {
             return Ok(());
         }
         let res = self.pump_out(peer, &mut []);
-        self.absorb(peer, res)
+        self.absorb(peer, res.map(drop))
     }
 
     /// Turns a pump error into state and a transport error.
@@ -432,8 +444,9 @@ impl PeerState {
         }
     }
 
-    /// Reads frames until the socket is drained (or the budget is spent).
-    fn pump_in(&mut self, peer: Rank, ops: &mut [Op<'_>]) -> Result<(), PumpError> {
+    /// Reads frames until the socket is drained (or the budget is spent); unless `drain`, stops
+    /// as soon as no receive op of `peer` is left waiting.
+    fn pump_in(&mut self, peer: Rank, ops: &mut [Op<'_>], drain: bool) -> Result<(), PumpError> {
         let Self {
             conn, unexpected, ..
         } = self;
@@ -499,7 +512,7 @@ impl PeerState {
             }
             inb.start = 0;
             inb.end = 0;
-            if budget == 0 {
+            if budget == 0 || (!drain && !wants_input(ops, peer)) {
                 return Ok(());
             }
 
@@ -550,7 +563,8 @@ impl PeerState {
     }
 
     /// Writes frames until the socket is full, nothing is left, or the budget is spent.
-    fn pump_out(&mut self, peer: Rank, ops: &mut [Op<'_>]) -> Result<(), PumpError> {
+    /// Returns whether the kernel refused bytes (the socket is full).
+    fn pump_out(&mut self, peer: Rank, ops: &mut [Op<'_>]) -> Result<bool, PumpError> {
         let conn = self.conn.as_mut().expect("pump_out needs a connection");
         let out = &mut conn.out;
         let mut budget = BUDGET;
@@ -585,7 +599,7 @@ impl PeerState {
                         }
                     });
                 } else {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             let res = match out.cur.as_mut().expect("frame chosen") {
@@ -613,7 +627,7 @@ impl PeerState {
                             )));
                         }
                         // Not this call's business; the frame resumes when its op is back.
-                        return Ok(());
+                        return Ok(false);
                     };
                     let op = &mut ops[i];
                     let h = &hdr[(*sent).min(HEADER_LEN)..];
@@ -633,12 +647,18 @@ impl PeerState {
                     }
                     budget = budget.saturating_sub(n.max(1));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) => return Err(PumpError::Lost(e.to_string())),
             }
         }
-        Ok(())
+        Ok(false)
     }
+}
+
+/// Whether a receive op of `peer` is still waiting for bytes.
+fn wants_input(ops: &[Op<'_>], peer: Rank) -> bool {
+    ops.iter()
+        .any(|o| o.peer() == peer && o.kind() == OpKind::Recv && !o.is_complete())
 }
 
 /// Sends, retrying on EINTR. A successful zero-byte send of a non-empty buffer cannot happen on
