@@ -11,16 +11,26 @@
 //! - **Accepting** runs on a current-thread tokio runtime on its own thread; each handshake runs
 //!   with a timeout on tokio's blocking pool, so a silent stranger cannot stall real peers.
 //! - **Moving bytes** does not involve tokio or any other thread: `progress` and `wait` do
-//!   non-blocking `recv`/`sendmsg` on the caller's thread, spinning briefly and then sleeping
-//!   in `ppoll(2)`. A thread wake-up costs tens of microseconds on small VMs, more than a whole
-//!   small-message round trip, so the data path never hands work to another thread.
+//!   non-blocking `recv`/`sendmsg` on the caller's thread; between rounds a wait busy-polls the
+//!   sockets' readiness with a zero-timeout `ppoll(2)` for [`TcpConfig::spin`] (yielding every
+//!   other round), then sleeps in `ppoll` on the sockets and an eventfd. A thread wake-up costs
+//!   tens of microseconds on small VMs, more than a whole small-message round trip, so the data
+//!   path never hands work to another thread. One wait moves sends and receives with different
+//!   peers together (full duplex).
 //! - **Framing.** A message is a 16-byte header (`tag`, `len`, little-endian) and its payload.
 //!   Receives match by (peer, tag); a payload whose receive is waiting lands directly in the
 //!   caller's buffer, anything else waits in a per-(peer, tag) FIFO. See the `peer` module for
 //!   the exact rules, including what happens when an op is abandoned half way.
 //! - **Failures.** A closed or reset connection fails every operation involving that peer with
-//!   `ConnectionLost` (after delivering what had fully arrived); `abort` shuts every socket
+//!   `ConnectionLost` (after delivering what had fully arrived), and `recv_msg(None, ..)` fails
+//!   when any peer is lost, so a coordinator notices a dead rank; `abort` shuts every socket
 //!   down so peers notice at once; every wait honours its deadline.
+//! - **Caveats.** Dialing happens inside the first `progress`/`wait`/`send_msg` that needs the
+//!   peer, so that call may block for up to [`TcpConfig::connect_timeout`] (or the wait's
+//!   deadline). A send op started by `progress` owns its connection's outgoing stream until it
+//!   completes: later `send_msg` bytes to that peer queue behind it, and a call that sends to
+//!   that peer *without* the op declares the connection lost rather than corrupt the stream.
+//!   Drive started ops to completion.
 //!
 //! What this crate does *not* do: it does not reconnect a lost peer (a job with a dead rank is
 //! over), it does not encrypt traffic (the handshake authenticates; use a private network),
