@@ -7,7 +7,7 @@ use crate::types::ReduceOp;
 
 /// Elements staged per block on the misaligned path: small enough to live on the stack and in
 /// L1, large enough that the per-block `memcpy` calls are amortised.
-pub(super) const BLOCK: usize = 256;
+const BLOCK: usize = 256;
 
 /// Integer ops: wrapping sum and product, plain min and max.
 pub(super) trait Int: Pod + Ord {
@@ -89,26 +89,42 @@ pub(super) fn combine<T: Copy>(dst: &mut [T], src: &[T], f: impl Fn(T, T) -> T) 
 }
 
 /// `dst[i] = f(dst[i], src[i])` over byte buffers of equal length, a multiple of `size_of::<T>()`.
+///
+/// A buffer's elements are either all aligned or all misaligned (they are `size_of::<T>()`
+/// apart), so alignment is decided once per buffer: an aligned buffer is used in place and a
+/// misaligned one is staged through an aligned stack block. The copies run at `memcpy` speed and
+/// the combine loop is the same vectorised one either way.
 #[inline(always)]
-fn zip_with<T: Pod>(dst: &mut [u8], src: &[u8], f: impl Fn(T, T) -> T + Copy) {
-    if let (Ok(d), Ok(s)) = (
-        bytemuck::try_cast_slice_mut::<u8, T>(dst),
-        bytemuck::try_cast_slice::<u8, T>(src),
-    ) {
-        combine(d, s, f);
-        return;
-    }
-    // Misaligned: stage blocks through aligned arrays. The copies are memcpy-speed and the
-    // combine loop is the same vectorised one as above.
+pub(super) fn zip_with<T: Pod>(dst: &mut [u8], src: &[u8], f: impl Fn(T, T) -> T + Copy) {
     let step = BLOCK * size_of::<T>();
-    let mut db = [T::zeroed(); BLOCK];
-    let mut sb = [T::zeroed(); BLOCK];
-    for (dc, sc) in dst.chunks_mut(step).zip(src.chunks(step)) {
-        let n = dc.len() / size_of::<T>();
-        bytemuck::cast_slice_mut::<T, u8>(&mut db[..n]).copy_from_slice(dc);
-        bytemuck::cast_slice_mut::<T, u8>(&mut sb[..n]).copy_from_slice(sc);
-        combine(&mut db[..n], &sb[..n], f);
-        dc.copy_from_slice(bytemuck::cast_slice(&db[..n]));
+    let src_aligned = bytemuck::try_cast_slice::<u8, T>(src).is_ok();
+    match (bytemuck::try_cast_slice_mut::<u8, T>(dst), src_aligned) {
+        (Ok(d), true) => combine(d, bytemuck::cast_slice(src), f),
+        (Ok(d), false) => {
+            let mut sb = [T::zeroed(); BLOCK];
+            for (dc, sc) in d.chunks_mut(BLOCK).zip(src.chunks(step)) {
+                let n = dc.len();
+                bytemuck::cast_slice_mut::<T, u8>(&mut sb[..n]).copy_from_slice(sc);
+                combine(dc, &sb[..n], f);
+            }
+        }
+        (Err(_), _) => {
+            let mut db = [T::zeroed(); BLOCK];
+            let mut sb = [T::zeroed(); BLOCK];
+            for (dc, sc) in dst.chunks_mut(step).zip(src.chunks(step)) {
+                let n = dc.len() / size_of::<T>();
+                bytemuck::cast_slice_mut::<T, u8>(&mut db[..n]).copy_from_slice(dc);
+                let s: &[T] = match bytemuck::try_cast_slice(sc) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        bytemuck::cast_slice_mut::<T, u8>(&mut sb[..n]).copy_from_slice(sc);
+                        &sb[..n]
+                    }
+                };
+                combine(&mut db[..n], s, f);
+                dc.copy_from_slice(bytemuck::cast_slice(&db[..n]));
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! Semantics shared by every dtype:
 //! - integers wrap on overflow (sum and product), never panic;
 //! - float min/max propagate NaN (if either side is NaN, the result is NaN);
-//! - f16 and bf16 are widened to f32, combined, and rounded back once per operation;
+//! - f16 and bf16 are widened to f32, combined, and rounded back (to nearest even) once;
 //! - [`ReduceOp::Average`] is combined as a sum: the caller divides by the rank count with
 //!   [`scale`], as Horovod's postscale does.
 
@@ -71,8 +71,8 @@ pub fn reduce_into(
         DataType::I64 => kernels::reduce_int::<i64>(dst, src, op),
         DataType::F32 => kernels::reduce_float::<f32>(dst, src, op),
         DataType::F64 => kernels::reduce_float::<f64>(dst, src, op),
-        DataType::F16 => half::reduce::<::half::f16>(dst, src, op),
-        DataType::Bf16 => half::reduce::<::half::bf16>(dst, src, op),
+        DataType::F16 => half::reduce_f16(dst, src, op),
+        DataType::Bf16 => half::reduce_bf16(dst, src, op),
     }
     Ok(())
 }
@@ -92,8 +92,8 @@ pub fn scale(buf: &mut [u8], dtype: DataType, factor: f64) {
         DataType::I64 => kernels::map::<i64>(buf, |x| (x as f64 * factor) as i64),
         DataType::F32 => kernels::map::<f32>(buf, |x| (f64::from(x) * factor) as f32),
         DataType::F64 => kernels::map::<f64>(buf, |x| x * factor),
-        DataType::F16 => half::map::<::half::f16>(buf, factor as f32),
-        DataType::Bf16 => half::map::<::half::bf16>(buf, factor as f32),
+        DataType::F16 => half::scale_f16(buf, factor as f32),
+        DataType::Bf16 => half::scale_bf16(buf, factor as f32),
     }
 }
 

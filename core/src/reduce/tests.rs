@@ -366,3 +366,51 @@ fn scale_rounds_integers_toward_zero_and_floats_once() {
         );
     }
 }
+
+#[test]
+fn bf16_conversions_agree_with_the_half_crate() {
+    use super::half::{bf16_narrow, bf16_widen};
+    // Every 16-bit pattern widens exactly, and narrows back to itself unless it is NaN.
+    for h in 0..=u16::MAX {
+        let (w, want) = (bf16_widen(h), bf16::from_bits(h).to_f32());
+        assert!(
+            w.to_bits() == want.to_bits() || (w.is_nan() && want.is_nan()),
+            "bf16 {h:#06x}"
+        );
+        if !w.is_nan() {
+            assert_eq!(bf16_narrow(w), h, "bf16 round trip {h:#06x}");
+        }
+    }
+    // Narrowing rounds like `half` (ties, subnormals, overflow to Inf); NaN stays NaN.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let specials = [
+        0.0f32,
+        -0.0,
+        1.0 + 1.0 / 256.0,
+        1.0 + 3.0 / 256.0,
+        1e-40,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+    let samples = specials
+        .into_iter()
+        .map(f32::to_bits)
+        .chain((0..400_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u32
+        }));
+    for bits in samples {
+        for bits in [bits, bits ^ 0x8000_0000] {
+            let f = f32::from_bits(bits);
+            let (got, want) = (bf16_narrow(f), bf16::from_f32(f));
+            assert!(
+                got == want.to_bits() || (want.is_nan() && bf16::from_bits(got).is_nan()),
+                "bf16 {f:e}: {got:#06x} vs {:#06x}",
+                want.to_bits()
+            );
+        }
+    }
+}
