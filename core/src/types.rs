@@ -28,8 +28,16 @@ pub enum DataType {
 
 impl DataType {
     /// Every supported type, in a stable order.
-    pub const ALL: [Self; 8] =
-        [Self::U8, Self::I8, Self::I32, Self::I64, Self::F16, Self::Bf16, Self::F32, Self::F64];
+    pub const ALL: [Self; 8] = [
+        Self::U8,
+        Self::I8,
+        Self::I32,
+        Self::I64,
+        Self::F16,
+        Self::Bf16,
+        Self::F32,
+        Self::F64,
+    ];
 
     /// Size of one element in bytes.
     pub const fn size(self) -> usize {
@@ -107,7 +115,13 @@ pub enum ReduceOp {
 
 impl ReduceOp {
     /// Every op, in a stable order.
-    pub const ALL: [Self; 5] = [Self::Sum, Self::Average, Self::Min, Self::Max, Self::Product];
+    pub const ALL: [Self; 5] = [
+        Self::Sum,
+        Self::Average,
+        Self::Min,
+        Self::Max,
+        Self::Product,
+    ];
 
     /// The lower-case name users type.
     pub const fn name(self) -> &'static str {
