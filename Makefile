@@ -1,6 +1,8 @@
 # hora — the two set-up commands on a fresh machine are `make demo` and `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
+# Binaries live where cargo puts them (CARGO_TARGET_DIR, if set, moves them).
+BIN := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build build-dev demo test lint fmt bench clean
@@ -25,8 +27,8 @@ build-dev: deps
 # A real multi-process job on localhost: two ranks, every size from 4 KiB to 64 MiB, results checked.
 # Then a small data-parallel training loop whose loss goes down.
 demo: build
-	target/release/horovodrun -np 2 target/release/hora-bench allreduce -b 4K -e 64M -f 4 --check
-	target/release/horovodrun -np 2 target/release/allreduce_sgd
+	$(BIN)/horovodrun -np 2 $(BIN)/hora-bench allreduce -b 4K -e 64M -f 4 --check
+	$(BIN)/horovodrun -np 2 $(BIN)/allreduce_sgd
 
 lint: deps
 	$(CARGO) fmt --all -- --check
