@@ -17,6 +17,7 @@
 
 mod allgather_ring;
 mod allreduce_ring;
+mod allreduce_small;
 mod alltoall;
 mod barrier;
 mod broadcast;
@@ -55,6 +56,9 @@ pub(crate) mod kind {
 /// Default largest message of a pipelined ring step: big enough to amortise per-message
 /// costs, small enough that reducing one segment overlaps with receiving the next.
 pub const DEFAULT_SEGMENT_BYTES: usize = 1 << 20;
+
+/// Allreduces up to this size use recursive doubling: below it, latency beats bandwidth.
+pub const DEFAULT_SMALL_ALLREDUCE_BYTES: usize = 64 << 10;
 
 /// Collective algorithms over some way of moving bytes; the ring implementation is [`Ring`].
 ///
@@ -137,6 +141,7 @@ pub trait Collectives: Send + Sync + fmt::Debug {
 pub struct Ring<T: Transport + ?Sized> {
     transport: Arc<T>,
     segment_bytes: usize,
+    small_bytes: usize,
     scratch: Mutex<Vec<u8>>,
 }
 
@@ -146,6 +151,7 @@ impl<T: Transport + ?Sized> Ring<T> {
         Self {
             transport,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            small_bytes: DEFAULT_SMALL_ALLREDUCE_BYTES,
             scratch: Mutex::new(Vec::new()),
         }
     }
@@ -154,6 +160,13 @@ impl<T: Transport + ?Sized> Ring<T> {
     /// Every rank must use the same value.
     pub fn with_segment_bytes(mut self, n: usize) -> Self {
         self.segment_bytes = n.max(1);
+        self
+    }
+
+    /// Allreduces of at most `n` bytes use recursive doubling (fewer message latencies) instead
+    /// of the ring. Every rank must use the same value; 0 always uses the ring.
+    pub fn with_small_allreduce_bytes(mut self, n: usize) -> Self {
+        self.small_bytes = n;
         self
     }
 
@@ -203,14 +216,14 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
         seq: u64,
         deadline: Instant,
     ) -> Result<(), TransportError> {
-        allreduce_ring::allreduce(
-            self,
-            buf,
-            dtype,
-            op,
-            Tag::new(kind::ALLREDUCE, seq),
-            deadline,
-        )
+        let tag = Tag::new(kind::ALLREDUCE, seq);
+        if self.size() > 1
+            && buf.len() <= self.small_bytes
+            && buf.len().is_multiple_of(dtype.size())
+        {
+            return allreduce_small::allreduce(self, buf, dtype, op, tag, deadline);
+        }
+        allreduce_ring::allreduce(self, buf, dtype, op, tag, deadline)
     }
 
     fn allgatherv(

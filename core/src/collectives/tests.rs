@@ -30,8 +30,20 @@ fn on_ranks<R: Send>(
     seg: usize,
     f: impl Fn(&Ring<LocalTransport>) -> R + Sync,
 ) -> Vec<R> {
+    on_ranks_with(np, seg, DEFAULT_SMALL_ALLREDUCE_BYTES, f)
+}
+
+/// Like [`on_ranks`], also choosing the largest allreduce that uses recursive doubling.
+fn on_ranks_with<R: Send>(
+    np: usize,
+    seg: usize,
+    small: usize,
+    f: impl Fn(&Ring<LocalTransport>) -> R + Sync,
+) -> Vec<R> {
     run_ranks(LocalTransport::create(np), |_, t| {
-        f(&Ring::new(Arc::new(t.clone())).with_segment_bytes(seg))
+        f(&Ring::new(Arc::new(t.clone()))
+            .with_segment_bytes(seg)
+            .with_small_allreduce_bytes(small))
     })
 }
 
@@ -91,8 +103,9 @@ fn reference(dtype: DataType, op: ReduceOp, np: usize, elems: usize, salt: usize
 fn allreduce_matches_reference_for_every_dtype_op_and_size() {
     for np in 1..=8 {
         for (salt, elems) in [0usize, 1, 13, np * 5 + 3, 200].into_iter().enumerate() {
-            for seg in [16, DEFAULT_SEGMENT_BYTES] {
-                let results = on_ranks(np, seg, |ring| {
+            // Tiny segments and the default through the ring, then recursive doubling.
+            for (seg, small) in [(16, 0), (DEFAULT_SEGMENT_BYTES, 0), (16, usize::MAX)] {
+                let results = on_ranks_with(np, seg, small, |ring| {
                     let mut out = Vec::new();
                     for (i, dtype) in DataType::ALL.into_iter().enumerate() {
                         for (j, op) in OPS.into_iter().enumerate() {
@@ -112,7 +125,7 @@ fn allreduce_matches_reference_for_every_dtype_op_and_size() {
                         for (rank, res) in results.iter().enumerate() {
                             assert_eq!(
                                 res[k], want,
-                                "np {np} elems {elems} seg {seg} {dtype} {op} rank {rank}"
+                                "np {np} elems {elems} seg {seg} small {small} {dtype} {op} rank {rank}"
                             );
                         }
                         k += 1;
@@ -161,34 +174,37 @@ fn inexact_float_sums_are_bit_identical_on_every_rank() {
         (8, DataType::Bf16, 6),
         (7, DataType::F64, 1000),
     ] {
-        let elems = 1001;
-        let results = on_ranks(np, seg, |ring| {
-            let mut buf: Vec<u8> = (0..elems)
-                .flat_map(|i| {
-                    let x = (mix(ring.rank(), i, 99) % 1_000_000) as f64 / 7919.0 - 60.0;
-                    match dtype {
-                        DataType::F32 => (x as f32).to_le_bytes().to_vec(),
-                        DataType::F64 => x.to_le_bytes().to_vec(),
-                        DataType::F16 => f16::from_f64(x).to_le_bytes().to_vec(),
-                        _ => bf16::from_f64(x).to_le_bytes().to_vec(),
-                    }
-                })
-                .collect();
-            ring.allreduce(&mut buf, dtype, ReduceOp::Sum, 3, deadline())
-                .unwrap();
-            buf
-        });
-        assert!(
-            results.iter().all(|r| r == &results[0]),
-            "np {np} {dtype}: ranks disagree"
-        );
-        // And it really is a sum (not, say, one rank's input): compare loosely with f64.
-        if dtype == DataType::F64 {
-            let got = f64::from_le_bytes(results[0][..8].try_into().unwrap());
-            let want: f64 = (0..np)
-                .map(|r| (mix(r, 0, 99) % 1_000_000) as f64 / 7919.0 - 60.0)
-                .sum();
-            assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        // small = 0: the ring; usize::MAX: recursive doubling.
+        for small in [0, usize::MAX] {
+            let elems = 1001;
+            let results = on_ranks_with(np, seg, small, |ring| {
+                let mut buf: Vec<u8> = (0..elems)
+                    .flat_map(|i| {
+                        let x = (mix(ring.rank(), i, 99) % 1_000_000) as f64 / 7919.0 - 60.0;
+                        match dtype {
+                            DataType::F32 => (x as f32).to_le_bytes().to_vec(),
+                            DataType::F64 => x.to_le_bytes().to_vec(),
+                            DataType::F16 => f16::from_f64(x).to_le_bytes().to_vec(),
+                            _ => bf16::from_f64(x).to_le_bytes().to_vec(),
+                        }
+                    })
+                    .collect();
+                ring.allreduce(&mut buf, dtype, ReduceOp::Sum, 3, deadline())
+                    .unwrap();
+                buf
+            });
+            assert!(
+                results.iter().all(|r| r == &results[0]),
+                "np {np} {dtype} small {small}: ranks disagree"
+            );
+            // And it really is a sum (not, say, one rank's input): compare loosely with f64.
+            if dtype == DataType::F64 {
+                let got = f64::from_le_bytes(results[0][..8].try_into().unwrap());
+                let want: f64 = (0..np)
+                    .map(|r| (mix(r, 0, 99) % 1_000_000) as f64 / 7919.0 - 60.0)
+                    .sum();
+                assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+            }
         }
     }
 }
