@@ -2,6 +2,7 @@
 //! does not model, so [`normalize`] rewrites it to `--num-proc` before clap sees the arguments.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::Parser;
 
@@ -11,34 +12,157 @@ use clap::Parser;
     name = "horovodrun",
     version,
     about = "Launch the ranks of a hora (Horovod-compatible) distributed training job.",
-    after_help = "Example: horovodrun -np 4 python train.py"
+    after_help = "Examples:\n  horovodrun -np 4 python train.py\n  \
+                  horovodrun -np 8 -H node1:4,node2:4 python train.py\n  \
+                  horovodrun -np 8 --hostfile hosts.txt -x NCCL_DEBUG python train.py"
 )]
 pub(crate) struct Args {
     /// Number of ranks to start (also spelled -np).
-    #[arg(long = "num-proc", visible_alias = "np", value_name = "N", required = true,
-          value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub(crate) num_proc: u32,
+    #[arg(long = "num-proc", visible_alias = "np", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65_536),
+          help_heading = "Placement")]
+    pub(crate) num_proc: Option<u32>,
 
-    /// Hosts and their slots, e.g. `localhost:4` (only local hosts in this release).
-    #[arg(short = 'H', long = "hosts", value_name = "HOST:SLOTS,...")]
+    /// Hosts and their slots, e.g. `node1:2,node2:2` (default `localhost:N`).
+    #[arg(
+        short = 'H',
+        long = "hosts",
+        value_name = "HOST:SLOTS,...",
+        conflicts_with = "hostfile",
+        help_heading = "Placement"
+    )]
     pub(crate) hosts: Option<String>,
 
-    /// Seconds ranks may take to find each other at start (passed as HOROVOD_START_TIMEOUT).
+    /// A file of `host slots=N` lines (`#` comments and blank lines allowed).
+    #[arg(long = "hostfile", value_name = "FILE", help_heading = "Placement")]
+    pub(crate) hostfile: Option<PathBuf>,
+
+    /// ssh port of the remote hosts.
+    #[arg(
+        short = 'p',
+        long = "ssh-port",
+        value_name = "PORT",
+        help_heading = "Remote hosts (ssh)"
+    )]
+    pub(crate) ssh_port: Option<u16>,
+
+    /// ssh private key for the remote hosts.
+    #[arg(
+        short = 'i',
+        long = "ssh-identity-file",
+        value_name = "FILE",
+        help_heading = "Remote hosts (ssh)"
+    )]
+    pub(crate) ssh_identity_file: Option<PathBuf>,
+
+    /// An ssh client configuration file (passed to ssh as -F).
+    #[arg(
+        long = "ssh-config-file",
+        value_name = "FILE",
+        help_heading = "Remote hosts (ssh)"
+    )]
+    pub(crate) ssh_config_file: Option<PathBuf>,
+
+    /// Network interface the store and the ranks listen on (e.g. eth0); default: the one that
+    /// routes to the other hosts (loopback for a local job).
+    #[arg(
+        long = "network-interface",
+        value_name = "NIC",
+        help_heading = "Remote hosts (ssh)"
+    )]
+    pub(crate) network_interface: Option<String>,
+
+    /// Seconds for hosts to answer ssh and ranks to find each other at start.
     #[arg(long, value_name = "SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Job")]
     pub(crate) start_timeout: u64,
 
     /// Seconds the other ranks get to exit on their own after one fails, before SIGTERM.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_seconds,
+          help_heading = "Job")]
     pub(crate) grace_period: f64,
 
+    /// Forward a variable to every rank: `NAME` (its value here) or `NAME=VALUE`. Repeatable.
+    #[arg(short = 'x', long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env_arg,
+          help_heading = "Job")]
+    pub(crate) env: Vec<(String, String)>,
+
+    /// Also write each rank's output to DIR/rank.N/{stdout,stderr}.
+    #[arg(long = "output-filename", value_name = "DIR", help_heading = "Job")]
+    pub(crate) output_filename: Option<PathBuf>,
+
+    /// Use the TCP transport (the default).
+    #[arg(long, conflicts_with = "mpi", help_heading = "Transport")]
+    pub(crate) tcp: bool,
+
+    /// Run the job with mpirun (needs a build with MPI support).
+    #[arg(long, help_heading = "Transport")]
+    pub(crate) mpi: bool,
+
+    /// Turn the response cache off (HOROVOD_CACHE_CAPACITY=0).
+    #[arg(long, help_heading = "Tuning")]
+    pub(crate) disable_cache: bool,
+
+    /// Fusion buffer size in MiB (HOROVOD_FUSION_THRESHOLD).
+    #[arg(long, value_name = "MB", help_heading = "Tuning")]
+    pub(crate) fusion_threshold_mb: Option<u64>,
+
+    /// Background cycle time in ms (HOROVOD_CYCLE_TIME).
+    #[arg(long, value_name = "MS", value_parser = parse_positive, help_heading = "Tuning")]
+    pub(crate) cycle_time_ms: Option<f64>,
+
+    /// Response cache entries (HOROVOD_CACHE_CAPACITY).
+    #[arg(long, value_name = "N", help_heading = "Tuning")]
+    pub(crate) cache_capacity: Option<u64>,
+
+    /// Write a Chrome-trace timeline here (HOROVOD_TIMELINE).
+    #[arg(long, value_name = "FILE", help_heading = "Tuning")]
+    pub(crate) timeline_filename: Option<PathBuf>,
+
+    /// Log level of the ranks (HOROVOD_LOG_LEVEL: trace, debug, info, warning, error, fatal).
+    #[arg(long, value_name = "LEVEL", value_parser = ["trace", "debug", "info", "warning", "warn", "error", "fatal"],
+          help_heading = "Tuning")]
+    pub(crate) log_level: Option<String>,
+
+    /// Print which transports, frameworks and features this build has, then exit.
+    #[arg(long, help_heading = "Information")]
+    pub(crate) check_build: bool,
+
     /// Log what the launcher does (never the job secret).
-    #[arg(long)]
+    #[arg(long, help_heading = "Information")]
     pub(crate) verbose: bool,
 
     /// The command each rank runs, and its arguments.
-    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
+    #[arg(value_name = "COMMAND", num_args = 1.., trailing_var_arg = true,
+          required_unless_present = "check_build")]
     pub(crate) command: Vec<OsString>,
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
+/// `NAME` (value taken from the launcher's environment) or `NAME=VALUE`.
+fn parse_env_arg(s: &str) -> Result<(String, String), String> {
+    let (name, value) = match s.split_once('=') {
+        Some((n, v)) => (n, Some(v.to_owned())),
+        None => (s, None),
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("`{name}` is not a variable name"));
+    }
+    let value = match value {
+        Some(v) => v,
+        None => std::env::var(name)
+            .map_err(|_| format!("`{name}` is not set here, so it cannot be forwarded"))?,
+    };
+    Ok((name.to_owned(), value))
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -57,8 +181,23 @@ const TAKES_VALUE: &[&str] = &[
     "--np",
     "-H",
     "--hosts",
+    "--hostfile",
+    "-p",
+    "--ssh-port",
+    "-i",
+    "--ssh-identity-file",
+    "--ssh-config-file",
+    "--network-interface",
     "--start-timeout",
     "--grace-period",
+    "-x",
+    "--env",
+    "--output-filename",
+    "--fusion-threshold-mb",
+    "--cycle-time-ms",
+    "--cache-capacity",
+    "--timeline-filename",
+    "--log-level",
 ];
 
 /// Rewrites Horovod's `-np N` / `-np=N` into `--num-proc`, leaving the rank command untouched:

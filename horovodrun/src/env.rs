@@ -37,6 +37,8 @@ pub(crate) struct Placement {
     pub(crate) size: u32,
     pub(crate) local_rank: u32,
     pub(crate) local_size: u32,
+    pub(crate) cross_rank: u32,
+    pub(crate) cross_size: u32,
 }
 
 /// The variables the launcher adds to (or overrides in) its own environment for one rank.
@@ -46,21 +48,23 @@ pub(crate) fn rank_env(
     secret_hex: &str,
     start_timeout_secs: u64,
     gloo_timeout_set: bool,
+    listen_ip: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let mut v = vec![
         ("HOROVOD_RANK", p.rank.to_string()),
         ("HOROVOD_SIZE", p.size.to_string()),
         ("HOROVOD_LOCAL_RANK", p.local_rank.to_string()),
         ("HOROVOD_LOCAL_SIZE", p.local_size.to_string()),
-        // One host: every rank is the first (and only) of its local-rank group across hosts.
-        ("HOROVOD_CROSS_RANK", "0".to_owned()),
-        ("HOROVOD_CROSS_SIZE", "1".to_owned()),
-        // The address ranks listen on; all ranks are on this machine.
-        ("HOROVOD_HOSTNAME", "127.0.0.1".to_owned()),
+        ("HOROVOD_CROSS_RANK", p.cross_rank.to_string()),
+        ("HOROVOD_CROSS_SIZE", p.cross_size.to_string()),
         ("HORA_STORE_ADDR", store.to_string()),
         ("HOROVOD_SECRET_KEY", secret_hex.to_owned()),
         ("HOROVOD_START_TIMEOUT", start_timeout_secs.to_string()),
     ];
+    // The address the rank listens on; a remote rank's wrapper finds its own on its host.
+    if let Some(ip) = listen_ip {
+        v.push(("HOROVOD_HOSTNAME", ip.to_owned()));
+    }
     // The engine bounds its rendezvous by this; --start-timeout sets it unless the user did.
     if !gloo_timeout_set {
         v.push((

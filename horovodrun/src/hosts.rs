@@ -1,5 +1,6 @@
-//! The `-H host:slots,...` list, and the check that every host is this machine (remote hosts
-//! need the ssh launcher, which this release does not have).
+//! The `-H host:slots,...` list and `--hostfile` (`host slots=N` lines), and how ranks are
+//! placed on them: hosts are filled in order, so ranks `0..slots(h0)` go to the first host, and
+//! the local and cross ranks follow (Horovod's layout), even when slot counts differ.
 
 use std::fmt;
 
@@ -15,8 +16,8 @@ pub(crate) struct HostSlots {
 pub(crate) enum HostsError {
     /// The text is not `host[:slots],...`.
     Syntax(String),
-    /// A host is not this machine.
-    Remote(String),
+    /// A hostfile line is malformed (file, line number, why).
+    Hostfile(String, usize, String),
     /// The hosts have fewer slots than ranks were asked for.
     TooFewSlots { slots: u64, np: u32 },
 }
@@ -25,10 +26,7 @@ impl fmt::Display for HostsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Syntax(why) => write!(f, "bad -H/--hosts value: {why}"),
-            Self::Remote(h) => write!(
-                f,
-                "host `{h}` is not this machine; remote hosts need ssh support, coming in the next release"
-            ),
+            Self::Hostfile(file, line, why) => write!(f, "{file}:{line}: {why}"),
             Self::TooFewSlots { slots, np } => write!(
                 f,
                 "-H/--hosts lists {slots} slot{} but -np asks for {np} ranks",
@@ -80,20 +78,126 @@ pub(crate) fn is_local(host: &str, hostname: Option<&str>) -> bool {
         })
 }
 
-/// Checks the list against `np` for a local launch and returns the local slot count.
-pub(crate) fn local_slots(
-    hosts: &[HostSlots],
-    np: u32,
-    hostname: Option<&str>,
-) -> Result<u64, HostsError> {
-    if let Some(r) = hosts.iter().find(|h| !is_local(&h.host, hostname)) {
-        return Err(HostsError::Remote(r.host.clone()));
+/// Parses a hostfile: one `host [slots=N]` (or `host:N`) per line; `#` starts a comment and
+/// blank lines are skipped. `name` is used in errors.
+pub(crate) fn parse_hostfile(name: &str, text: &str) -> Result<Vec<HostSlots>, HostsError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |why: String| HostsError::Hostfile(name.to_owned(), i + 1, why);
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        let mut entry = match parse(first) {
+            Ok(mut v) if v.len() == 1 => v.remove(0),
+            Ok(_) => return Err(err(format!("`{first}`: one host per line"))),
+            Err(HostsError::Syntax(why)) => return Err(err(why)),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        for w in words {
+            let n = w
+                .strip_prefix("slots=")
+                .or_else(|| w.strip_prefix("max_slots="))
+                .ok_or_else(|| err(format!("unknown field `{w}` (expected slots=N)")))?;
+            if w.starts_with("max_slots=") {
+                continue;
+            }
+            entry.slots = n
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| err(format!("`{n}` is not a positive slot count")))?;
+        }
+        out.push(entry);
     }
+    if out.is_empty() {
+        return Err(HostsError::Hostfile(
+            name.to_owned(),
+            0,
+            "lists no hosts".to_owned(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Where one rank runs and its place in the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// The host as the user wrote it.
+    pub(crate) host: String,
+    /// Rank among the ranks of this host.
+    pub(crate) local_rank: u32,
+    /// Ranks on this host.
+    pub(crate) local_size: u32,
+    /// Index of this host among the hosts that have a rank with this local rank.
+    pub(crate) cross_rank: u32,
+    /// Number of hosts that have a rank with this local rank.
+    pub(crate) cross_size: u32,
+}
+
+/// Merges the entries that name this machine into one `localhost` entry and repeated names into
+/// their first entry (slots add up), keeping the order of first appearance.
+pub(crate) fn merge(hosts: &[HostSlots], hostname: Option<&str>) -> Vec<HostSlots> {
+    let mut out: Vec<HostSlots> = Vec::new();
+    for h in hosts {
+        let name = if is_local(&h.host, hostname) {
+            "localhost".to_owned()
+        } else {
+            h.host.clone()
+        };
+        match out.iter_mut().find(|o| o.host == name) {
+            Some(o) => o.slots = o.slots.saturating_add(h.slots),
+            None => out.push(HostSlots {
+                host: name,
+                slots: h.slots,
+            }),
+        }
+    }
+    out
+}
+
+/// Places `np` ranks on `hosts`, filling each host's slots in order.
+pub(crate) fn assign(hosts: &[HostSlots], np: u32) -> Result<Vec<Slot>, HostsError> {
     let slots: u64 = hosts.iter().map(|h| u64::from(h.slots)).sum();
     if slots < u64::from(np) {
         return Err(HostsError::TooFewSlots { slots, np });
     }
-    Ok(slots)
+    // How many ranks each host gets.
+    let mut per_host = Vec::new();
+    let mut left = np;
+    for h in hosts {
+        let n = h.slots.min(left);
+        left -= n;
+        if n > 0 {
+            per_host.push((h.host.clone(), n));
+        }
+    }
+    let mut out = Vec::with_capacity(np as usize);
+    for (host, n) in &per_host {
+        for local_rank in 0..*n {
+            let with_this_local: Vec<usize> = per_host
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, m))| *m > local_rank)
+                .map(|(i, _)| i)
+                .collect();
+            let me = per_host
+                .iter()
+                .position(|(h, _)| std::ptr::eq(h, host))
+                .unwrap_or(0);
+            let cross_rank = with_this_local.iter().position(|&i| i == me).unwrap_or(0);
+            out.push(Slot {
+                host: host.clone(),
+                local_rank,
+                local_size: *n,
+                cross_rank: cross_rank as u32,
+                cross_size: with_this_local.len() as u32,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Runs a job's ranks on this machine and watches them.
+//! Runs a job's ranks (on this machine, or through ssh on others) and watches them.
 //!
 //! How it works: every rank is its own process group (so a Ctrl-C typed at the terminal reaches
 //! only the launcher, which forwards it, and so a rank's own children are stopped with it). A
@@ -12,11 +12,18 @@
 //!    └──SIGINT/SIGTERM──▶ Terminating ──2 s (5 s after a signal)──▶ SIGKILL ──▶ Killed
 //! ```
 //! A healthy job never meets a timeout: the launcher waits for as long as the ranks run.
+//!
+//! A remote rank is an ssh process here (in its own group too); signals reach the rank as
+//! control bytes on that ssh's stdin (see [`crate::launch_ssh`]), and SIGKILL kills the ssh,
+//! whose end makes the remote wrapper stop the rank.
 
 use std::ffi::OsString;
-use std::io;
-use std::net::SocketAddr;
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::ChildStdin;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
@@ -27,6 +34,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::env::{Placement, rank_env};
+use crate::hosts::Slot;
+use crate::launch_ssh::{self, CTL_INT, CTL_KILL, CTL_TERM, Launch, SSH_FAILED, SshOptions};
 use crate::output::{self, Stream};
 use crate::sys;
 
@@ -46,6 +55,18 @@ pub(crate) struct Plan {
     pub(crate) np: u32,
     pub(crate) start_timeout_secs: u64,
     pub(crate) grace: Duration,
+    /// Where each rank runs, in rank order (`localhost` = here).
+    pub(crate) slots: Vec<Slot>,
+    /// The address the store (and local ranks of a multi-host job) listen on.
+    pub(crate) listen_ip: IpAddr,
+    /// Interface remote ranks listen on (None: the one that routes back to the store).
+    pub(crate) nic: Option<String>,
+    /// How to reach remote hosts.
+    pub(crate) ssh: SshOptions,
+    /// Variables every rank gets (`-x` and tuning flags).
+    pub(crate) extra_env: Vec<(String, String)>,
+    /// Also write each rank's output under this directory.
+    pub(crate) output_dir: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -69,6 +90,10 @@ enum Phase {
 struct RankProc {
     pid: u32,
     running: bool,
+    /// `localhost`, or the remote host this rank's ssh goes to.
+    host: String,
+    /// A remote rank's control channel (ssh's stdin).
+    control: Option<ChildStdin>,
 }
 
 /// Launches the plan's ranks, waits for them, and returns the launcher's exit code.
@@ -95,7 +120,7 @@ pub(crate) fn run(plan: &Plan, secret: &[u8]) -> i32 {
             }
         });
 
-    let store = match StoreServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), secret.to_vec()) {
+    let store = match StoreServer::start(SocketAddr::from((plan.listen_ip, 0)), secret.to_vec()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("horovodrun: cannot start the rendezvous store: {e}");
@@ -112,23 +137,38 @@ pub(crate) fn run(plan: &Plan, secret: &[u8]) -> i32 {
     };
     let secret_hex = hex::encode(secret);
     let gloo_timeout_set = std::env::var_os("HOROVOD_GLOO_TIMEOUT_SECONDS").is_some();
-    for rank in 0..plan.np {
+    let listen = plan.listen_ip.to_string();
+    for (rank, slot) in (0..plan.np).zip(&plan.slots) {
         let placement = Placement {
             rank,
             size: plan.np,
-            local_rank: rank,
-            local_size: plan.np,
+            local_rank: slot.local_rank,
+            local_size: slot.local_size,
+            cross_rank: slot.cross_rank,
+            cross_size: slot.cross_size,
         };
+        let remote = slot.host != "localhost";
         let env = rank_env(
             placement,
             store.addr(),
             &secret_hex,
             plan.start_timeout_secs,
             gloo_timeout_set,
+            (!remote).then_some(listen.as_str()),
         );
-        if let Err(e) = job.spawn_rank(rank, &plan.command, env, &tx) {
+        let spawned = if remote {
+            job.spawn_remote(rank, plan, &slot.host, env, store.addr(), &tx)
+        } else {
+            job.spawn_rank(rank, plan, env, &tx)
+        };
+        if let Err(e) = spawned {
             let prog = plan.command[0].to_string_lossy();
-            eprintln!("horovodrun: cannot start rank {rank} (`{prog}`): {e}");
+            let on = if remote {
+                format!(" on host {}", slot.host)
+            } else {
+                String::new()
+            };
+            eprintln!("horovodrun: cannot start rank {rank}{on} (`{prog}`): {e}");
             job.exit = Some(if e.kind() == io::ErrorKind::NotFound {
                 127
             } else {
@@ -186,14 +226,16 @@ impl Job {
     fn spawn_rank(
         &mut self,
         rank: u32,
-        command: &[OsString],
+        plan: &Plan,
         env: Vec<(&'static str, String)>,
         tx: &mpsc::Sender<Event>,
     ) -> io::Result<()> {
+        let command = &plan.command;
         let mut cmd = Command::new(&command[0]);
         sys::die_with_launcher(&mut cmd);
-        let mut child = cmd
+        let child = cmd
             .args(&command[1..])
+            .envs(plan.extra_env.iter().map(|(k, v)| (k, v)))
             .envs(env)
             // Its own group, led by the rank: see the module docs.
             .process_group(0)
@@ -203,14 +245,103 @@ impl Job {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
+        tracing::info!(rank, pid = child.id(), "started rank");
+        self.watch(rank, child, "localhost", None, plan, tx)
+    }
+
+    /// Starts one rank on `host` through ssh; its description goes on ssh's stdin.
+    fn spawn_remote(
+        &mut self,
+        rank: u32,
+        plan: &Plan,
+        host: &str,
+        env: Vec<(&'static str, String)>,
+        store: SocketAddr,
+        tx: &mpsc::Sender<Event>,
+    ) -> io::Result<()> {
+        let exe = std::env::current_exe()?;
+        let mut cmd = plan.ssh.command(host);
+        let mut remote_cmd = launch_ssh::shell_quote(exe.as_os_str());
+        remote_cmd.push(" ");
+        remote_cmd.push(launch_ssh::REMOTE_FLAG);
+        cmd.arg(remote_cmd);
+        sys::die_with_launcher(&mut cmd);
+        let mut vars = launch_ssh::forwarded_from_here();
+        vars.extend(
+            plan.extra_env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        vars.extend(
+            env.into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        let launch = Launch {
+            cwd: std::env::current_dir()
+                .map(|d| d.into_os_string())
+                .unwrap_or_default(),
+            nic: plan.nic.clone().unwrap_or_default(),
+            store: store.to_string(),
+            env: vars,
+            command: plan.command.clone(),
+        };
+        let mut child = cmd
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut control = child.stdin.take();
+        if let Some(c) = control.as_mut() {
+            // The secret goes down the encrypted channel, never onto a command line.
+            if let Err(e) = c.write_all(&launch.encode()).and_then(|()| c.flush()) {
+                tracing::warn!(rank, host, error = %e, "cannot send the launch description");
+            }
+        }
+        tracing::info!(
+            rank,
+            host,
+            pid = child.id(),
+            "started remote rank through ssh"
+        );
+        self.watch(rank, child, host, control, plan, tx)
+    }
+
+    /// Pumps a started rank's output and waits for it on a thread of its own.
+    fn watch(
+        &mut self,
+        rank: u32,
+        mut child: std::process::Child,
+        host: &str,
+        control: Option<ChildStdin>,
+        plan: &Plan,
+        tx: &mpsc::Sender<Event>,
+    ) -> io::Result<()> {
         let pid = child.id();
-        self.ranks.push(RankProc { pid, running: true });
-        tracing::info!(rank, pid, "started rank");
+        self.ranks.push(RankProc {
+            pid,
+            running: true,
+            host: host.to_owned(),
+            control,
+        });
+        let files = match &plan.output_dir {
+            None => (None, None),
+            Some(dir) => {
+                let d = dir.join(format!("rank.{rank}"));
+                std::fs::create_dir_all(&d)?;
+                (
+                    Some(File::create(d.join("stdout"))?),
+                    Some(File::create(d.join("stderr"))?),
+                )
+            }
+        };
         if let Some(out) = child.stdout.take() {
-            self.pumps.push(output::spawn(out, rank, Stream::Stdout)?);
+            self.pumps
+                .push(output::spawn(out, rank, Stream::Stdout, files.0)?);
         }
         if let Some(err) = child.stderr.take() {
-            self.pumps.push(output::spawn(err, rank, Stream::Stderr)?);
+            self.pumps
+                .push(output::spawn(err, rank, Stream::Stderr, files.1)?);
         }
         let tx = tx.clone();
         let waiter = thread::Builder::new()
@@ -231,8 +362,20 @@ impl Job {
         self.ranks.iter().filter(|r| r.running).count()
     }
 
-    fn signal_running(&self, sig: i32) {
-        for r in self.ranks.iter().filter(|r| r.running) {
+    fn signal_running(&mut self, sig: i32) {
+        for r in self.ranks.iter_mut().filter(|r| r.running) {
+            if let Some(c) = r.control.as_mut() {
+                let byte = match sig {
+                    libc::SIGINT => CTL_INT,
+                    libc::SIGKILL => CTL_KILL,
+                    _ => CTL_TERM,
+                };
+                if c.write_all(&[byte]).and_then(|()| c.flush()).is_ok() && sig != libc::SIGKILL {
+                    continue;
+                }
+                // SIGKILL (or a dead channel): end the ssh itself; the remote wrapper sees EOF
+                // and stops the rank.
+            }
             if let Err(e) = sys::signal_group(r.pid, sig) {
                 tracing::warn!(pid = r.pid, error = %e, "cannot signal a rank");
             }
@@ -244,28 +387,50 @@ impl Job {
             return;
         };
         r.running = false;
+        // Closing the control channel of a finished rank lets its ssh end.
+        r.control = None;
         let pid = r.pid;
+        let host = r.host.clone();
+        let remote = host != "localhost";
+        let who = if remote {
+            format!("rank {rank} on host {host} (ssh pid {pid})")
+        } else {
+            format!("rank {rank} (pid {pid})")
+        };
         let (what, code) = match &status {
             Ok(s) if s.success() => {
                 tracing::info!(rank, pid, "rank exited successfully");
                 return;
             }
+            Ok(s) if remote && s.code() == Some(SSH_FAILED) => (
+                format!(
+                    "lost its ssh connection to host {host} (ssh exited with {SSH_FAILED}: host down, network cut or ssh refused)"
+                ),
+                1,
+            ),
             Ok(s) => describe(*s),
             Err(e) => (format!("could not be waited for ({e})"), 1),
         };
         if self.exit.is_some() || self.phase != Phase::Running {
-            // The first failure was already reported; later ones are usually its echo.
+            // The first failure was already reported; later ones are usually its echo, but a
+            // lost host is worth naming: it is often the root cause.
+            if remote
+                && matches!(&status, Ok(s) if s.code() == Some(SSH_FAILED))
+                && self.phase != Phase::Running
+            {
+                eprintln!("horovodrun: {who} {what}");
+            }
             tracing::info!(rank, pid, "rank {what}");
             return;
         }
         self.exit = Some(code);
         let left = self.running();
         if left == 0 {
-            eprintln!("horovodrun: rank {rank} (pid {pid}) {what}");
+            eprintln!("horovodrun: {who} {what}");
             return;
         }
         eprintln!(
-            "horovodrun: rank {rank} (pid {pid}) {what}; stopping the other {left} rank{}",
+            "horovodrun: {who} {what}; stopping the other {left} rank{}",
             if left == 1 { "" } else { "s" }
         );
         self.phase = Phase::Grace(Instant::now() + grace);

@@ -1,42 +1,91 @@
 //! # horovodrun: hora's launcher
 //!
 //! ## Design overview
-//! `horovodrun -np N [-H localhost:N] COMMAND...` starts N ranks of COMMAND on this machine,
-//! each with its HOROVOD_* placement variables, the address of a rendezvous store the launcher
-//! serves, and the job secret (in the environment only). It prefixes their output Horovod-style,
-//! forwards Ctrl-C and SIGTERM, and fails fast: when one rank fails, the others are stopped and
-//! the launcher exits non-zero naming the rank.
+//! `horovodrun -np N [-H host:slots,...|--hostfile F] COMMAND...` starts N ranks of COMMAND on
+//! this machine and, through ssh, on others, each with its HOROVOD_* placement variables, the
+//! address of a rendezvous store the launcher serves, and the job secret (in the environment
+//! only, sent to remote hosts on ssh's stdin). It prefixes their output Horovod-style, forwards
+//! Ctrl-C and SIGTERM to every host, and fails fast: when one rank or host fails, the others are
+//! stopped and the launcher exits non-zero naming the rank and host.
 //!
-//! It does not (yet) start ranks on other machines over ssh, restart failed ranks (elastic
-//! training), or check builds (`--check-build`).
+//! It does not restart failed ranks (elastic training) or run jobs through mpirun (no MPI build
+//! yet).
 
+use std::net::{IpAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
+mod check_build;
 mod cli;
 mod env;
 mod hosts;
 mod launch_local;
+mod launch_ssh;
 mod output;
+mod remote;
 mod sys;
 
 /// Exit code for bad usage, as clap uses.
 const USAGE: u8 = 2;
 
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("horovodrun: {msg}");
+    ExitCode::from(USAGE)
+}
+
 fn main() -> ExitCode {
+    // sshd starts us as the wrapper of one remote rank.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == launch_ssh::REMOTE_FLAG)
+    {
+        return remote::main();
+    }
     let args = match cli::Args::try_parse_from(cli::normalize(std::env::args_os())) {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
     init_logging(args.verbose);
 
-    if let Some(text) = &args.hosts {
-        let checked = hosts::parse(text)
-            .and_then(|h| hosts::local_slots(&h, args.num_proc, sys::hostname().as_deref()));
-        if let Err(e) = checked {
-            eprintln!("horovodrun: {e}");
-            return ExitCode::from(USAGE);
+    if args.check_build {
+        print!("{}", check_build::report());
+        return ExitCode::SUCCESS;
+    }
+    if args.mpi {
+        return usage(
+            "--mpi: this build of hora has no MPI support (it was built without the `mpi` \
+             feature, which is not available yet); run without --mpi to use the TCP transport",
+        );
+    }
+    let Some(np) = args.num_proc else {
+        return usage("-np N is required (the number of ranks to start)");
+    };
+
+    let listed = match (&args.hosts, &args.hostfile) {
+        (Some(text), _) => hosts::parse(text),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => hosts::parse_hostfile(&path.display().to_string(), &text),
+            Err(e) => return usage(&format!("cannot read --hostfile {}: {e}", path.display())),
+        },
+        (None, None) => Ok(vec![hosts::HostSlots {
+            host: "localhost".into(),
+            slots: np,
+        }]),
+    };
+    let hostname = sys::hostname();
+    let slots = match listed
+        .map(|h| hosts::merge(&h, hostname.as_deref()))
+        .and_then(|h| hosts::assign(&h, np))
+    {
+        Ok(s) => s,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let mut remote_hosts: Vec<String> = Vec::new();
+    for s in slots.iter().filter(|s| s.host != "localhost") {
+        if !remote_hosts.contains(&s.host) {
+            remote_hosts.push(s.host.clone());
         }
     }
 
@@ -44,29 +93,117 @@ fn main() -> ExitCode {
         None => None,
         Some(v) => match v.into_string() {
             Ok(s) => Some(s),
-            Err(_) => {
-                eprintln!("horovodrun: HOROVOD_SECRET_KEY is set but is not hex");
-                return ExitCode::from(USAGE);
-            }
+            Err(_) => return usage("HOROVOD_SECRET_KEY is set but is not hex"),
         },
     };
     let secret = match env::job_secret(from_env.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("horovodrun: {e}");
-            return ExitCode::from(USAGE);
-        }
+        Err(e) => return usage(&e),
     };
 
-    let plan = launch_local::Plan {
-        command: args.command,
-        np: args.num_proc,
-        start_timeout_secs: args.start_timeout,
-        grace: std::time::Duration::from_secs_f64(args.grace_period),
+    let ssh = launch_ssh::SshOptions {
+        port: args.ssh_port,
+        identity: args.ssh_identity_file.clone(),
+        config: args.ssh_config_file.clone(),
+        connect_timeout_secs: args.start_timeout,
     };
-    tracing::info!(np = plan.np, command = ?plan.command, "launching ranks on this machine");
+    let listen_ip = match listen_ip(&args, &remote_hosts, &ssh) {
+        Ok(ip) => ip,
+        Err(e) => {
+            eprintln!("horovodrun: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if !remote_hosts.is_empty() {
+        let bad =
+            launch_ssh::unreachable(&ssh, &remote_hosts, Duration::from_secs(args.start_timeout));
+        if !bad.is_empty() {
+            eprintln!(
+                "horovodrun: {} of {} hosts cannot be reached over ssh within {} s (--start-timeout); no rank was started:",
+                bad.len(),
+                remote_hosts.len(),
+                args.start_timeout
+            );
+            for (h, why) in &bad {
+                eprintln!("horovodrun:   {h}: {why}");
+            }
+            return ExitCode::from(1);
+        }
+        tracing::info!(hosts = ?remote_hosts, "every host answered ssh");
+    }
+
+    let plan = launch_local::Plan {
+        command: args.command.clone(),
+        np,
+        start_timeout_secs: args.start_timeout,
+        grace: Duration::from_secs_f64(args.grace_period),
+        slots,
+        listen_ip,
+        nic: args.network_interface.clone(),
+        ssh,
+        extra_env: extra_env(&args),
+        output_dir: args.output_filename.clone(),
+    };
+    tracing::info!(np = plan.np, command = ?plan.command, %listen_ip, "launching ranks");
     let code = launch_local::run(&plan, &secret);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Where the store and this machine's ranks listen: the chosen interface's address, else
+/// loopback for a local job, else the address that routes to the first remote host.
+fn listen_ip(
+    args: &cli::Args,
+    remote_hosts: &[String],
+    ssh: &launch_ssh::SshOptions,
+) -> Result<IpAddr, String> {
+    if let Some(nic) = &args.network_interface {
+        return match sys::interface_ip(nic) {
+            Ok(Some(ip)) => Ok(ip),
+            Ok(None) => Err(format!(
+                "--network-interface {nic}: no such interface here, or it has no address"
+            )),
+            Err(e) => Err(format!(
+                "--network-interface {nic}: cannot list interfaces: {e}"
+            )),
+        };
+    }
+    let Some(first) = remote_hosts.first() else {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    };
+    let port = ssh.port.unwrap_or(22);
+    let addr = (first.as_str(), port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("cannot resolve host `{first}`"))?;
+    sys::route_to(addr).map_err(|e| format!("no route to host `{first}` ({addr}): {e}"))
+}
+
+/// The variables every rank gets from `-x` and the tuning flags.
+fn extra_env(args: &cli::Args) -> Vec<(String, String)> {
+    let mut v = args.env.clone();
+    let mut set = |k: &str, val: String| v.push((k.to_owned(), val));
+    if args.disable_cache {
+        set("HOROVOD_CACHE_CAPACITY", "0".into());
+    } else if let Some(c) = args.cache_capacity {
+        set("HOROVOD_CACHE_CAPACITY", c.to_string());
+    }
+    if let Some(mb) = args.fusion_threshold_mb {
+        set(
+            "HOROVOD_FUSION_THRESHOLD",
+            (mb.saturating_mul(1 << 20)).to_string(),
+        );
+    }
+    if let Some(ms) = args.cycle_time_ms {
+        set("HOROVOD_CYCLE_TIME", ms.to_string());
+    }
+    if let Some(f) = &args.timeline_filename {
+        set("HOROVOD_TIMELINE", f.display().to_string());
+    }
+    if let Some(l) = &args.log_level {
+        set("HOROVOD_LOG_LEVEL", l.clone());
+    }
+    v
 }
 
 /// The launcher's own messages (and the store's warnings about refused connections) go to

@@ -57,17 +57,22 @@ pub(crate) fn pump<R: Read>(input: R, prefix: &[u8], mut emit: impl FnMut(&[u8])
     }
 }
 
-/// Starts a thread pumping one rank pipe to the launcher's own stdout or stderr.
+/// Starts a thread pumping one rank pipe to the launcher's own stdout or stderr (and, without
+/// the prefix, to `file` if given: `--output-filename`).
 pub(crate) fn spawn<R: Read + Send + 'static>(
     input: R,
     rank: u32,
     stream: Stream,
+    mut file: Option<std::fs::File>,
 ) -> io::Result<JoinHandle<()>> {
     let p = prefix(rank, stream);
     thread::Builder::new()
         .name(format!("rank{rank}-{stream:?}"))
         .spawn(move || {
             pump(input, &p, |line| {
+                if let Some(f) = file.as_mut() {
+                    let _ = f.write_all(&line[p.len()..]);
+                }
                 // Holding the lock for one write_all keeps the line whole. Write errors (say, our
                 // stdout is a closed pipe) are ignored: we keep draining so the rank never blocks.
                 let _ = match stream {

@@ -470,9 +470,12 @@ fn usage_errors_exit_2_with_a_message() {
         (&["--bogus", "-np", "2", "true"], "--bogus"),
         (&["-np", "0", "true"], "0"),
         (&["-np", "2"], "COMMAND"),
+        (&["true"], "-np N is required"),
+        (&["-np", "2", "--mpi", "true"], "no MPI support"),
+        (&["-np", "2", "--frobnicate", "true"], "--frobnicate"),
         (
-            &["-np", "2", "-H", "gpu-node-17:2", "true"],
-            "remote hosts need ssh support",
+            &["-np", "2", "--hostfile", "/nonexistent/hf", "true"],
+            "cannot read --hostfile",
         ),
         (&["-np", "3", "-H", "localhost:2", "true"], "2 slots"),
         (&["-np", "2", "-H", "localhost:zero", "true"], "slot count"),
@@ -489,6 +492,119 @@ fn missing_program_is_reported() {
     let r = run(&["-np", "2", "/nonexistent/program"]);
     assert_eq!(r.status.code(), Some(127));
     assert!(r.stderr.contains("cannot start rank 0"), "{}", r.stderr);
+}
+
+#[test]
+fn malformed_hostfile_lines_are_named() {
+    let dir = scratch();
+    let hf = dir.join("hosts");
+    std::fs::write(&hf, "# two hosts\nlocalhost slots=2\n\nnode9 slots=two\n").unwrap();
+    let r = run(&["-np", "2", "--hostfile", hf.to_str().unwrap(), "true"]);
+    assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{}:4: `two` is not a positive slot count",
+            hf.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    // A good hostfile of local slots runs the job.
+    std::fs::write(&hf, "localhost slots=2 # here\n").unwrap();
+    let r = run(&["-np", "2", "--hostfile", hf.to_str().unwrap(), "true"]);
+    assert!(r.status.success(), "{}", r.stderr);
+}
+
+#[test]
+fn unreachable_hosts_are_reported_before_any_rank_starts() {
+    let dir = scratch();
+    // 192.0.2.0/24 is TEST-NET-1: never routed, so ssh cannot reach it.
+    let r = run(&[
+        "-np",
+        "2",
+        "-H",
+        "localhost:1,192.0.2.1:1",
+        "--start-timeout",
+        "2",
+        "sh",
+        "-c",
+        &format!("touch {}/ran", dir.display()),
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("192.0.2.1") && r.stderr.contains("no rank was started"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.join("ran").exists(), "a rank started");
+    assert!(r.took < Duration::from_secs(10), "took {:?}", r.took);
+}
+
+#[test]
+fn flags_reach_the_ranks_and_output_files_are_written() {
+    let dir = scratch();
+    let out = dir.join("logs");
+    let r = run(&[
+        "-np",
+        "2",
+        "-x",
+        "FOO=bar baz",
+        "--disable-cache",
+        "--fusion-threshold-mb",
+        "2",
+        "--cycle-time-ms",
+        "3",
+        "--log-level",
+        "debug",
+        "--output-filename",
+        out.to_str().unwrap(),
+        "sh",
+        "-c",
+        "echo $FOO/$HOROVOD_CACHE_CAPACITY/$HOROVOD_FUSION_THRESHOLD/$HOROVOD_CYCLE_TIME/$HOROVOD_LOG_LEVEL; echo e$HOROVOD_RANK >&2",
+    ]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("[1]<stdout>:bar baz/0/2097152/3/debug"),
+        "{}",
+        r.stdout
+    );
+    for rank in 0..2 {
+        let d = out.join(format!("rank.{rank}"));
+        assert_eq!(
+            std::fs::read_to_string(d.join("stdout")).unwrap(),
+            "bar baz/0/2097152/3/debug\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("stderr")).unwrap(),
+            format!("e{rank}\n")
+        );
+    }
+}
+
+#[test]
+fn check_build_lists_transports() {
+    let r = run(&["--check-build"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("[X] TCP ring") && r.stdout.contains("[ ] MPI"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn help_groups_the_flags() {
+    let r = run(&["--help"]);
+    assert!(r.status.success());
+    for h in [
+        "Placement:",
+        "Remote hosts (ssh):",
+        "Tuning:",
+        "--hostfile",
+        "--network-interface",
+    ] {
+        assert!(r.stdout.contains(h), "{h}: {}", r.stdout);
+    }
 }
 
 #[test]

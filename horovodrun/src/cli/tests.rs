@@ -63,7 +63,7 @@ fn horovod_style_command_line_parses() {
         "0.1",
     ])
     .unwrap();
-    assert_eq!(a.num_proc, 4);
+    assert_eq!(a.num_proc, Some(4));
     assert_eq!(a.hosts.as_deref(), Some("localhost:4"));
     assert_eq!(a.start_timeout, 7);
     assert!(a.verbose);
@@ -82,7 +82,7 @@ fn long_forms_parse() {
         "true",
     ])
     .unwrap();
-    assert_eq!(a.num_proc, 2);
+    assert_eq!(a.num_proc, Some(2));
     assert_eq!(a.command, os(&["sh", "-c", "true"]));
 }
 
@@ -92,11 +92,74 @@ fn bad_input_is_a_usage_error() {
         &["horovodrun", "-np", "0", "true"][..],
         &["horovodrun", "-np", "two", "true"],
         &["horovodrun", "-np", "2"],
-        &["horovodrun", "true"],
+        &["horovodrun", "-np", "2", "-x", "1BAD", "true"],
+        &["horovodrun", "-np", "2", "--log-level", "loud", "true"],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "-H",
+            "a:1",
+            "--hostfile",
+            "f",
+            "true",
+        ],
+        &["horovodrun", "-np", "2", "--cycle-time-ms", "0", "true"],
         &["horovodrun", "--bogus", "-np", "2", "true"],
         &["horovodrun", "-np", "2", "--grace-period", "-1", "true"],
     ] {
         let e = parse(bad).expect_err(&format!("{bad:?} parsed"));
         assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
     }
+}
+
+#[test]
+fn every_horovod_flag_parses() {
+    let a = parse(&[
+        "horovodrun",
+        "-np",
+        "4",
+        "--hostfile",
+        "hf",
+        "-p",
+        "2222",
+        "-i",
+        "/k",
+        "--network-interface",
+        "eth0",
+        "--start-timeout",
+        "9",
+        "--output-filename",
+        "/tmp/o",
+        "--disable-cache",
+        "--fusion-threshold-mb",
+        "32",
+        "--cycle-time-ms",
+        "2.5",
+        "--cache-capacity",
+        "10",
+        "--timeline-filename",
+        "/tmp/t.json",
+        "--log-level",
+        "debug",
+        "-x",
+        "A=1",
+        "--env",
+        "B=x=y",
+        "--tcp",
+        "prog",
+        "-p",
+        "1",
+    ])
+    .unwrap();
+    assert_eq!(a.ssh_port, Some(2222));
+    assert_eq!(a.network_interface.as_deref(), Some("eth0"));
+    assert_eq!(
+        a.env,
+        vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+    );
+    assert_eq!(a.fusion_threshold_mb, Some(32));
+    assert!(a.disable_cache && a.tcp && !a.mpi);
+    assert_eq!(a.command, os(&["prog", "-p", "1"]));
+    assert!(parse(&["horovodrun", "--check-build"]).unwrap().check_build);
 }

@@ -28,8 +28,17 @@ fn rank_env_has_every_variable() {
         size: 4,
         local_rank: 2,
         local_size: 4,
+        cross_rank: 0,
+        cross_size: 1,
     };
-    let env = rank_env(p, "127.0.0.1:5000".parse().unwrap(), "ab12", 9, false);
+    let env = rank_env(
+        p,
+        "127.0.0.1:5000".parse().unwrap(),
+        "ab12",
+        9,
+        false,
+        Some("127.0.0.1"),
+    );
     let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
     assert_eq!(get("HOROVOD_RANK"), Some("2"));
     assert_eq!(get("HOROVOD_SIZE"), Some("4"));
@@ -42,7 +51,7 @@ fn rank_env_has_every_variable() {
     assert_eq!(get("HOROVOD_SECRET_KEY"), Some("ab12"));
     assert_eq!(get("HOROVOD_START_TIMEOUT"), Some("9"));
     assert_eq!(get("HOROVOD_GLOO_TIMEOUT_SECONDS"), Some("9"));
-    let env = rank_env(p, "127.0.0.1:5000".parse().unwrap(), "ab12", 9, true);
+    let env = rank_env(p, "127.0.0.1:5000".parse().unwrap(), "ab12", 9, true, None);
     assert!(
         !env.iter()
             .any(|(n, _)| *n == "HOROVOD_GLOO_TIMEOUT_SECONDS")

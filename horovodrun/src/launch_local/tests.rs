@@ -46,6 +46,8 @@ fn first_failure_sets_the_exit_code_and_starts_the_grace_period() {
             .map(|_| RankProc {
                 pid: u32::MAX,
                 running: true,
+                host: "localhost".into(),
+                control: None,
             })
             .collect(),
         pumps: Vec::new(),
