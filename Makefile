@@ -33,6 +33,8 @@ demo: build
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps --quiet
+	bash .ci/lint.sh
 
 fmt:
 	$(CARGO) fmt --all
