@@ -19,21 +19,31 @@ fn bin_dir() -> PathBuf {
 pub fn horovodrun() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let path = bin_dir().join("horovodrun");
-            if !path.exists() {
-                let release = bin_dir().ends_with("release");
-                let mut cmd = Command::new(env!("CARGO"));
-                cmd.args(["build", "-p", "horovodrun", "--bin", "horovodrun"]);
-                if release {
-                    cmd.arg("--release");
-                }
-                let status = cmd.status().expect("run cargo build for horovodrun");
-                assert!(status.success(), "building horovodrun failed");
-            }
-            path
-        })
+        .get_or_init(|| workspace_bin("horovodrun", "horovodrun"))
         .clone()
+}
+
+/// Path to the `hora-bench` benchmark, building it first if this test run did not.
+pub fn hora_bench() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_bin("hora-bench", "hora-bench"))
+        .clone()
+}
+
+/// A binary of another workspace package, built with this test's profile when missing.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let path = bin_dir().join(bin);
+    if !path.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", package, "--bin", bin]);
+        if bin_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building {bin} failed");
+    }
+    path
 }
 
 /// Path to the `hora-rank` test program (cargo builds a package's binaries before its

@@ -1,0 +1,43 @@
+//! hora-bench's own correctness check, for every collective and several dtypes, at np = 3.
+
+use std::process::Command;
+
+use hora_tests::{hora_bench, horovodrun};
+
+#[test]
+fn every_collective_checks_clean_under_hora_bench() {
+    for (collective, dtype, op) in [
+        ("allreduce", "f32", "sum"),
+        ("allreduce", "i32", "product"),
+        ("allreduce", "f16", "average"),
+        ("allgather", "i64", "sum"),
+        ("broadcast", "u8", "sum"),
+        ("alltoall", "bf16", "sum"),
+        ("reducescatter", "f64", "max"),
+    ] {
+        let out = Command::new(horovodrun())
+            .args(["-np", "3"])
+            .arg(hora_bench())
+            .args([
+                collective, "-b", "1K", "-e", "1M", "-f", "32", "-n", "3", "-w", "1",
+            ])
+            .args(["--dtype", dtype, "--op", op, "--check"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{collective} {dtype} {op}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<&str> = stdout.lines().filter(|l| !l.contains('#')).collect();
+        assert!(
+            rows.len() >= 3,
+            "{collective}: expected 3+ sizes:\n{stdout}"
+        );
+        for row in rows {
+            let wrong = row.split_whitespace().last().unwrap();
+            assert_eq!(wrong, "0", "{collective} {dtype} {op}: {row}");
+        }
+    }
+}
