@@ -17,6 +17,25 @@ fn row_bytes(shape: &[u64], dtype: DataType) -> usize {
     shape.iter().skip(1).product::<u64>() as usize * dtype.size()
 }
 
+/// The caller's bytes of the first entry, or nothing for a joined rank.
+fn lent_input(entries: &[Option<Entry>]) -> &[u8] {
+    entries
+        .first()
+        .and_then(|e| e.as_ref())
+        .and_then(|e| e.data.as_ref())
+        .map_or(&[], |d| d.bytes())
+}
+
+/// `shape` with its first dimension replaced (a scalar becomes a 1-D shape).
+fn with_dim0(shape: &[u64], dim0: u64) -> Vec<u64> {
+    let mut s = shape.to_vec();
+    match s.first_mut() {
+        Some(d) => *d = dim0,
+        None => s.push(dim0),
+    }
+    s
+}
+
 /// Splits `rows` as evenly as possible over `n` ranks, earlier ranks taking the remainder.
 pub(crate) fn even_split(rows: u64, n: usize) -> Vec<u64> {
     let n64 = n as u64;
@@ -189,11 +208,7 @@ impl Background {
         let rb = row_bytes(&info.shape, resp.dtype);
         let per_rank: Vec<usize> = info.first_dims.iter().map(|&d| d as usize * rb).collect();
         let mut out = OutputBuffer::zeroed(per_rank.iter().sum());
-        let empty: &[u8] = &[];
-        let input = entries[0]
-            .as_ref()
-            .and_then(|e| e.data.as_ref())
-            .map_or(empty, |d| d.bytes());
+        let input = lent_input(&entries);
         let r = self.collectives.allgatherv(
             input,
             out.as_bytes_mut(),
@@ -201,11 +216,7 @@ impl Background {
             self.seq,
             self.op_deadline(),
         );
-        let mut shape = info.shape.clone();
-        if shape.is_empty() {
-            shape.push(0);
-        }
-        shape[0] = info.first_dims.iter().sum();
+        let shape = with_dim0(&info.shape, info.first_dims.iter().sum());
         let mut out = Some(out);
         self.complete_all(entries, r, |e| Completion {
             data: e.data.take(),
@@ -250,11 +261,7 @@ impl Background {
         let received: Vec<u64> = info.splits.iter().map(|row| row[me]).collect();
         let recv: Vec<usize> = received.iter().map(|&r| r as usize * rb).collect();
         let mut out = OutputBuffer::zeroed(recv.iter().sum());
-        let empty: &[u8] = &[];
-        let input = entries[0]
-            .as_ref()
-            .and_then(|e| e.data.as_ref())
-            .map_or(empty, |d| d.bytes());
+        let input = lent_input(&entries);
         let r = self.collectives.alltoallv(
             input,
             &send,
@@ -263,11 +270,7 @@ impl Background {
             self.seq,
             self.op_deadline(),
         );
-        let mut shape = info.shape.clone();
-        if shape.is_empty() {
-            shape.push(0);
-        }
-        shape[0] = received.iter().sum();
+        let shape = with_dim0(&info.shape, received.iter().sum());
         let mut out = Some(out);
         self.complete_all(entries, r, |e| Completion {
             data: e.data.take(),
