@@ -644,8 +644,14 @@ fn strangers_without_the_secret_are_refused() {
                         match s.read(&mut buf) {
                             Ok(0) => break,
                             Ok(n) => total += n,
-                            Err(_) => {
-                                refused = false;
+                            // A reset is a refusal too; only a connection left open is not.
+                            Err(e) => {
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) {
+                                    refused = false;
+                                }
                                 break;
                             }
                         }
