@@ -34,7 +34,12 @@ pub fn init_with(config: Config) -> Result<()> {
         transport = connected.name,
         "hora initialized"
     );
-    let engine = Engine::start(config.topology, config.tuning.clone(), connected.transport)?;
+    let engine = Engine::start_with(
+        config.topology,
+        config.tuning.clone(),
+        connected.transport,
+        connected.collectives,
+    )?;
     *global = Some(Arc::new(engine));
     Ok(())
 }

@@ -63,6 +63,9 @@ pub struct Tuning {
     pub spin: Duration,
     /// Largest pipeline segment of the ring algorithms (`HORA_SEGMENT_BYTES`, default 1 MiB).
     pub segment_bytes: usize,
+    /// Run allreduce through shared memory when every rank is on this host
+    /// (`HOROVOD_SHM`, default on; `HOROVOD_SHM=0` keeps everything on the transport).
+    pub shm: bool,
 }
 
 impl Default for Tuning {
@@ -77,6 +80,7 @@ impl Default for Tuning {
             op_timeout: Duration::from_secs(300),
             spin: Duration::from_micros(50),
             segment_bytes: 1 << 20,
+            shm: true,
         }
     }
 }
@@ -229,6 +233,9 @@ impl Config {
                 ));
             }
             t.segment_bytes = b;
+        }
+        if v.get("HOROVOD_SHM").is_some() {
+            t.shm = v.flag("HOROVOD_SHM")?;
         }
         Ok(Self {
             topology,

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use hora_shm::{ShmConfig, ShmGroup};
 use hora_tcp::{PeerDirectory, TcpConfig, TcpTransport};
 use hora_transport::{LocalTransport, Rank, Transport};
 
+use crate::collectives::{Collectives, ShmCollectives};
 use crate::config::Config;
 use crate::error::Error;
 use crate::rendezvous::{Store, StoreClient};
@@ -54,6 +56,9 @@ pub struct Connected {
     pub store: Option<Arc<dyn Store>>,
     /// Which transport was chosen, for logs and `--check-build`.
     pub name: &'static str,
+    /// Native collectives to run data operations on instead of the ring over `transport`
+    /// (shared memory when every rank is on this host).
+    pub collectives: Option<Box<dyn Collectives>>,
 }
 
 /// Builds the transport for this rank; `generation` separates repeated inits in one job.
@@ -65,6 +70,7 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
             transport: Arc::new(t),
             store: None,
             name: "local",
+            collectives: None,
         });
     };
     let rank = topo.rank;
@@ -105,9 +111,61 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
             topo.size, config.tuning.connect_timeout
         ))
     })?;
+    let transport: Arc<dyn Transport> = Arc::new(transport);
+    let collectives = if config.tuning.shm && topo.size > 1 && topo.local_size == topo.size {
+        let group = shm_group(config, &*store, &prefix)?;
+        Some(Box::new(ShmCollectives::with_transport(
+            group,
+            transport.clone(),
+            config.tuning.segment_bytes,
+        )) as Box<dyn Collectives>)
+    } else {
+        None
+    };
     Ok(Connected {
-        transport: Arc::new(transport),
+        transport,
         store: Some(store),
-        name: "tcp",
+        name: if collectives.is_some() {
+            "tcp+shm"
+        } else {
+            "tcp"
+        },
+        collectives,
+    })
+}
+
+/// Sets up the shared-memory group of a job whose ranks all run on this host. Rank 0 picks a
+/// fresh job name (the abstract-socket namespace is per host, so it must not collide with
+/// another job's) and shares it through the store.
+fn shm_group(config: &Config, store: &dyn Store, prefix: &str) -> Result<ShmGroup, Error> {
+    let topo = config.topology;
+    let rank = topo.rank;
+    let key = format!("{prefix}shm-job");
+    let deadline = hora_transport::deadline_after(config.tuning.connect_timeout);
+    let job = if rank == 0 {
+        let job = hora_shm::unique_job_name("hora");
+        store
+            .set(&key, job.as_bytes())
+            .map_err(|e| Error::Rendezvous {
+                rank,
+                detail: format!("store: {e}"),
+            })?;
+        job
+    } else {
+        let raw = store.get(&key, deadline).map_err(|e| Error::Rendezvous {
+            rank,
+            detail: format!("rank 0 did not share the shared-memory job name: {e}"),
+        })?;
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    let mut cfg = ShmConfig::new(rank, topo.size, job);
+    cfg.connect_timeout = config.tuning.connect_timeout;
+    cfg.spin = config.tuning.spin;
+    ShmGroup::connect(&cfg).map_err(|e| Error::Rendezvous {
+        rank,
+        detail: format!(
+            "cannot set up shared memory between the ranks of this host \
+             (HOROVOD_SHM=0 turns it off): {e}"
+        ),
     })
 }

@@ -23,6 +23,7 @@ mod barrier;
 mod broadcast;
 mod reducescatter;
 pub mod segments;
+mod shm;
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,8 @@ use hora_transport::{Rank, Tag, Transport, TransportError};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::types::{DataType, ReduceOp};
+
+pub use shm::ShmCollectives;
 
 /// Tag kind bytes of the collectives (32..=47 are reserved for them).
 pub(crate) mod kind {

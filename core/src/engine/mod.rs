@@ -87,6 +87,18 @@ impl Engine {
         tuning: Tuning,
         transport: Arc<dyn Transport>,
     ) -> Result<Self> {
+        Self::start_with(topology, tuning, transport, None)
+    }
+
+    /// Like [`Engine::start`], running data collectives on `collectives` when given (a native
+    /// backend such as shared memory) instead of the ring over `transport`; control traffic
+    /// always uses `transport`.
+    pub fn start_with(
+        topology: Topology,
+        tuning: Tuning,
+        transport: Arc<dyn Transport>,
+        collectives: Option<Box<dyn Collectives>>,
+    ) -> Result<Self> {
         if transport.rank() != topology.rank || transport.size() != topology.size {
             return Err(Error::Bug(format!(
                 "transport is rank {}/{} but the topology says {}/{}",
@@ -101,8 +113,10 @@ impl Engine {
             waker: transport.waker(),
             spin: tuning.spin,
         });
-        let collectives: Box<dyn Collectives> =
-            Box::new(Ring::new(transport.clone()).with_segment_bytes(tuning.segment_bytes));
+        let collectives: Box<dyn Collectives> = match collectives {
+            Some(c) => c,
+            None => Box::new(Ring::new(transport.clone()).with_segment_bytes(tuning.segment_bytes)),
+        };
         let bg =
             background::Background::new(topology, tuning, transport, collectives, shared.clone());
         let thread = std::thread::Builder::new()

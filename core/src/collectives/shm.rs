@@ -1,0 +1,132 @@
+//! Collectives for ranks that all share one host: allreduce through shared memory
+//! (`hora_shm`), everything else through the ring over the job's transport.
+//!
+//! How it works. [`hora_shm::ShmGroup::allreduce`] knows nothing of dtypes; it is handed a
+//! combining function built from this crate's reduction kernels. The other collectives move
+//! every byte once per rank anyway (allgather, broadcast, alltoall) or are rare
+//! (reducescatter, barrier), so they keep the ring until they get shared-memory versions of
+//! their own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hora_shm::ShmGroup;
+use hora_transport::{Transport, TransportError};
+
+use super::{Collectives, Ring, invalid};
+use crate::reduce;
+use crate::types::{DataType, ReduceOp};
+
+/// Shared-memory allreduce plus ring collectives for the rest.
+#[derive(Debug)]
+pub struct ShmCollectives {
+    group: ShmGroup,
+    ring: Ring<dyn Transport>,
+}
+
+impl ShmCollectives {
+    /// Combines a connected group with the ring used for the other collectives; both must
+    /// span the same ranks.
+    pub fn new(group: ShmGroup, ring: Ring<dyn Transport>) -> Self {
+        Self { group, ring }
+    }
+
+    /// Builds the ring over `transport` with `segment_bytes` segments.
+    pub fn with_transport(
+        group: ShmGroup,
+        transport: Arc<dyn Transport>,
+        segment_bytes: usize,
+    ) -> Self {
+        Self::new(
+            group,
+            Ring::new(transport).with_segment_bytes(segment_bytes),
+        )
+    }
+}
+
+impl Collectives for ShmCollectives {
+    fn rank(&self) -> usize {
+        self.group.rank()
+    }
+
+    fn size(&self) -> usize {
+        self.group.size()
+    }
+
+    fn allreduce(
+        &self,
+        buf: &mut [u8],
+        dtype: DataType,
+        op: ReduceOp,
+        _seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        let mut failed = None;
+        let mut combine = |dst: &mut [u8], src: &[u8]| {
+            if let Err(e) = reduce::reduce_into(dst, src, dtype, op) {
+                failed.get_or_insert(e);
+            }
+        };
+        self.group
+            .allreduce(buf, dtype.size(), &mut combine, deadline)?;
+        match failed {
+            // Cannot happen (the group hands out equal, whole-element slices), but if it did
+            // the result would be wrong, so say so.
+            Some(e) => Err(invalid(self.rank(), e)),
+            None => Ok(()),
+        }
+    }
+
+    fn allgatherv(
+        &self,
+        input: &[u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.ring
+            .allgatherv(input, output, bytes_per_rank, seq, deadline)
+    }
+
+    fn broadcast(
+        &self,
+        buf: &mut [u8],
+        root: usize,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.ring.broadcast(buf, root, seq, deadline)
+    }
+
+    fn alltoallv(
+        &self,
+        input: &[u8],
+        send_bytes: &[usize],
+        output: &mut [u8],
+        recv_bytes: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.ring
+            .alltoallv(input, send_bytes, output, recv_bytes, seq, deadline)
+    }
+
+    fn reducescatter(
+        &self,
+        input: &mut [u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.ring
+            .reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
+    }
+
+    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError> {
+        self.ring.barrier(seq, deadline)
+    }
+}

@@ -1,0 +1,581 @@
+//! A group of same-host ranks that have mapped each other's segments.
+//!
+//! How it is set up. Every rank creates one anonymous segment (a memfd: it has no name in
+//! any file system) and maps it. Ranks then meet over abstract unix sockets (named
+//! `<job>/<rank>` in the abstract namespace, so no socket file exists either): each rank
+//! connects to every lower rank, checks that the peer runs as the same user, and the two swap
+//! segment descriptors with SCM_RIGHTS. Each rank maps every peer's segment, closes the
+//! descriptors and the listener. From then on the only kernel objects are the mappings (freed
+//! when the last process holding one exits, however it exits, `kill -9` included) and one
+//! connected socket per pair, which carries nothing: it exists so that a peer's death shows
+//! up as a hang-up within one poll.
+//!
+//! Layout of a segment: a 4 KiB header of counters, each on its own cache line, then
+//! `depth × size` slices of `slice_bytes` (see `allreduce.rs` for what goes where).
+//!
+//! Waiting: a rank spins on a peer's counter for a short while (`spin`), then yields, then
+//! sleeps on the peer's doorbell futex, which the peer rings after every counter update (with
+//! a syscall only when somebody sleeps). While sleeping it wakes every few milliseconds to poll
+//! the peers' sockets, so a dead peer fails the wait quickly and a deadline is never missed by
+//! much. With more ranks than cores the spin phase is dropped, so waiting ranks give their
+//! core to the ranks they wait for.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hora_transport::{Rank, TransportError};
+use parking::Mutex;
+
+use crate::sys;
+
+/// A tiny mutex over `std::sync::Mutex` that ignores poisoning (a panicking collective leaves
+/// no half-updated state behind that a later call could misread).
+mod parking {
+    /// See the module docs.
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(v: T) -> Self {
+            Self(std::sync::Mutex::new(v))
+        }
+
+        pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+}
+
+/// Settings of one shared-memory group; every rank must use the same values.
+#[derive(Debug, Clone)]
+pub struct ShmConfig {
+    /// This rank, `0..size`.
+    pub rank: Rank,
+    /// Number of ranks in the group.
+    pub size: usize,
+    /// A name unique to this job (and to this init within the job), the same on every rank.
+    pub job: String,
+    /// How long set-up may wait for the other ranks.
+    pub connect_timeout: Duration,
+    /// Bytes one rank handles per pipeline step and per peer (rounded up to 64).
+    pub slice_bytes: usize,
+    /// Pipeline steps in flight (slots per segment).
+    pub depth: usize,
+    /// Busy-poll this long before yielding and sleeping (ignored when oversubscribed).
+    pub spin: Duration,
+}
+
+impl ShmConfig {
+    /// Defaults for `size` ranks: slices sized for the caches of one core, 4 steps in flight.
+    pub fn new(rank: Rank, size: usize, job: impl Into<String>) -> Self {
+        Self {
+            rank,
+            size,
+            job: job.into(),
+            connect_timeout: Duration::from_secs(30),
+            slice_bytes: 128 << 10,
+            depth: 4,
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// Counters of one rank, each on its own cache line so spinning readers of one do not slow
+/// down writers of another.
+#[repr(C, align(64))]
+#[derive(Debug)]
+struct Line<T>(T);
+
+/// The header at the start of every segment. Only atomics: any bit pattern (including the
+/// zeroes of a fresh memfd) is a valid value, and other processes update it concurrently.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Header {
+    magic: Line<AtomicU64>,
+    /// (size, slice_bytes, depth) packed as written by the owner, checked by peers.
+    shape: Line<[AtomicU64; 3]>,
+    /// Steps whose inputs this rank has placed in its slots.
+    posted: Line<AtomicU64>,
+    /// Steps whose own part this rank has reduced into its slot.
+    reduced: Line<AtomicU64>,
+    /// Steps this rank has finished reading from its peers' slots.
+    copied: Line<AtomicU64>,
+    /// Bumped after every counter update; sleepers wait on it.
+    doorbell: Line<AtomicU32>,
+    /// How many threads (of any process) sleep on `doorbell`.
+    sleepers: Line<AtomicU32>,
+    /// Set once the owner aborted.
+    aborted: Line<AtomicU32>,
+}
+
+const MAGIC: u64 = 0x686f_7261_7368_6d31; // "horashm1"
+const HEADER_BYTES: usize = 4096;
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
+
+/// Which counter of a header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Posted,
+    Reduced,
+    Copied,
+}
+
+impl Header {
+    fn counter(&self, c: Counter) -> &AtomicU64 {
+        match c {
+            Counter::Posted => &self.posted.0,
+            Counter::Reduced => &self.reduced.0,
+            Counter::Copied => &self.copied.0,
+        }
+    }
+}
+
+/// Same-host ranks with every segment mapped; see the module docs.
+#[derive(Debug)]
+pub struct ShmGroup {
+    rank: Rank,
+    size: usize,
+    slice: usize,
+    depth: usize,
+    spin: Duration,
+    oversubscribed: bool,
+    /// `maps[p]` is rank p's segment as mapped here (ours included).
+    maps: Vec<sys::Mapping>,
+    /// `socks[p]`: the connection to rank p (None for ourselves); it only signals hang-ups.
+    socks: Vec<Option<UnixStream>>,
+    /// The next pipeline step number (all ranks advance it identically); holding the lock
+    /// also keeps collectives of this rank from overlapping.
+    pub(crate) step: Mutex<u64>,
+    aborted: AtomicBool,
+    abort_reason: Mutex<Option<String>>,
+}
+
+fn io_err(detail: impl std::fmt::Display, peer: Option<Rank>) -> TransportError {
+    TransportError::Io {
+        peer,
+        source: io::Error::other(detail.to_string()),
+    }
+}
+
+impl ShmGroup {
+    /// Creates this rank's segment, meets the other ranks and maps theirs. Every rank of the
+    /// group must call it with the same `job`, `size`, `slice_bytes` and `depth`.
+    pub fn connect(cfg: &ShmConfig) -> Result<Self, TransportError> {
+        let (rank, size) = (cfg.rank, cfg.size);
+        if size == 0 || rank >= size {
+            return Err(TransportError::InvalidPeer {
+                peer: rank,
+                size,
+                me: rank,
+            });
+        }
+        let slice = cfg.slice_bytes.max(64).div_ceil(64) * 64;
+        let depth = cfg.depth.max(1);
+        let seg_len = HEADER_BYTES + depth * size * slice;
+        let deadline = hora_transport::deadline_after(cfg.connect_timeout);
+
+        let fd = sys::memfd(&format!("hora-shm-{rank}"), seg_len)
+            .map_err(|e| io_err(format!("cannot create a shared-memory segment: {e}"), None))?;
+        let own = sys::Mapping::map(&fd, seg_len)
+            .map_err(|e| io_err(format!("cannot map a {seg_len}-byte segment: {e}"), None))?;
+        {
+            // SAFETY: the mapping is at least HEADER_BYTES long, page aligned, and Header holds
+            // only atomics (valid for any bytes); nobody else can see it yet.
+            let h = unsafe { &*own.ptr().cast::<Header>() };
+            h.shape.0[0].store(size as u64, Ordering::Relaxed);
+            h.shape.0[1].store(slice as u64, Ordering::Relaxed);
+            h.shape.0[2].store(depth as u64, Ordering::Relaxed);
+            h.magic.0.store(MAGIC, Ordering::Release);
+        }
+
+        let name = |r: Rank| format!("{}/{r}", cfg.job);
+        let listener = if rank + 1 < size {
+            let addr = SocketAddr::from_abstract_name(name(rank).as_bytes())
+                .map_err(|e| io_err(format!("bad job name {:?}: {e}", cfg.job), None))?;
+            let l = UnixListener::bind_addr(&addr).map_err(|e| {
+                io_err(
+                    format!("cannot listen on the abstract socket {:?}: {e}", name(rank)),
+                    None,
+                )
+            })?;
+            l.set_nonblocking(true)
+                .map_err(|e| io_err(format!("listener: {e}"), None))?;
+            Some(l)
+        } else {
+            None
+        };
+
+        let announce = |r: Rank| -> [u8; 16] {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&MAGIC.to_le_bytes());
+            b[8..].copy_from_slice(&(r as u64).to_le_bytes());
+            b
+        };
+        let parse = |b: &[u8; 16], from: &str| -> Result<Rank, TransportError> {
+            let magic = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+            let r = u64::from_le_bytes(b[8..].try_into().expect("8 bytes")) as usize;
+            if magic != MAGIC || r >= size || r == rank {
+                return Err(io_err(
+                    format!("unexpected shared-memory hello from {from}: rank {r}"),
+                    None,
+                ));
+            }
+            Ok(r)
+        };
+        let check_user = |s: &UnixStream, peer: Option<Rank>| -> Result<(), TransportError> {
+            let (_, uid) =
+                sys::peer_cred(s).map_err(|e| io_err(format!("SO_PEERCRED: {e}"), peer))?;
+            if uid != sys::euid() {
+                return Err(TransportError::AuthFailed {
+                    peer,
+                    detail: format!("shared-memory peer runs as uid {uid}, not ours"),
+                });
+            }
+            Ok(())
+        };
+        let remaining = |peer: Option<Rank>| -> Result<Duration, TransportError> {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| TransportError::Timeout {
+                    peer,
+                    after: cfg.connect_timeout,
+                    what: "shared-memory set-up".into(),
+                })
+        };
+
+        let mut fds: Vec<Option<std::os::fd::OwnedFd>> = (0..size).map(|_| None).collect();
+        let mut socks: Vec<Option<UnixStream>> = (0..size).map(|_| None).collect();
+        // Lower ranks: we dial, send ours, receive theirs.
+        for p in 0..rank {
+            let addr = SocketAddr::from_abstract_name(name(p).as_bytes())
+                .map_err(|e| io_err(e, Some(p)))?;
+            let s = loop {
+                match UnixStream::connect_addr(&addr) {
+                    Ok(s) => break s,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                        ) =>
+                    {
+                        remaining(Some(p))?;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => return Err(io_err(format!("connect: {e}"), Some(p))),
+                }
+            };
+            check_user(&s, Some(p))?;
+            s.set_read_timeout(Some(remaining(Some(p))?))
+                .map_err(|e| io_err(e, Some(p)))?;
+            sys::send_fd(&s, &announce(rank), fd.as_raw_fd())
+                .map_err(|e| io_err(format!("sending our segment: {e}"), Some(p)))?;
+            let mut hello = [0u8; 16];
+            let pfd = sys::recv_fd(&s, &mut hello)
+                .map_err(|e| io_err(format!("receiving its segment: {e}"), Some(p)))?;
+            if parse(&hello, &format!("rank {p}"))? != p {
+                return Err(io_err("answered with the wrong rank", Some(p)));
+            }
+            fds[p] = Some(pfd);
+            socks[p] = Some(s);
+        }
+        // Higher ranks dial us.
+        if let Some(l) = &listener {
+            let mut missing = size - 1 - rank;
+            while missing > 0 {
+                let s = match l.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        remaining(None)?;
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(e) => return Err(io_err(format!("accept: {e}"), None)),
+                };
+                s.set_nonblocking(false).map_err(|e| io_err(e, None))?;
+                check_user(&s, None)?;
+                s.set_read_timeout(Some(remaining(None)?))
+                    .map_err(|e| io_err(e, None))?;
+                let mut hello = [0u8; 16];
+                let pfd = sys::recv_fd(&s, &mut hello)
+                    .map_err(|e| io_err(format!("receiving a segment: {e}"), None))?;
+                let p = parse(&hello, "a connecting rank")?;
+                if p < rank || fds[p].is_some() {
+                    return Err(io_err(format!("duplicate hello from rank {p}"), Some(p)));
+                }
+                sys::send_fd(&s, &announce(rank), fd.as_raw_fd())
+                    .map_err(|e| io_err(format!("sending our segment: {e}"), Some(p)))?;
+                fds[p] = Some(pfd);
+                socks[p] = Some(s);
+                missing -= 1;
+            }
+        }
+        drop(listener);
+
+        let mut maps = Vec::with_capacity(size);
+        for (p, pfd) in fds.into_iter().enumerate() {
+            if p == rank {
+                maps.push(None);
+                continue;
+            }
+            let pfd = pfd.expect("every peer answered");
+            let m = sys::Mapping::map(&pfd, seg_len)
+                .map_err(|e| io_err(format!("cannot map rank {p}'s segment: {e}"), Some(p)))?;
+            // SAFETY: as for our own header: mapped, aligned, atomics only.
+            let h = unsafe { &*m.ptr().cast::<Header>() };
+            let shape = [0, 1, 2].map(|i| h.shape.0[i].load(Ordering::Relaxed) as usize);
+            if h.magic.0.load(Ordering::Acquire) != MAGIC || shape != [size, slice, depth] {
+                return Err(io_err(
+                    format!(
+                        "rank {p}'s segment has shape (size, slice, depth) = {shape:?}, ours is {:?}: \
+                         every rank must use the same shared-memory settings",
+                        [size, slice, depth]
+                    ),
+                    Some(p),
+                ));
+            }
+            maps.push(Some(m));
+        }
+        maps[rank] = Some(own);
+        let maps: Vec<sys::Mapping> = maps
+            .into_iter()
+            .map(|m| m.expect("every segment is mapped"))
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for s in socks.iter().flatten() {
+            // Reads only ever happen in `hung_up`, which polls first; never block on them.
+            let _ = s.set_read_timeout(None);
+        }
+        Ok(Self {
+            rank,
+            size,
+            slice,
+            depth,
+            spin: cfg.spin,
+            oversubscribed: size > cores,
+            maps,
+            socks,
+            step: Mutex::new(0),
+            aborted: AtomicBool::new(false),
+            abort_reason: Mutex::new(None),
+        })
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> Rank {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Bytes per slice (one rank's part of one pipeline step).
+    pub fn slice_bytes(&self) -> usize {
+        self.slice
+    }
+
+    /// Pipeline depth.
+    pub(crate) fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Whether ranks outnumber cores (waits then yield at once instead of spinning).
+    pub fn oversubscribed(&self) -> bool {
+        self.oversubscribed
+    }
+
+    pub(crate) fn header(&self, p: Rank) -> &Header {
+        // SAFETY: every mapping is at least HEADER_BYTES long and page aligned; Header holds
+        // only atomics, valid for any bytes and safe to share with concurrent writers.
+        unsafe { &*self.maps[p].ptr().cast::<Header>() }
+    }
+
+    /// The first byte of slot `(d, c)` in rank `p`'s segment: `slice_bytes` bytes, 64-aligned.
+    pub(crate) fn slot(&self, p: Rank, d: usize, c: usize) -> *mut u8 {
+        debug_assert!(d < self.depth && c < self.size);
+        let off = HEADER_BYTES + (d * self.size + c) * self.slice;
+        debug_assert!(off + self.slice <= self.maps[p].len());
+        // SAFETY: `off + slice` is within the mapping (the segment holds depth × size slices).
+        unsafe { self.maps[p].ptr().add(off) }
+    }
+
+    /// Publishes a new value of one of our counters and wakes peers sleeping on us.
+    pub(crate) fn publish(&self, c: Counter, value: u64) {
+        let h = self.header(self.rank);
+        h.counter(c).store(value, Ordering::Release);
+        h.doorbell.0.fetch_add(1, Ordering::SeqCst);
+        if h.sleepers.0.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake_all(&h.doorbell.0);
+        }
+    }
+
+    /// Fails if this rank aborted, or a peer aborted or died.
+    fn check_health(&self, waiting_on: Rank) -> Result<(), TransportError> {
+        if self.aborted.load(Ordering::Acquire) {
+            return Err(TransportError::Aborted {
+                reason: self
+                    .abort_reason
+                    .lock()
+                    .clone()
+                    .unwrap_or_else(|| "aborted".into()),
+            });
+        }
+        // The peer we wait on first: its failure explains ours best.
+        let order = std::iter::once(waiting_on).chain((0..self.size).filter(|&p| p != waiting_on));
+        for p in order.filter(|&p| p != self.rank) {
+            if self.header(p).aborted.0.load(Ordering::Acquire) != 0 {
+                return Err(TransportError::ConnectionLost {
+                    peer: p,
+                    detail: "the peer aborted".into(),
+                });
+            }
+        }
+        let socks: Vec<(Rank, &UnixStream)> = self
+            .socks
+            .iter()
+            .enumerate()
+            .filter_map(|(p, s)| s.as_ref().map(|s| (p, s)))
+            .collect();
+        let refs: Vec<&UnixStream> = socks.iter().map(|(_, s)| *s).collect();
+        let dead = sys::hung_up(&refs).map_err(|e| io_err(format!("poll: {e}"), None))?;
+        let mut dead: Vec<Rank> = dead.into_iter().map(|i| socks[i].0).collect();
+        dead.sort_by_key(|&p| p != waiting_on);
+        if let Some(&p) = dead.first() {
+            return Err(TransportError::ConnectionLost {
+                peer: p,
+                detail: "the peer process exited (its shared-memory socket hung up)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until rank `p`'s counter `c` reaches `target`.
+    pub(crate) fn wait_for(
+        &self,
+        p: Rank,
+        c: Counter,
+        target: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        let h = self.header(p);
+        let ctr = h.counter(c);
+        if ctr.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let spin_for = if self.oversubscribed {
+            Duration::ZERO
+        } else {
+            self.spin
+        };
+        let mut next_check = start + Duration::from_micros(200);
+        // Phase 1: spin.
+        loop {
+            for _ in 0..128 {
+                if ctr.load(Ordering::Acquire) >= target {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+            let now = Instant::now();
+            if now >= next_check {
+                self.check(p, ctr, target, deadline, start)?;
+                next_check = now + Duration::from_micros(200);
+            }
+            if now.duration_since(start) >= spin_for {
+                break;
+            }
+        }
+        // Phase 2: yield a few times (cheap when the peer is runnable on our core).
+        for _ in 0..if self.oversubscribed { 16 } else { 4 } {
+            sys::yield_now();
+            if ctr.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+        }
+        // Phase 3: sleep on the peer's doorbell, waking now and then to check health.
+        loop {
+            h.sleepers.0.fetch_add(1, Ordering::SeqCst);
+            let bell = h.doorbell.0.load(Ordering::SeqCst);
+            if ctr.load(Ordering::SeqCst) >= target {
+                h.sleepers.0.fetch_sub(1, Ordering::SeqCst);
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            sys::futex_wait(&h.doorbell.0, bell, left.min(Duration::from_millis(5)));
+            h.sleepers.0.fetch_sub(1, Ordering::SeqCst);
+            if ctr.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            self.check(p, ctr, target, deadline, start)?;
+        }
+    }
+
+    fn check(
+        &self,
+        p: Rank,
+        ctr: &AtomicU64,
+        target: u64,
+        deadline: Instant,
+        start: Instant,
+    ) -> Result<(), TransportError> {
+        if let Err(e) = self.check_health(p) {
+            // A peer that finished its part and then exited is not a failure.
+            if ctr.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        if Instant::now() >= deadline {
+            return Err(TransportError::Timeout {
+                peer: Some(p),
+                after: start.elapsed(),
+                what: "a shared-memory collective step".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails every current and future collective of this rank and makes peers' waits on it
+    /// fail at once.
+    pub fn abort(&self, reason: &str) {
+        {
+            let mut r = self.abort_reason.lock();
+            if r.is_none() {
+                *r = Some(reason.to_string());
+            }
+        }
+        self.aborted.store(true, Ordering::Release);
+        let h = self.header(self.rank);
+        h.aborted.0.store(1, Ordering::Release);
+        // Wake everyone sleeping on any doorbell: peers waiting on us, and our own waiter.
+        for p in 0..self.size {
+            let h = self.header(p);
+            h.doorbell.0.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_all(&h.doorbell.0);
+        }
+        for s in self.socks.iter().flatten() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Fails fast if this rank has aborted.
+    pub(crate) fn check_not_aborted(&self) -> Result<(), TransportError> {
+        if self.aborted.load(Ordering::Acquire) {
+            return Err(TransportError::Aborted {
+                reason: self
+                    .abort_reason
+                    .lock()
+                    .clone()
+                    .unwrap_or_else(|| "aborted".into()),
+            });
+        }
+        Ok(())
+    }
+}

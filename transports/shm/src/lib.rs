@@ -1,0 +1,44 @@
+//! # hora-shm: ranks on one host, through shared memory
+//!
+//! ## Design overview
+//! Ranks on the same host map each other's memory and run collectives through it, so data
+//! moves at memory speed with no kernel copies. [`ShmGroup::connect`] sets a group up: every
+//! rank creates one anonymous segment (memfd), the ranks swap the descriptors over abstract
+//! unix sockets and map all segments; nothing has a file-system name, so no segment outlives
+//! the last process using it, however the processes end (`kill -9` included). A dead peer is
+//! seen within milliseconds through the hang-up of the socket each pair keeps open.
+//!
+//! [`ShmGroup::allreduce`] is the fast path: each rank reduces its share of every pipeline
+//! step straight from its peers' segments (see `allreduce.rs`). Waits spin briefly, then
+//! yield, then sleep on a futex, so jobs with more ranks than cores still run well.
+//!
+//! What this crate does *not* do: know dtypes or reduction operators (the caller passes the
+//! combining function), choose when to be used (`hora`'s `transport_select` does), talk to
+//! other hosts, or carry tagged point-to-point messages (the engine's control traffic stays
+//! on its [`hora_transport::Transport`]).
+
+mod allreduce;
+mod group;
+mod sys;
+
+#[cfg(test)]
+mod tests;
+
+pub use group::{ShmConfig, ShmGroup};
+
+/// A job name for tests and tools: unique per call within this host.
+pub fn unique_job_name(prefix: &str) -> String {
+    let mut r = [0u8; 8];
+    // A clock-based fallback is fine: the name only has to differ between concurrent jobs.
+    if getrandom::fill(&mut r).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        r = t.to_le_bytes();
+    }
+    format!(
+        "{prefix}/{}/{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(r)
+    )
+}
