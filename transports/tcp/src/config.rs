@@ -21,6 +21,9 @@ pub struct TcpConfig {
     pub connect_timeout: Duration,
     /// How long a wait busy-polls before it sleeps in `poll(2)`.
     pub spin: Duration,
+    /// A peer whose link is silent this long is declared lost (TCP keepalive probes and
+    /// TCP_USER_TIMEOUT on every connection); `None` leaves the kernel defaults (hours).
+    pub peer_timeout: Option<Duration>,
 }
 
 impl TcpConfig {
@@ -28,6 +31,8 @@ impl TcpConfig {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default busy-poll time before sleeping.
     pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+    /// Default silent-peer timeout.
+    pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(20);
 
     /// A config listening on 127.0.0.1 with the default timeouts.
     pub fn new(rank: Rank, size: usize, secret: Vec<u8>) -> Self {
@@ -38,6 +43,7 @@ impl TcpConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             spin: Self::DEFAULT_SPIN,
+            peer_timeout: Some(Self::DEFAULT_PEER_TIMEOUT),
         }
     }
 }
@@ -52,6 +58,7 @@ impl fmt::Debug for TcpConfig {
             .field("bind_ip", &self.bind_ip)
             .field("connect_timeout", &self.connect_timeout)
             .field("spin", &self.spin)
+            .field("peer_timeout", &self.peer_timeout)
             .finish()
     }
 }

@@ -123,7 +123,10 @@ fn admit(inner: &Inner, mut stream: TcpStream, addr: SocketAddr) {
         return;
     }
     // The verdict goes out before the connection is installed, so it precedes any data.
-    let installed = stream.write_all(&[ACCEPT]).and_then(|()| Conn::new(stream));
+    let installed = stream
+        .write_all(&[ACCEPT])
+        .and_then(|()| set_liveness(&stream, inner.config.peer_timeout))
+        .and_then(|()| Conn::new(stream));
     match installed {
         Ok(conn) => {
             tracing::debug!(rank = me, peer, "accepted connection");
@@ -283,11 +286,25 @@ fn dial(
     let mut verdict = [0u8; 1];
     stream.read_exact(&mut verdict).map_err(io)?;
     match verdict[0] {
-        ACCEPT => Conn::new(stream).map(Some).map_err(io),
+        ACCEPT => set_liveness(&stream, inner.config.peer_timeout)
+            .and_then(|()| Conn::new(stream))
+            .map(Some)
+            .map_err(io),
         DUPLICATE => Ok(None),
         other => Err(TransportError::Protocol {
             peer,
             detail: format!("unknown connection verdict {other:#04x}"),
         }),
+    }
+}
+
+/// Makes a silent peer (host down, link cut: no FIN, no RST ever comes) an error within about
+/// `timeout`: keepalive probes start after a third of it on an idle connection, and
+/// TCP_USER_TIMEOUT fails a connection whose sent data stays unacknowledged that long. The
+/// error then surfaces like any other lost connection, in every wait on that peer.
+fn set_liveness(stream: &TcpStream, timeout: Option<Duration>) -> std::io::Result<()> {
+    match timeout {
+        None => Ok(()),
+        Some(t) => crate::sys::set_liveness(std::os::fd::AsRawFd::as_raw_fd(stream), t),
     }
 }

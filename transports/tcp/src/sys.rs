@@ -148,3 +148,33 @@ pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Turns on keepalive (first probe after `timeout / 3`, then every `timeout / 6`, four probes)
+/// and TCP_USER_TIMEOUT = `timeout`, so a dead link fails the socket within about `timeout`.
+pub(crate) fn set_liveness(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let secs = timeout.as_secs().clamp(3, 86_400) as libc::c_int;
+    let ms = timeout.as_millis().clamp(1000, i32::MAX as u128) as libc::c_int;
+    let opts = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, (secs / 3).max(1)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, (secs / 6).max(1)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4),
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms),
+    ];
+    for (level, opt, v) in opts {
+        // SAFETY: passes a pointer to a live c_int and its exact size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                (&raw const v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
