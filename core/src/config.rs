@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+mod launchers;
+
 /// Where this process sits in the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Topology {
@@ -63,6 +65,9 @@ pub struct Tuning {
     pub spin: Duration,
     /// Largest pipeline segment of the ring algorithms (`HORA_SEGMENT_BYTES`, default 1 MiB).
     pub segment_bytes: usize,
+    /// A peer whose link stays silent this long is declared lost, even mid-wait
+    /// (`HORA_PEER_TIMEOUT_SECONDS`, default 20; 0 = the kernel's hours-long default).
+    pub peer_timeout: Option<Duration>,
     /// Run allreduce through shared memory when every rank is on this host
     /// (`HOROVOD_SHM`, default on; `HOROVOD_SHM=0` keeps everything on the transport).
     pub shm: bool,
@@ -80,6 +85,7 @@ impl Default for Tuning {
             op_timeout: Duration::from_secs(300),
             spin: Duration::from_micros(50),
             segment_bytes: 1 << 20,
+            peer_timeout: Some(Duration::from_secs(20)),
             shm: true,
         }
     }
@@ -92,8 +98,14 @@ pub struct Rendezvous {
     pub store: SocketAddr,
     /// The job secret that authenticates every connection (`HOROVOD_SECRET_KEY`, hex).
     pub secret: Vec<u8>,
-    /// The address this rank listens on (`HOROVOD_HOSTNAME`, default 127.0.0.1).
+    /// The address this rank listens on (`HOROVOD_HOSTNAME`; default: the local address that
+    /// routes to the store, so loopback for a store on this host).
     pub bind_ip: IpAddr,
+    /// This rank serves the store itself at `store` (rank 0 under mpirun, torchrun or Slurm:
+    /// `HORA_STORE_SERVE=1`).
+    pub serve_store: bool,
+    /// The secret was derived from launcher variables, not given (`HORA_SECRET_DERIVED=1`).
+    pub secret_derived: bool,
 }
 
 impl std::fmt::Debug for Rendezvous {
@@ -103,6 +115,8 @@ impl std::fmt::Debug for Rendezvous {
             .field("store", &self.store)
             .field("secret", &"<redacted>")
             .field("bind_ip", &self.bind_ip)
+            .field("serve_store", &self.serve_store)
+            .field("secret_derived", &self.secret_derived)
             .finish()
     }
 }
@@ -138,6 +152,12 @@ impl Config {
 
     /// Reads settings from a map of variables (the environment, or a test's own map).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, Error> {
+        // Started by mpirun, torchrun or srun rather than horovodrun: read their variables.
+        if vars.get("HOROVOD_RANK").is_none_or(|r| r.trim().is_empty())
+            && let Some(translated) = launchers::translate(vars)?
+        {
+            return Self::from_vars(&translated);
+        }
         let v = Vars(vars);
         let Some(rank) = v.parse::<usize>("HOROVOD_RANK", "a rank number (0, 1, ...)")? else {
             return Err(Error::NotLaunched {
@@ -224,6 +244,9 @@ impl Config {
         if let Some(us) = v.parse::<u64>("HORA_SPIN_US", "microseconds (0 = never spin)")? {
             t.spin = Duration::from_micros(us);
         }
+        if let Some(s) = v.parse::<u64>("HORA_PEER_TIMEOUT_SECONDS", "seconds (0 = off)")? {
+            t.peer_timeout = (s > 0).then(|| Duration::from_secs(s.max(3)));
+        }
         if let Some(b) = v.parse::<usize>("HORA_SEGMENT_BYTES", "a byte count >= 4096")? {
             if b < 4096 {
                 return Err(invalid(
@@ -278,7 +301,7 @@ impl Config {
             ));
         }
         let bind_ip = match v.get("HOROVOD_HOSTNAME") {
-            None => IpAddr::from([127, 0, 0, 1]),
+            None => route_to(store).unwrap_or(IpAddr::from([127, 0, 0, 1])),
             Some(h) => h.parse::<IpAddr>().map_err(|e| {
                 invalid(
                     "HOROVOD_HOSTNAME",
@@ -291,8 +314,23 @@ impl Config {
             store,
             secret,
             bind_ip,
+            serve_store: v.flag("HORA_STORE_SERVE")?,
+            secret_derived: v.flag("HORA_SECRET_DERIVED")?,
         })
     }
+}
+
+/// The local address the kernel would use to reach `to` (connecting a UDP socket picks the
+/// route and sends nothing).
+fn route_to(to: SocketAddr) -> Option<IpAddr> {
+    let any = if to.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(to).ok()?;
+    Some(s.local_addr().ok()?.ip())
 }
 
 fn invalid(var: &str, value: &str, reason: &str) -> Error {

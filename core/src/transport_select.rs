@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use hora_shm::{ShmConfig, ShmGroup};
 use hora_tcp::{PeerDirectory, TcpConfig, TcpTransport};
-use hora_transport::{LocalTransport, Rank, Transport};
+use hora_transport::{LocalTransport, Rank, Transport, TransportError};
 
 use crate::collectives::{Collectives, ShmCollectives};
 use crate::config::Config;
 use crate::error::Error;
-use crate::rendezvous::{Store, StoreClient};
+use crate::rendezvous::{Store, StoreClient, StoreError, StoreServer};
 
 /// Publishes and finds rank addresses through the job's rendezvous store.
 #[derive(Debug)]
@@ -75,13 +75,28 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
     };
     let rank = topo.rank;
     let rendezvous_err = |detail: String| Error::Rendezvous { rank, detail };
-    let client = StoreClient::connect(
-        rdv.store,
-        &rdv.secret,
-        rank as u64,
-        config.tuning.connect_timeout,
-    )
-    .map_err(|e| rendezvous_err(format!("cannot reach the store at {}: {e}", rdv.store)))?;
+    if rdv.secret_derived && rank == 0 {
+        tracing::warn!(
+            "no HOROVOD_SECRET_KEY: the job secret is derived from the launcher's variables, so \
+             this job is only as safe as its network; export a random HOROVOD_SECRET_KEY to every rank"
+        );
+    }
+    // Under mpirun, torchrun or srun nobody serves the store but rank 0.
+    let server = if rdv.serve_store && rank == 0 {
+        let s = StoreServer::start(rdv.store, rdv.secret.clone()).map_err(|e| {
+            rendezvous_err(format!(
+                "rank 0 cannot serve the rendezvous store at {} (HORA_STORE_ADDR / MASTER_ADDR, \
+                 HORA_STORE_PORT / MASTER_PORT): {e}",
+                rdv.store
+            ))
+        })?;
+        tracing::debug!(addr = %s.addr(), "rank 0 serves the rendezvous store");
+        Some(s)
+    } else {
+        None
+    };
+    let client = connect_store(config, rdv.serve_store)
+        .map_err(|e| rendezvous_err(format!("cannot reach the store at {}: {e}", rdv.store)))?;
     let store: Arc<dyn Store> = Arc::new(client);
     let prefix = format!("hora/{generation}/");
     let directory = Arc::new(StoreDirectory::new(store.clone(), &prefix));
@@ -89,6 +104,7 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
     tcp.bind_ip = rdv.bind_ip;
     tcp.connect_timeout = config.tuning.connect_timeout;
     tcp.spin = config.tuning.spin;
+    tcp.peer_timeout = config.tuning.peer_timeout;
     let transport = TcpTransport::new(tcp, directory)
         .map_err(|e| rendezvous_err(format!("cannot start the TCP transport: {e}")))?;
 
@@ -111,7 +127,13 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
             topo.size, config.tuning.connect_timeout
         ))
     })?;
-    let transport: Arc<dyn Transport> = Arc::new(transport);
+    let transport: Arc<dyn Transport> = match server {
+        None => Arc::new(transport),
+        Some(server) => Arc::new(ServingStore {
+            inner: transport,
+            _server: server,
+        }),
+    };
     let collectives = if config.tuning.shm && topo.size > 1 && topo.local_size == topo.size {
         let group = shm_group(config, &*store, &prefix)?;
         Some(Box::new(ShmCollectives::with_transport(
@@ -168,4 +190,98 @@ fn shm_group(config: &Config, store: &dyn Store, prefix: &str) -> Result<ShmGrou
              (HOROVOD_SHM=0 turns it off): {e}"
         ),
     })
+}
+
+/// Connects to the store; when rank 0 serves it (foreign launchers), it may not be listening
+/// yet, so a refused connection is retried until the connect budget is spent.
+fn connect_store(config: &Config, retry: bool) -> Result<StoreClient, StoreError> {
+    let rdv = config.rendezvous.as_ref().ok_or(StoreError::ShutDown)?;
+    let deadline = hora_transport::deadline_after(config.tuning.connect_timeout);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match StoreClient::connect(
+            rdv.store,
+            &rdv.secret,
+            config.topology.rank as u64,
+            left.max(std::time::Duration::from_millis(100)),
+        ) {
+            Err(StoreError::Connect { .. }) if retry && Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Rank 0's transport under a foreign launcher: it keeps the store it serves alive for as long
+/// as the engine uses the transport (peers look addresses up on first contact).
+#[derive(Debug)]
+struct ServingStore {
+    inner: TcpTransport,
+    _server: StoreServer,
+}
+
+impl Transport for ServingStore {
+    fn rank(&self) -> Rank {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn progress(&self, ops: &mut [hora_transport::Op<'_>]) -> Result<bool, TransportError> {
+        self.inner.progress(ops)
+    }
+    fn wait(
+        &self,
+        ops: &mut [hora_transport::Op<'_>],
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.inner.wait(ops, deadline)
+    }
+    fn send_msg(
+        &self,
+        peer: Rank,
+        tag: hora_transport::Tag,
+        msg: &[u8],
+    ) -> Result<(), TransportError> {
+        self.inner.send_msg(peer, tag, msg)
+    }
+    fn recv_msg(
+        &self,
+        from: Option<Rank>,
+        tag: hora_transport::Tag,
+        deadline: Instant,
+    ) -> Result<Option<(Rank, Vec<u8>)>, TransportError> {
+        self.inner.recv_msg(from, tag, deadline)
+    }
+    fn waker(&self) -> hora_transport::Waker {
+        self.inner.waker()
+    }
+    fn abort(&self, reason: &str) {
+        self.inner.abort(reason);
+    }
+    fn capabilities(&self) -> hora_transport::Capabilities {
+        self.inner.capabilities()
+    }
+    fn register(&self, buf: &[u8]) -> Result<(), TransportError> {
+        self.inner.register(buf)
+    }
+    fn send(
+        &self,
+        peer: Rank,
+        tag: hora_transport::Tag,
+        data: &[u8],
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.inner.send(peer, tag, data, deadline)
+    }
+    fn recv(
+        &self,
+        peer: Rank,
+        tag: hora_transport::Tag,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.inner.recv(peer, tag, buf, deadline)
+    }
 }

@@ -1,0 +1,143 @@
+//! A program that calls `hora::init()` also runs when another launcher starts it: the ranks
+//! here are started the way torchrun, Open MPI's mpirun, MPICH's Hydra and Slurm's srun start
+//! them (their variables only, no horovodrun), and rank 0 serves the rendezvous store.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hora_tests::hora_rank;
+
+/// A port free right now on loopback (the store's, picked by the "launcher").
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `np` hora-rank processes, each with `env(rank)`, and checks they all pass.
+fn run(np: usize, env: impl Fn(usize) -> Vec<(String, String)>, scenario: &str) {
+    let start = Instant::now();
+    let mut children = Vec::new();
+    for rank in 0..np {
+        let mut cmd = Command::new(hora_rank());
+        cmd.arg(scenario);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HOROVOD_") || k.starts_with("HORA_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env(rank))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        children.push(cmd.spawn().unwrap());
+    }
+    let mut failures = Vec::new();
+    for (rank, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || !stdout.contains(&format!("rank {rank}: {scenario} OK")) {
+            failures.push(format!("rank {rank}: {}\n{stdout}\n{stderr}", out.status));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
+
+fn kv(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn torchrun_environment() {
+    let port = free_port();
+    run(
+        4,
+        |r| {
+            kv(&[
+                ("RANK", r.to_string()),
+                ("WORLD_SIZE", "4".into()),
+                ("LOCAL_RANK", r.to_string()),
+                ("LOCAL_WORLD_SIZE", "4".into()),
+                ("GROUP_RANK", "0".into()),
+                ("MASTER_ADDR", "127.0.0.1".into()),
+                // The store goes on MASTER_PORT + 1 (torchrun's own store holds MASTER_PORT).
+                ("MASTER_PORT", (port - 1).to_string()),
+                ("TORCHELASTIC_RUN_ID", format!("test-{port}")),
+            ])
+        },
+        "collectives",
+    );
+}
+
+#[test]
+fn open_mpi_environment_on_one_host() {
+    let port = free_port();
+    run(
+        3,
+        |r| {
+            kv(&[
+                ("OMPI_COMM_WORLD_RANK", r.to_string()),
+                ("OMPI_COMM_WORLD_SIZE", "3".into()),
+                ("OMPI_COMM_WORLD_LOCAL_RANK", r.to_string()),
+                ("OMPI_COMM_WORLD_LOCAL_SIZE", "3".into()),
+                ("HORA_STORE_PORT", port.to_string()),
+                ("PMIX_NAMESPACE", format!("ompi-{port}")),
+            ])
+        },
+        "collectives",
+    );
+}
+
+#[test]
+fn mpich_environment_with_a_given_secret() {
+    let port = free_port();
+    run(
+        2,
+        |r| {
+            kv(&[
+                ("PMI_RANK", r.to_string()),
+                ("PMI_SIZE", "2".into()),
+                ("MPI_LOCALRANKID", r.to_string()),
+                ("MPI_LOCALNRANKS", "2".into()),
+                ("MASTER_ADDR", "localhost".into()),
+                ("MASTER_PORT", (port - 1).to_string()),
+                (
+                    "HOROVOD_SECRET_KEY",
+                    "0123456789abcdef0123456789abcdef".into(),
+                ),
+            ])
+        },
+        "collectives",
+    );
+}
+
+#[test]
+fn slurm_srun_environment() {
+    let port = free_port();
+    run(
+        4,
+        |r| {
+            kv(&[
+                ("SLURM_PROCID", r.to_string()),
+                ("SLURM_STEP_NUM_TASKS", "4".into()),
+                ("SLURM_LOCALID", r.to_string()),
+                ("SLURM_NODEID", "0".into()),
+                ("SLURM_STEP_NUM_NODES", "1".into()),
+                ("SLURM_STEP_TASKS_PER_NODE", "4".into()),
+                ("SLURM_STEP_NODELIST", "localhost".into()),
+                ("SLURM_JOB_ID", port.to_string()),
+                ("SLURM_STEP_ID", "0".into()),
+                ("HORA_STORE_PORT", port.to_string()),
+            ])
+        },
+        "collectives",
+    );
+}
