@@ -519,6 +519,56 @@ fn cut_link_fails_fast_naming_host_and_rank() {
 }
 
 #[test]
+fn cut_link_is_noticed_by_the_ranks_themselves() {
+    // The surviving ranks must not need the launcher: with a short peer timeout (and a grace
+    // period long enough to watch them), a rank blocked on the silent host fails by itself.
+    let _g = serial();
+    let c = cluster_or_skip!(2);
+    let start = Instant::now();
+    let child = c.launch(
+        4,
+        &c.hosts_arg(&[2, 2]),
+        &[
+            "-x",
+            "HORA_PEER_TIMEOUT_SECONDS=5",
+            "--grace-period",
+            "30",
+            hora_rank().to_str().unwrap(),
+            "loop",
+            "100000",
+        ],
+    );
+    let mut cut_at = None;
+    let mut noticed = None;
+    let veth = c.hosts[1].veth.clone();
+    let r = finish(child, start, Duration::from_secs(120), |line| {
+        if cut_at.is_none() && line.starts_with("[2]<stdout>:rank 2 step 20") {
+            sh(&format!("ip link set {veth} down")).unwrap();
+            cut_at = Some(Instant::now());
+        }
+    });
+    for l in r.stderr.lines() {
+        if (l.starts_with("[0]<stderr>:") || l.starts_with("[1]<stderr>:"))
+            && (l.contains("rank 2") || l.contains("rank 3"))
+        {
+            noticed = Some(l.to_owned());
+        }
+    }
+    let cut_at = cut_at.unwrap_or_else(|| panic!("the job never got going:\n{}", r.stderr));
+    assert!(!r.status.success());
+    let noticed = noticed
+        .unwrap_or_else(|| panic!("no rank on the healthy host named a peer:\n{}", r.stderr));
+    eprintln!("healthy rank said: {noticed}");
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        cut_at.elapsed()
+    );
+    c.assert_no_orphans(Duration::from_secs(5));
+    let _ = sh(&format!("ip link set {veth} up"));
+}
+
+#[test]
 fn ctrl_c_stops_every_remote_rank() {
     let _g = serial();
     let c = cluster_or_skip!(2);
