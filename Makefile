@@ -4,8 +4,12 @@ CARGO ?= cargo
 # Binaries live where cargo puts them (CARGO_TARGET_DIR, if set, moves them).
 BIN := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release
 export CARGO_TERM_COLOR ?= never
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+# Python: a project venv with torch (CPU use of PyPI's build) for hora.torch's tests and demo.
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
 
-.PHONY: all deps build build-dev demo test lint fmt bench clean
+.PHONY: all deps build build-dev demo test lint fmt bench clean python
 
 all: build
 
@@ -21,6 +25,18 @@ deps:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client iproute2; }
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	@$(PY) -c "import torch, numpy, pytest, pytest_timeout" 2>/dev/null || { \
+	  { python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null; } || \
+	    { apt-get update -qq && apt-get install -y -qq python3-venv python3-dev; }; \
+	  [ -x $(PY) ] || python3 -m venv $(VENV); \
+	  $(VENV)/bin/pip install -q torch numpy pytest pytest-timeout maturin; }
+	@[ -x $(VENV)/bin/maturin ] || $(VENV)/bin/pip install -q maturin
+
+# The Python package (hora._core + hora.torch) into the venv, editable; its own target dir so
+# maturin's and cargo's builds of pyo3 do not invalidate each other.
+python: deps
+	cd framework-bindings/python && VIRTUAL_ENV=$(VENV) CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))/maturin \
+	  $(VENV)/bin/maturin develop --release --quiet
 
 build: deps
 	$(CARGO) build --release --workspace
@@ -49,6 +65,9 @@ fmt:
 test: lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory python
+	cd framework-bindings/python && for np in 2 3; do \
+	  OMP_NUM_THREADS=1 $(abspath $(TARGET_DIR))/debug/horovodrun -np $$np $(PY) -m pytest -q -p no:cacheprovider tests || exit 1; done
 
 bench: build
 	$(CARGO) bench -p hora --bench reduce -- --warm-up-time 1 --measurement-time 2

@@ -1,0 +1,485 @@
+"""Collectives on torch tensors, with horovod.torch's names and semantics.
+
+Every ``*_async`` call returns an integer handle at once; ``synchronize(handle)`` waits (with
+the GIL released, Ctrl-C raising KeyboardInterrupt) and returns the result, ``poll(handle)``
+tells whether it is done. Tensors must be CPU tensors of a supported dtype. The engine works
+on the tensor's memory directly (zero-copy): do not touch a tensor passed to an async call
+until its handle is synchronized. A non-contiguous tensor is made contiguous first and, for
+the in-place forms, copied back at synchronize.
+"""
+
+import enum
+import itertools
+import math
+
+import torch
+
+from hora import _core
+from hora.common.basics import (
+    ALLGATHER,
+    ALLREDUCE,
+    ALLTOALL,
+    BARRIER,
+    BROADCAST,
+    REDUCESCATTER,
+    rank,
+    size,
+)
+from hora.torch.compression import Compression
+
+
+class ReduceOp(enum.IntEnum):
+    """How allreduce and reducescatter combine values (codes shared with hora._core)."""
+
+    AVERAGE = 0
+    SUM = 1
+    MIN = 2
+    MAX = 3
+    PRODUCT = 4
+
+
+Average = ReduceOp.AVERAGE
+Sum = ReduceOp.SUM
+Min = ReduceOp.MIN
+Max = ReduceOp.MAX
+Product = ReduceOp.PRODUCT
+
+# Positions in hora._core.DTYPES.
+_DTYPE_CODES = {
+    torch.uint8: 0,
+    torch.int8: 1,
+    torch.int32: 2,
+    torch.int64: 3,
+    torch.float16: 4,
+    torch.bfloat16: 5,
+    torch.float32: 6,
+    torch.float64: 7,
+}
+
+# handle id -> (native handle, function turning its result into the user's value)
+_handles = {}
+_ids = itertools.count()
+# Unnamed operations are named "<op>.noname.<n>"; only unnamed calls advance n, so a rank that
+# runs extra named operations (uneven batches, join) stays in step with the others.
+_noname = itertools.count()
+_barriers = itertools.count()
+
+
+def _dtype_code(tensor, what):
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"hora.torch.{what}: expected a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.device.type != "cpu":
+        raise ValueError(f"hora.torch.{what}: only CPU tensors are supported (got one on {tensor.device})")
+    if tensor.layout != torch.strided:
+        raise ValueError(f"hora.torch.{what}: only dense tensors are supported (got {tensor.layout})")
+    try:
+        return _DTYPE_CODES[tensor.dtype]
+    except KeyError:
+        names = ", ".join(str(d).replace("torch.", "") for d in _DTYPE_CODES)
+        raise TypeError(f"hora.torch.{what}: dtype {tensor.dtype} is not supported (supported: {names})") from None
+
+
+def _op(average, op):
+    if average is not None and op is not None:
+        raise ValueError("hora.torch: give either op or the deprecated average, not both")
+    if op is None:
+        return Average if average is None or average else Sum
+    return ReduceOp(op)
+
+
+def _submit(kind, prefix, name, work, code, finish, op=Average, root=0, pre=1.0, post=1.0, splits=()):
+    hid = next(_ids)
+    full = f"{prefix}.{name}" if name else f"{prefix}.noname.{next(_noname)}"
+    nbytes = work.numel() * work.element_size()
+    h = _core.enqueue(kind, full, work, work.data_ptr(), nbytes, code, list(work.shape), int(op), root,
+                      float(pre), float(post), list(splits))
+    _handles[hid] = (h, finish)
+    return hid
+
+
+def _from_output(out, shape, dtype):
+    if out is None or len(out) == 0 or math.prod(shape) == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(out, dtype=dtype).view(shape)
+
+
+def poll(handle):
+    """True if the operation behind ``handle`` has finished (never blocks)."""
+    try:
+        return _handles[handle][0].poll()
+    except KeyError:
+        raise ValueError(f"hora.torch.poll: unknown handle {handle} (already synchronized?)") from None
+
+
+def synchronize(handle):
+    """Waits for ``handle`` and returns its result (the output tensor, or a tuple for alltoall)."""
+    try:
+        h, finish = _handles[handle]
+    except KeyError:
+        raise ValueError(f"hora.torch.synchronize: unknown handle {handle} (already synchronized?)") from None
+    try:
+        res = h.wait()
+    except KeyboardInterrupt:
+        raise  # the handle stays valid: the caller may wait again
+    except BaseException:
+        del _handles[handle]
+        raise
+    del _handles[handle]
+    return finish(res)
+
+
+# ---------------------------------------------------------------------------------- allreduce
+
+
+def allreduce_async_(tensor, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
+                     process_set=None):
+    """Starts an in-place allreduce of ``tensor``; returns a handle for ``synchronize``."""
+    op = _op(average, op)
+    code = _dtype_code(tensor, "allreduce_async_")
+    if tensor.is_contiguous():
+        return _submit(ALLREDUCE, "allreduce", name, tensor, code, lambda _r: tensor, op=op,
+                       pre=prescale_factor, post=postscale_factor)
+    work = tensor.contiguous()
+
+    def finish(_r):
+        with torch.no_grad():
+            tensor.copy_(work)
+        return tensor
+
+    return _submit(ALLREDUCE, "allreduce", name, work, code, finish, op=op, pre=prescale_factor,
+                   post=postscale_factor)
+
+
+def allreduce_async(tensor, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
+                    process_set=None):
+    """Starts an allreduce into a new tensor; ``synchronize`` returns it."""
+    op = _op(average, op)
+    code = _dtype_code(tensor, "allreduce_async")
+    out = tensor.detach().clone(memory_format=torch.contiguous_format)
+    return _submit(ALLREDUCE, "allreduce", name, out, code, lambda _r: out, op=op, pre=prescale_factor,
+                   post=postscale_factor)
+
+
+class _AllreduceFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, name, op, pre, post):
+        ctx.op, ctx.pre, ctx.post = op, pre, post
+        return synchronize(allreduce_async(tensor, name=name, op=op, prescale_factor=pre, postscale_factor=post))
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = synchronize(allreduce_async(grad, op=ctx.op, prescale_factor=ctx.pre, postscale_factor=ctx.post))
+        return out, None, None, None, None
+
+
+def allreduce(tensor, average=None, name=None, compression=Compression.none, op=None, prescale_factor=1.0,
+              postscale_factor=1.0, process_set=None):
+    """Returns the reduction of ``tensor`` over all ranks (default op: Average); differentiable."""
+    op = _op(average, op)
+    _dtype_code(tensor, "allreduce")
+    compressed, ctx = compression.compress(tensor)
+    if torch.is_grad_enabled() and compressed.requires_grad:
+        out = _AllreduceFn.apply(compressed, name, op, prescale_factor, postscale_factor)
+    else:
+        out = synchronize(allreduce_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
+                                          postscale_factor=postscale_factor))
+    return compression.decompress(out, ctx)
+
+
+def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
+               process_set=None):
+    """Reduces ``tensor`` over all ranks in place and returns it."""
+    return synchronize(allreduce_async_(tensor, average=average, name=name, op=op,
+                                        prescale_factor=prescale_factor, postscale_factor=postscale_factor))
+
+
+class _Group:
+    """Several native handles waited on as one."""
+
+    def __init__(self, handles):
+        self.handles = handles
+
+    def poll(self):
+        return all(h.poll() for h in self.handles)
+
+    def wait(self):
+        first_error = None
+        for h in self.handles:
+            try:
+                h.wait()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:  # keep waiting so no tensor is left lent out
+                if first_error is None:
+                    first_error = e
+        if first_error is not None:
+            raise first_error
+
+
+def _grouped(tensors, name, op, pre, post, in_place):
+    tensors = list(tensors)
+    gid = next(_ids)
+    base = f"grouped_allreduce.{name}" if name else f"grouped_allreduce.noname.{next(_noname)}"
+    natives, outs, copies = [], [], []
+    for i, t in enumerate(tensors):
+        code = _dtype_code(t, "grouped_allreduce")
+        if in_place:
+            work = t if t.is_contiguous() else t.contiguous()
+            if work is not t:
+                copies.append((t, work))
+            outs.append(t)
+        else:
+            work = t.detach().clone(memory_format=torch.contiguous_format)
+            outs.append(work)
+        nbytes = work.numel() * work.element_size()
+        natives.append(_core.enqueue(ALLREDUCE, f"{base}.{i}", work, work.data_ptr(), nbytes, code, list(work.shape),
+                                     int(op), 0, float(pre), float(post), []))
+
+    def finish(_r):
+        with torch.no_grad():
+            for t, work in copies:
+                t.copy_(work)
+        return outs
+
+    _handles[gid] = (_Group(natives), finish)
+    return gid
+
+
+def grouped_allreduce_async(tensors, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
+                            process_set=None):
+    """Starts one allreduce of a list of tensors (fused together); results are new tensors."""
+    return _grouped(tensors, name, _op(average, op), prescale_factor, postscale_factor, in_place=False)
+
+
+def grouped_allreduce_async_(tensors, average=None, name=None, op=None, prescale_factor=1.0,
+                             postscale_factor=1.0, process_set=None):
+    """Starts an in-place allreduce of a list of tensors (fused together)."""
+    return _grouped(tensors, name, _op(average, op), prescale_factor, postscale_factor, in_place=True)
+
+
+def grouped_allreduce(tensors, average=None, name=None, compression=Compression.none, op=None,
+                      prescale_factor=1.0, postscale_factor=1.0, process_set=None):
+    """Returns the reductions of a list of tensors, as a list of new tensors."""
+    pairs = [compression.compress(t) for t in tensors]
+    outs = synchronize(grouped_allreduce_async([c for c, _ in pairs], average=average, name=name, op=op,
+                                               prescale_factor=prescale_factor,
+                                               postscale_factor=postscale_factor))
+    return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
+
+
+def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
+                       process_set=None):
+    """Reduces a list of tensors in place; returns the list."""
+    return synchronize(grouped_allreduce_async_(tensors, average=average, name=name, op=op,
+                                                prescale_factor=prescale_factor,
+                                                postscale_factor=postscale_factor))
+
+
+# ---------------------------------------------------------------------------------- allgather
+
+
+def allgather_async(tensor, name=None, process_set=None):
+    """Starts an allgather: every rank's tensor concatenated along dim 0 (sizes may differ)."""
+    code = _dtype_code(tensor, "allgather_async")
+    work = tensor.detach()
+    if work.dim() == 0:
+        work = work.reshape(1)
+    work = work.contiguous()
+    dtype = tensor.dtype
+
+    def finish(res):
+        out, shape, _splits = res
+        return _from_output(out, shape, dtype)
+
+    return _submit(ALLGATHER, "allgather", name, work, code, finish)
+
+
+class _AllgatherFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, name):
+        ctx.dim = tensor.shape[0] if tensor.dim() > 0 else 1
+        return synchronize(allgather_async(tensor, name=name))
+
+    @staticmethod
+    def backward(ctx, grad):
+        summed = synchronize(allreduce_async(grad, op=Sum))
+        dims = synchronize(allgather_async(torch.tensor([ctx.dim], dtype=torch.int64)))
+        offset = int(dims[: rank()].sum())
+        return summed.narrow(0, offset, ctx.dim), None
+
+
+def allgather(tensor, name=None, process_set=None):
+    """Returns every rank's tensor concatenated along dim 0; differentiable."""
+    if torch.is_grad_enabled() and tensor.requires_grad:
+        return _AllgatherFn.apply(tensor, name)
+    return synchronize(allgather_async(tensor, name=name))
+
+
+# ---------------------------------------------------------------------------------- broadcast
+
+
+def _check_root(root_rank, what):
+    if not isinstance(root_rank, int) or isinstance(root_rank, bool):
+        raise TypeError(f"hora.torch.{what}: root_rank must be an int, got {type(root_rank).__name__}")
+
+
+def broadcast_async_(tensor, root_rank, name=None, process_set=None):
+    """Starts an in-place broadcast of ``root_rank``'s tensor."""
+    _check_root(root_rank, "broadcast_async_")
+    code = _dtype_code(tensor, "broadcast_async_")
+    if tensor.is_contiguous():
+        return _submit(BROADCAST, "broadcast", name, tensor, code, lambda _r: tensor, root=root_rank)
+    work = tensor.contiguous()
+
+    def finish(_r):
+        with torch.no_grad():
+            tensor.copy_(work)
+        return tensor
+
+    return _submit(BROADCAST, "broadcast", name, work, code, finish, root=root_rank)
+
+
+def broadcast_async(tensor, root_rank, name=None, process_set=None):
+    """Starts a broadcast into a new tensor."""
+    _check_root(root_rank, "broadcast_async")
+    code = _dtype_code(tensor, "broadcast_async")
+    out = tensor.detach().clone(memory_format=torch.contiguous_format)
+    return _submit(BROADCAST, "broadcast", name, out, code, lambda _r: out, root=root_rank)
+
+
+class _BroadcastFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, root_rank, name):
+        ctx.root_rank = root_rank
+        return synchronize(broadcast_async(tensor, root_rank, name=name))
+
+    @staticmethod
+    def backward(ctx, grad):
+        reduced = synchronize(allreduce_async(grad, op=Average))
+        if rank() != ctx.root_rank:
+            reduced.zero_()
+        return reduced, None, None
+
+
+def broadcast(tensor, root_rank, name=None, process_set=None):
+    """Returns ``root_rank``'s tensor on every rank (a new tensor); differentiable."""
+    if torch.is_grad_enabled() and tensor.requires_grad:
+        return _BroadcastFn.apply(tensor, root_rank, name)
+    return synchronize(broadcast_async(tensor, root_rank, name=name))
+
+
+def broadcast_(tensor, root_rank, name=None, process_set=None):
+    """Overwrites ``tensor`` with ``root_rank``'s; returns it."""
+    return synchronize(broadcast_async_(tensor, root_rank, name=name))
+
+
+# ----------------------------------------------------------------------- alltoall, reducescatter
+
+
+def _splits_list(splits):
+    if splits is None:
+        return []
+    if isinstance(splits, torch.Tensor):
+        return [int(s) for s in splits.tolist()]
+    return [int(s) for s in splits]
+
+
+def alltoall_async(tensor, splits=None, name=None, process_set=None):
+    """Starts an alltoall: ``splits[d]`` rows (dim 0) go to rank d (None: even split).
+
+    ``synchronize`` returns ``(output, received_splits)``.
+    """
+    code = _dtype_code(tensor, "alltoall_async")
+    work = tensor.detach().contiguous()
+    dtype = tensor.dtype
+
+    def finish(res):
+        out, shape, received = res
+        return _from_output(out, shape, dtype), torch.tensor(received, dtype=torch.int32)
+
+    return _submit(ALLTOALL, "alltoall", name, work, code, finish, splits=_splits_list(splits))
+
+
+class _AlltoallFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, splits, name):
+        out, received = synchronize(alltoall_async(tensor, splits=splits, name=name))
+        ctx.received = received
+        ctx.mark_non_differentiable(received)
+        return out, received
+
+    @staticmethod
+    def backward(ctx, grad, _dead):
+        out, _ = synchronize(alltoall_async(grad, splits=ctx.received))
+        return out, None, None
+
+
+def alltoall(tensor, splits=None, name=None, process_set=None):
+    """Scatters slices of ``tensor`` to every rank and gathers theirs.
+
+    Returns the output tensor, or ``(output, received_splits)`` when ``splits`` is given.
+    """
+    if torch.is_grad_enabled() and tensor.requires_grad:
+        out, received = _AlltoallFn.apply(tensor, splits, name)
+    else:
+        out, received = synchronize(alltoall_async(tensor, splits=splits, name=name))
+    return out if splits is None else (out, received)
+
+
+def reducescatter_async(tensor, name=None, op=Average, process_set=None, prescale_factor=1.0,
+                        postscale_factor=1.0):
+    """Starts a reducescatter: reduce, then rank r keeps its share of dim 0 (earlier ranks get
+    one more row when uneven)."""
+    code = _dtype_code(tensor, "reducescatter_async")
+    work = tensor.detach().contiguous()
+    dtype = tensor.dtype
+
+    def finish(res):
+        out, shape, _ = res
+        return _from_output(out, shape, dtype)
+
+    return _submit(REDUCESCATTER, "reducescatter", name, work, code, finish, op=ReduceOp(op),
+                   pre=prescale_factor, post=postscale_factor)
+
+
+class _ReducescatterFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, name, op, pre, post):
+        ctx.op, ctx.scale = op, pre * post
+        return synchronize(reducescatter_async(tensor, name=name, op=op, prescale_factor=pre,
+                                               postscale_factor=post))
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = synchronize(allgather_async(grad.contiguous()))
+        if ctx.op == Average:
+            out = out / size()
+        return out * ctx.scale, None, None, None, None
+
+
+def reducescatter(tensor, name=None, compression=Compression.none, op=Average, process_set=None,
+                  prescale_factor=1.0, postscale_factor=1.0):
+    """Returns this rank's share of the reduction of ``tensor`` (split along dim 0)."""
+    _dtype_code(tensor, "reducescatter")
+    compressed, ctx = compression.compress(tensor)
+    if torch.is_grad_enabled() and compressed.requires_grad:
+        out = _ReducescatterFn.apply(compressed, name, ReduceOp(op), prescale_factor, postscale_factor)
+    else:
+        out = synchronize(reducescatter_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
+                                              postscale_factor=postscale_factor))
+    return compression.decompress(out, ctx)
+
+
+# ------------------------------------------------------------------------------ barrier, join
+
+
+def barrier(process_set=None):
+    """Waits until every rank calls barrier."""
+    h = _core.enqueue(BARRIER, f"barrier.python.{next(_barriers)}", None, 0, 0, 0, [0])
+    h.wait()
+
+
+def join(device=-1):
+    """Declares this rank out of data: it joins other ranks' collectives with neutral input
+    until every rank has joined. Returns the rank that joined last."""
+    return _core.join()

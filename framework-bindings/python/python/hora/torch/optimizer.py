@@ -1,0 +1,220 @@
+"""DistributedOptimizer: averages gradients over ranks, overlapping communication with backward.
+
+Each parameter gets a post-accumulate-grad hook. When a gradient is final for this step (after
+``backward_passes_per_step`` backward passes), the hook starts its allreduce at once, so
+communication runs while backward continues with earlier layers. ``step()`` (or an explicit
+``synchronize()``) waits for the allreduces, writes the averaged gradients back, and then runs
+the wrapped optimizer's update.
+"""
+
+import contextlib
+import warnings
+
+import torch
+
+from hora.common.basics import size
+from hora.torch.compression import Compression
+from hora.torch.mpi_ops import Average, ReduceOp, _grouped, allreduce_async_, synchronize
+
+
+class _DistributedMixin:
+    """Put in front of the user's optimizer class (see DistributedOptimizer)."""
+
+    def __init__(self, params, named_parameters, compression, backward_passes_per_step, op,
+                 gradient_predivide_factor, groups, sparse_as_dense):
+        super().__init__(params)
+        self._compression = compression
+        self._op = ReduceOp(op)
+        if gradient_predivide_factor != 1.0 and self._op != Average:
+            raise ValueError("gradient_predivide_factor needs op=Average")
+        self._predivide = float(gradient_predivide_factor)
+        self._sparse_as_dense = sparse_as_dense
+        self.backward_passes_per_step = int(backward_passes_per_step)
+        if self.backward_passes_per_step < 1:
+            raise ValueError("backward_passes_per_step must be at least 1")
+
+        all_params = [p for group in self.param_groups for p in group["params"]]
+        if named_parameters is not None:
+            named = list(named_parameters)
+            if any(not isinstance(x, tuple) or len(x) != 2 for x in named):
+                raise ValueError("named_parameters must be a sequence of (name, parameter) pairs, "
+                                 "e.g. model.named_parameters()")
+            names = [n for n, _ in named]
+            dups = sorted({n for n in names if names.count(n) > 1})
+            if dups:
+                raise ValueError(f"parameter names must be unique; duplicated: {', '.join(dups)}")
+            known = {id(p) for _, p in named}
+            missing = [p for p in all_params if id(p) not in known]
+            if missing:
+                raise ValueError(f"named_parameters does not name {len(missing)} of the optimizer's "
+                                 "parameters; pass every parameter the optimizer updates")
+            self._names = {id(p): n for n, p in named}
+        else:
+            self._names = {id(p): f"noname.{i}" for i, p in enumerate(all_params)}
+
+        self._params = [p for p in all_params if p.requires_grad]
+        self._delay = {id(p): self.backward_passes_per_step for p in self._params}
+        self._pending = {}  # id(p) -> (handle or None, compressed tensor, ctx, p)
+        self._groups = self._make_groups(groups)
+        self._group_ready = [set() for _ in self._groups]
+        self._group_handles = {}  # group index -> (handle, [(p, compressed, ctx)])
+        self._synchronized = False
+        self._should_synchronize = True
+        self._hooks = []
+        if size() > 1:
+            for p in self._params:
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._hook))
+
+    # ------------------------------------------------------------------------------- set-up
+
+    def _make_groups(self, groups):
+        if groups is None:
+            self._group_of = {}
+            return []
+        if isinstance(groups, int):
+            if groups < 1:
+                raise ValueError("groups must be a positive int or a list of parameter lists")
+            n = len(self._params)
+            bounds = [round(i * n / groups) for i in range(groups + 1)]
+            lists = [self._params[bounds[i] : bounds[i + 1]] for i in range(groups)]
+        else:
+            lists = [list(g) for g in groups]
+        lists = [g for g in lists if g]
+        self._group_of = {}
+        for gi, g in enumerate(lists):
+            for p in g:
+                self._group_of[id(p)] = gi
+        return lists
+
+    def _scales(self):
+        if self._op == Average:
+            # The engine divides by size for Average; split that across pre/post-scaling.
+            return 1.0 / self._predivide, self._predivide
+        return 1.0, 1.0
+
+    # ------------------------------------------------------------------------------ hooks
+
+    def _hook(self, p):
+        key = id(p)
+        if self._delay[key] <= 0:
+            raise AssertionError(
+                "Gradients were computed more than backward_passes_per_step times before call to "
+                "step(). Increase backward_passes_per_step to accumulate gradients locally.")
+        self._delay[key] -= 1
+        if self._delay[key] == 0:
+            self._start(p)
+
+    def _compressed_grad(self, p):
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grad = p.grad
+        if grad.is_sparse:
+            grad = grad.to_dense()
+            if self._sparse_as_dense:
+                p.grad = grad
+        compressed, ctx = self._compression.compress(grad)
+        return compressed, ctx
+
+    def _start(self, p):
+        gi = self._group_of.get(id(p))
+        if gi is None:
+            compressed, ctx = self._compressed_grad(p)
+            pre, post = self._scales()
+            h = allreduce_async_(compressed, name=self._names[id(p)], op=self._op, prescale_factor=pre,
+                                 postscale_factor=post)
+            self._pending[id(p)] = (h, compressed, ctx, p)
+            return
+        ready = self._group_ready[gi]
+        ready.add(id(p))
+        if len(ready) == len(self._groups[gi]):
+            self._start_group(gi)
+
+    def _start_group(self, gi):
+        members = self._groups[gi]
+        items = []
+        for p in members:
+            compressed, ctx = self._compressed_grad(p)
+            items.append((p, compressed, ctx))
+        pre, post = self._scales()
+        h = _grouped([c for _, c, _ in items], f"group.{gi}", self._op, pre, post, in_place=True)
+        self._group_handles[gi] = (h, items)
+        self._group_ready[gi] = set()
+
+    # ---------------------------------------------------------------------- synchronization
+
+    def synchronize(self):
+        """Waits for every gradient's allreduce and writes the results into ``.grad``."""
+        if size() == 1:
+            self._synchronized = True
+            return
+        # Parameters whose hook did not fire this step (unused in the graph, or fewer backward
+        # passes than backward_passes_per_step) are reduced now, so every rank submits them.
+        for p in self._params:
+            key = id(p)
+            gi = self._group_of.get(key)
+            if gi is None:
+                if key not in self._pending:
+                    self._start(p)
+            elif gi not in self._group_handles:
+                self._start_group(gi)
+        for h, compressed, ctx, p in self._pending.values():
+            self._finish(synchronize(h), compressed, ctx, p)
+        for h, items in self._group_handles.values():
+            synchronize(h)
+            for p, compressed, ctx in items:
+                self._finish(compressed, compressed, ctx, p)
+        self._pending.clear()
+        self._group_handles.clear()
+        for p in self._params:
+            self._delay[id(p)] = self.backward_passes_per_step
+        self._synchronized = True
+
+    def _finish(self, output, compressed, ctx, p):
+        result = self._compression.decompress(output, ctx)
+        grad = p.grad
+        if grad.is_sparse:
+            p.grad = result.to_sparse() if result is not grad else result
+        elif result is not grad:
+            with torch.no_grad():
+                grad.copy_(result)
+
+    @contextlib.contextmanager
+    def skip_synchronize(self):
+        """Within this context ``step()`` does not synchronize (call ``synchronize()`` yourself)."""
+        self._should_synchronize = False
+        try:
+            yield
+        finally:
+            self._should_synchronize = True
+
+    def step(self, closure=None):
+        """Synchronizes the gradients (unless skipped), then runs the wrapped optimizer's step."""
+        if self._should_synchronize:
+            if self._synchronized:
+                warnings.warn("optimizer.step() called without optimizer.skip_synchronize() after "
+                              "optimizer.synchronize(); this synchronizes twice", stacklevel=2)
+            self.synchronize()
+        self._synchronized = False
+        return super().step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        """Like the wrapped optimizer's, but refuses while allreduces are in flight."""
+        if self._pending or self._group_handles:
+            raise AssertionError("optimizer.zero_grad() was called after loss.backward() but before "
+                                 "optimizer.step() or optimizer.synchronize()")
+        return super().zero_grad(set_to_none=set_to_none)
+
+
+def DistributedOptimizer(optimizer, named_parameters=None, compression=Compression.none,
+                         backward_passes_per_step=1, op=Average, gradient_predivide_factor=1.0,
+                         num_groups=0, groups=None, sparse_as_dense=False, process_set=None):
+    """Wraps ``optimizer`` so gradients are averaged over all ranks before each update.
+
+    The result is an instance of a subclass of the optimizer's class (isinstance still holds)
+    built over the same parameter groups; its state starts empty, as in Horovod.
+    """
+    if num_groups and groups is None:
+        groups = num_groups
+    cls = type(optimizer.__class__.__name__, (_DistributedMixin, optimizer.__class__), {})
+    return cls(optimizer.param_groups, named_parameters, compression, backward_passes_per_step, op,
+               gradient_predivide_factor, groups, sparse_as_dense)

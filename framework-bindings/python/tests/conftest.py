@@ -1,0 +1,25 @@
+"""Tests run under ``horovodrun -np N python -m pytest``: every rank runs the same tests in the
+same order, so each collective has its partners. Run alone, they skip."""
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+if "HOROVOD_RANK" not in os.environ:
+    pytest.skip("run under horovodrun (make test does)", allow_module_level=True)
+
+import hora.torch as hvd  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hora_session():
+    hvd.init()
+    yield
+    hvd.barrier()
+
+
+DTYPES = [torch.uint8, torch.int8, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
+          torch.float64]
+
