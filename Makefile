@@ -45,13 +45,16 @@ build-dev: deps
 	$(CARGO) build --workspace
 
 # A real multi-process job on localhost: two ranks, every size from 4 KiB to 64 MiB, results checked.
-# Then a small data-parallel training loop whose loss goes down, and the C example.
+# Then a small data-parallel training loop whose loss goes down, the C example, and a small CNN
+# trained with hora.torch (loss per epoch).
 demo: build
 	$(BIN)/horovodrun -np 2 $(BIN)/hora-bench allreduce -b 4K -e 64M -f 4 --check
 	$(BIN)/horovodrun -np 2 $(BIN)/allreduce_sgd
 	cc -O2 -I framework-bindings/c/include examples/c/allreduce.c -o $(BIN)/c_allreduce \
 	   -L $(BIN) -lhora_c -Wl,-rpath,$(abspath $(BIN))
 	$(BIN)/horovodrun -np 2 $(BIN)/c_allreduce
+	$(MAKE) --no-print-directory python
+	OMP_NUM_THREADS=1 $(BIN)/horovodrun -np 2 $(PY) examples/pytorch_mnist_like.py
 
 lint: deps
 	$(CARGO) fmt --all -- --check
