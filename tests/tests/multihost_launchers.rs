@@ -8,13 +8,22 @@ use std::time::{Duration, Instant};
 
 use hora_tests::hora_rank;
 
-/// A port free right now on loopback (the store's, picked by the "launcher").
+/// A port free right now on loopback (the store's, picked by the "launcher"). It comes from
+/// below the kernel's ephemeral range (32768+), so no outgoing connection of a concurrent test
+/// can take it between now and rank 0's bind; the store sits at this port, `MASTER_PORT` one
+/// below.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 21_000 + (std::process::id() % 400) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(2, Ordering::Relaxed) % 8_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port - 1)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// Starts `np` hora-rank processes, each with `env(rank)`, and checks they all pass.
