@@ -66,7 +66,12 @@ impl ShmGroup {
         let result = self.allreduce_steps(buf, elem, reduce, deadline, &mut step);
         if let Err(e) = &result {
             // Our step counters no longer match the peers': nothing later can succeed.
-            self.abort(&format!("a shared-memory allreduce failed: {e}"));
+            let culprit = match e {
+                TransportError::ConnectionLost { peer, .. } => *peer,
+                TransportError::Timeout { peer: Some(p), .. } => *p,
+                _ => me,
+            };
+            self.abort_because(&format!("a shared-memory allreduce failed: {e}"), culprit);
         }
         result
     }

@@ -415,27 +415,11 @@ impl ShmGroup {
         }
     }
 
-    /// Fails if this rank aborted, or a peer aborted or died.
+    /// Fails if this rank aborted, or a peer aborted or died. A failure is reported against
+    /// the rank that started it: a peer that hung up without flagging an abort died itself;
+    /// a peer that flagged one names the rank whose failure made it give up.
     fn check_health(&self, waiting_on: Rank) -> Result<(), TransportError> {
-        if self.aborted.load(Ordering::Acquire) {
-            return Err(TransportError::Aborted {
-                reason: self
-                    .abort_reason
-                    .lock()
-                    .clone()
-                    .unwrap_or_else(|| "aborted".into()),
-            });
-        }
-        // The peer we wait on first: its failure explains ours best.
-        let order = std::iter::once(waiting_on).chain((0..self.size).filter(|&p| p != waiting_on));
-        for p in order.filter(|&p| p != self.rank) {
-            if self.header(p).aborted.0.load(Ordering::Acquire) != 0 {
-                return Err(TransportError::ConnectionLost {
-                    peer: p,
-                    detail: "the peer aborted".into(),
-                });
-            }
-        }
+        self.check_not_aborted()?;
         let socks: Vec<(Rank, &UnixStream)> = self
             .socks
             .iter()
@@ -443,14 +427,31 @@ impl ShmGroup {
             .filter_map(|(p, s)| s.as_ref().map(|s| (p, s)))
             .collect();
         let refs: Vec<&UnixStream> = socks.iter().map(|(_, s)| *s).collect();
-        let dead = sys::hung_up(&refs).map_err(|e| io_err(format!("poll: {e}"), None))?;
-        let mut dead: Vec<Rank> = dead.into_iter().map(|i| socks[i].0).collect();
-        dead.sort_by_key(|&p| p != waiting_on);
-        if let Some(&p) = dead.first() {
+        let hung = sys::hung_up(&refs).map_err(|e| io_err(format!("poll: {e}"), None))?;
+        let mut hung: Vec<Rank> = hung.into_iter().map(|i| socks[i].0).collect();
+        hung.sort_by_key(|&p| p != waiting_on);
+        let flag = |p: Rank| self.header(p).aborted.0.load(Ordering::Acquire);
+        if let Some(&p) = hung.iter().find(|&&p| flag(p) == 0) {
             return Err(TransportError::ConnectionLost {
                 peer: p,
                 detail: "the peer process exited (its shared-memory socket hung up)".into(),
             });
+        }
+        let order = std::iter::once(waiting_on).chain((0..self.size).filter(|&p| p != waiting_on));
+        for p in order.filter(|&p| p != self.rank) {
+            let f = flag(p);
+            if f != 0 {
+                let culprit = (f - 1) as Rank;
+                let detail = if culprit == p || culprit >= self.size {
+                    "the peer aborted".to_string()
+                } else {
+                    format!("rank {p} gave up because of rank {culprit}")
+                };
+                return Err(TransportError::ConnectionLost {
+                    peer: if culprit < self.size { culprit } else { p },
+                    detail,
+                });
+            }
         }
         Ok(())
     }
@@ -545,6 +546,11 @@ impl ShmGroup {
     /// Fails every current and future collective of this rank and makes peers' waits on it
     /// fail at once.
     pub fn abort(&self, reason: &str) {
+        self.abort_because(reason, self.rank);
+    }
+
+    /// Aborts, telling peers that rank `culprit` started the failure.
+    pub(crate) fn abort_because(&self, reason: &str, culprit: Rank) {
         {
             let mut r = self.abort_reason.lock();
             if r.is_none() {
@@ -553,7 +559,12 @@ impl ShmGroup {
         }
         self.aborted.store(true, Ordering::Release);
         let h = self.header(self.rank);
-        h.aborted.0.store(1, Ordering::Release);
+        let _ = h.aborted.0.compare_exchange(
+            0,
+            culprit as u32 + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         // Wake everyone sleeping on any doorbell: peers waiting on us, and our own waiter.
         for p in 0..self.size {
             let h = self.header(p);
