@@ -36,7 +36,15 @@ pub(crate) struct SshOptions {
     pub(crate) identity: Option<PathBuf>,
     pub(crate) config: Option<PathBuf>,
     pub(crate) connect_timeout_secs: u64,
+    /// Where the shared connections' sockets live (a private directory), if multiplexing.
+    pub(crate) control_dir: Option<PathBuf>,
+    /// Hosts whose ranks share one ssh connection (set up by the reachability probe).
+    pub(crate) mux_hosts: Vec<String>,
 }
+
+/// Hosts with more ranks than this get one ssh connection per rank: sshd's default
+/// MaxSessions (10) caps the sessions of one shared connection.
+pub(crate) const MAX_MUX_RANKS: u32 = 8;
 
 impl SshOptions {
     /// `ssh` with our options for `host`: never prompts, notices a dead link, no terminal.
@@ -61,8 +69,42 @@ impl SshOptions {
         if let Some(i) = &self.identity {
             c.arg("-i").arg(i);
         }
+        if let Some(dir) = self.control_dir.as_ref().filter(|_| self.mux(host)) {
+            // The probe's connection becomes the master; ranks' sessions reuse it, saving a
+            // key exchange each. It lingers at most 30 s once its last session has gone.
+            c.arg("-o")
+                .arg(format!("ControlPath={}/%C", dir.display()))
+                .args(["-o", "ControlMaster=auto", "-o", "ControlPersist=30"]);
+        }
         c.arg("--").arg(host);
         c
+    }
+
+    fn mux(&self, host: &str) -> bool {
+        self.mux_hosts.iter().any(|h| h == host)
+    }
+
+    /// Closes the shared connections (`ssh -O exit`) and removes their directory.
+    pub(crate) fn close(&self) {
+        let Some(dir) = &self.control_dir else {
+            return;
+        };
+        for h in &self.mux_hosts {
+            let c = self.command(h);
+            // `-O exit` goes before the destination.
+            let args: Vec<OsString> = c.get_args().map(OsStr::to_os_string).collect();
+            let mut exit = Command::new("ssh");
+            let dest = args.len().saturating_sub(2);
+            exit.args(&args[..dest])
+                .args(["-O", "exit"])
+                .args(&args[dest..]);
+            let _ = exit
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -90,18 +132,25 @@ pub(crate) fn unreachable(
     let deadline = Instant::now() + timeout;
     let mut probes = Vec::new();
     let mut bad = Vec::new();
-    for h in hosts {
+    for (i, h) in hosts.iter().enumerate() {
         let mut c = opts.command(h);
-        c.arg("true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        c.arg("true").stdin(Stdio::null()).stdout(Stdio::null());
+        // A master connection left in the background keeps the probe's stderr open, so with
+        // multiplexing ssh's words go to a file rather than a pipe we would wait on.
+        let log = opts
+            .control_dir
+            .as_ref()
+            .map(|d| d.join(format!("probe.{i}.log")));
+        match log.as_ref().map(std::fs::File::create) {
+            Some(Ok(f)) => c.stderr(f),
+            _ => c.stderr(Stdio::piped()),
+        };
         match c.spawn() {
-            Ok(child) => probes.push((h.clone(), child)),
+            Ok(child) => probes.push((h.clone(), child, log)),
             Err(e) => bad.push((h.clone(), format!("cannot run ssh: {e}"))),
         }
     }
-    for (host, mut child) in probes {
+    for (host, mut child, log) in probes {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(s)) => break Some(s),
@@ -116,6 +165,8 @@ pub(crate) fn unreachable(
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
+        } else if let Some(l) = &log {
+            err = std::fs::read_to_string(l).unwrap_or_default();
         }
         let last = err
             .lines()

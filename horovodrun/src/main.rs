@@ -101,12 +101,24 @@ fn main() -> ExitCode {
         Err(e) => return usage(&e),
     };
 
-    let ssh = launch_ssh::SshOptions {
+    let mut ssh = launch_ssh::SshOptions {
         port: args.ssh_port,
         identity: args.ssh_identity_file.clone(),
         config: args.ssh_config_file.clone(),
         connect_timeout_secs: args.start_timeout,
+        control_dir: None,
+        mux_hosts: Vec::new(),
     };
+    if !remote_hosts.is_empty() {
+        ssh.control_dir = control_dir();
+        ssh.mux_hosts = remote_hosts
+            .iter()
+            .filter(|h| {
+                slots.iter().filter(|s| &s.host == *h).count() as u32 <= launch_ssh::MAX_MUX_RANKS
+            })
+            .cloned()
+            .collect();
+    }
     let listen_ip = match listen_ip(&args, &remote_hosts, &ssh) {
         Ok(ip) => ip,
         Err(e) => {
@@ -127,6 +139,7 @@ fn main() -> ExitCode {
             for (h, why) in &bad {
                 eprintln!("horovodrun:   {h}: {why}");
             }
+            ssh.close();
             return ExitCode::from(1);
         }
         tracing::info!(hosts = ?remote_hosts, "every host answered ssh");
@@ -140,13 +153,28 @@ fn main() -> ExitCode {
         slots,
         listen_ip,
         nic: args.network_interface.clone(),
-        ssh,
+        ssh: ssh.clone(),
         extra_env: extra_env(&args),
         output_dir: args.output_filename.clone(),
     };
     tracing::info!(np = plan.np, command = ?plan.command, %listen_ip, "launching ranks");
     let code = launch_local::run(&plan, &secret);
+    ssh.close();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// A private directory for ssh's shared-connection sockets (None: no multiplexing, e.g. when
+/// the path would be too long for a unix socket).
+fn control_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("horovodrun-ssh-{}", std::process::id()));
+    // %C expands to 40 hex digits; sun_path holds 108 bytes.
+    if dir.as_os_str().len() > 60 {
+        return None;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).ok()?;
+    Some(dir)
 }
 
 /// Where the store and this machine's ranks listen: the chosen interface's address, else

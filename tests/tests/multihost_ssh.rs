@@ -597,6 +597,30 @@ fn ctrl_c_stops_every_remote_rank() {
 }
 
 #[test]
+fn killed_launcher_leaves_nothing_on_the_hosts() {
+    let _g = serial();
+    let c = cluster_or_skip!(2);
+    let start = Instant::now();
+    let child = c.launch(
+        4,
+        &c.hosts_arg(&[2, 2]),
+        &[hora_rank().to_str().unwrap(), "loop", "100000"],
+    );
+    let pid = child.id();
+    let mut sent = false;
+    let r = finish(child, start, Duration::from_secs(60), |line| {
+        if !sent && line.contains("step 10") {
+            sh(&format!("kill -KILL {pid}")).unwrap();
+            sent = true;
+        }
+    });
+    assert!(sent, "the job never got going: {}", r.stderr);
+    assert_eq!(r.status.code(), None, "the launcher was not killed");
+    // Its ssh clients die with it; each wrapper sees its channel close and stops its rank.
+    c.assert_no_orphans(Duration::from_secs(10));
+}
+
+#[test]
 fn unreachable_host_is_named_before_any_rank_starts() {
     let _g = serial();
     let c = cluster_or_skip!(2);

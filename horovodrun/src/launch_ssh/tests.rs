@@ -40,6 +40,8 @@ fn ssh_never_prompts_and_notices_dead_links() {
         identity: Some("/k".into()),
         config: None,
         connect_timeout_secs: 7,
+        control_dir: Some("/run/x".into()),
+        mux_hosts: vec!["node1".into()],
     };
     let c = o.command("node1");
     let args: Vec<String> = c
@@ -54,7 +56,15 @@ fn ssh_never_prompts_and_notices_dead_links() {
         "-p 2222",
         "-i /k",
         "-- node1",
+        "ControlPath=/run/x/%C",
     ] {
         assert!(joined.contains(want), "{joined}");
     }
+    // A host with many ranks gets its own connections.
+    let other: Vec<String> = o
+        .command("node2")
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert!(!other.join(" ").contains("ControlPath"), "{other:?}");
 }
