@@ -597,6 +597,79 @@ fn ctrl_c_stops_every_remote_rank() {
 }
 
 #[test]
+fn network_interface_is_used_on_every_host() {
+    // The launcher runs on the first host itself, as on a real cluster, so the interface name
+    // (eth0) is the same everywhere.
+    let _g = serial();
+    let c = cluster_or_skip!(2);
+    let start = Instant::now();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &c.hosts[0].ns])
+        .arg(horovodrun())
+        .args([
+            "-np",
+            "4",
+            "-H",
+            &c.hosts_arg(&[2, 2]),
+            "--network-interface",
+            "eth0",
+        ])
+        .arg("--ssh-config-file")
+        .arg(c.dir.join("ssh_config"))
+        .arg("-i")
+        .arg(c.dir.join("id"))
+        .args(["sh", "-c", "echo $HOROVOD_HOSTNAME $HORA_STORE_ADDR"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r = finish(child, start, Duration::from_secs(60), |_| {});
+    assert!(r.status.success(), "{}", r.stderr);
+    for (rank, host) in [(0, 0), (1, 0), (2, 1), (3, 1)] {
+        let want = format!("[{rank}]<stdout>:{} {}:", c.hosts[host].ip, c.hosts[0].ip);
+        assert!(r.stdout.contains(&want), "{want}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn torchrun_style_ranks_across_hosts_find_rank_0s_store() {
+    // No horovodrun: ranks started in each namespace with torchrun's variables only.
+    let _g = serial();
+    let c = cluster_or_skip!(2);
+    let mut children = Vec::new();
+    for rank in 0..4usize {
+        let host = rank / 2;
+        children.push(
+            Command::new("ip")
+                .args(["netns", "exec", &c.hosts[host].ns, "env"])
+                .arg(format!("RANK={rank}"))
+                .args(["WORLD_SIZE=4", "LOCAL_WORLD_SIZE=2"])
+                .arg(format!("LOCAL_RANK={}", rank % 2))
+                .arg(format!("GROUP_RANK={host}"))
+                .arg(format!("MASTER_ADDR={}", c.hosts[0].ip))
+                .args(["MASTER_PORT=29500", "TORCHELASTIC_RUN_ID=netns"])
+                .arg(hora_rank())
+                .arg("collectives")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for (rank, ch) in children.into_iter().enumerate() {
+        let out = ch.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("rank {rank}: collectives OK")),
+            "rank {rank}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn killed_launcher_leaves_nothing_on_the_hosts() {
     let _g = serial();
     let c = cluster_or_skip!(2);
