@@ -134,3 +134,30 @@ def test_sync_batch_norm_matches_full_batch():
     assert torch.allclose(mine.grad, ref_in.grad[r * 3 : (r + 1) * 3], atol=1e-6)
     sbn.eval()
     assert torch.allclose(sbn(mine.detach()), bn.eval()(mine.detach()), atol=1e-8)
+
+
+@pytest.mark.parametrize("sparse_as_dense", [False, True])
+def test_sparse_gradients(sparse_as_dense):
+    r, n = hvd.rank(), hvd.size()
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(6, 2, sparse=True).double()
+    opt = hvd.DistributedOptimizer(torch.optim.SGD(emb.parameters(), lr=1.0),
+                                   named_parameters=emb.named_parameters(), sparse_as_dense=sparse_as_dense)
+    before = emb.weight.detach().clone()
+    emb(torch.tensor([r, r + 1])).sum().backward()
+    opt.step()
+    expected = before.clone()
+    for k in range(n):
+        expected[k] -= 1.0 / n
+        expected[k + 1] -= 1.0 / n
+    assert torch.allclose(emb.weight.detach(), expected)
+    assert emb.weight.grad.is_sparse != sparse_as_dense
+
+
+def test_op_sum_and_step_without_hooks_firing():
+    r, n = hvd.rank(), hvd.size()
+    w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = hvd.DistributedOptimizer(torch.optim.SGD([w], lr=1.0), named_parameters=[("w", w)], op=hvd.Sum)
+    (w * (r + 1)).sum().backward()
+    opt.step()
+    assert torch.allclose(w.detach(), torch.full((3,), -float(n * (n + 1) / 2), dtype=torch.float64))
