@@ -175,18 +175,15 @@ pub(crate) fn assign(hosts: &[HostSlots], np: u32) -> Result<Vec<Slot>, HostsErr
         }
     }
     let mut out = Vec::with_capacity(np as usize);
-    for (host, n) in &per_host {
+    for (me, (host, n)) in per_host.iter().enumerate() {
         for local_rank in 0..*n {
+            // Hosts that have a rank with this local rank, in host order.
             let with_this_local: Vec<usize> = per_host
                 .iter()
                 .enumerate()
                 .filter(|(_, (_, m))| *m > local_rank)
                 .map(|(i, _)| i)
                 .collect();
-            let me = per_host
-                .iter()
-                .position(|(h, _)| std::ptr::eq(h, host))
-                .unwrap_or(0);
             let cross_rank = with_this_local.iter().position(|&i| i == me).unwrap_or(0);
             out.push(Slot {
                 host: host.clone(),
