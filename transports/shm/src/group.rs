@@ -67,6 +67,8 @@ pub struct ShmConfig {
     pub depth: usize,
     /// Busy-poll this long before yielding and sleeping (ignored when oversubscribed).
     pub spin: Duration,
+    /// Bytes of each point-to-point ring (one per ordered pair; 0 = collectives only).
+    pub ring_bytes: usize,
 }
 
 impl ShmConfig {
@@ -80,6 +82,7 @@ impl ShmConfig {
             slice_bytes: 128 << 10,
             depth: 4,
             spin: Duration::from_micros(50),
+            ring_bytes: 0,
         }
     }
 }
@@ -88,7 +91,7 @@ impl ShmConfig {
 /// down writers of another.
 #[repr(C, align(64))]
 #[derive(Debug)]
-struct Line<T>(T);
+pub(crate) struct Line<T>(pub(crate) T);
 
 /// The header at the start of every segment. Only atomics: any bit pattern (including the
 /// zeroes of a fresh memfd) is a valid value, and other processes update it concurrently.
@@ -97,7 +100,7 @@ struct Line<T>(T);
 pub(crate) struct Header {
     magic: Line<AtomicU64>,
     /// (size, slice_bytes, depth) packed as written by the owner, checked by peers.
-    shape: Line<[AtomicU64; 3]>,
+    shape: Line<[AtomicU64; 4]>,
     /// Steps whose inputs this rank has placed in its slots.
     posted: Line<AtomicU64>,
     /// Steps whose own part this rank has reduced into its slot.
@@ -110,6 +113,20 @@ pub(crate) struct Header {
     sleepers: Line<AtomicU32>,
     /// Set once the owner aborted.
     aborted: Line<AtomicU32>,
+    /// Rung by any rank that gives this rank point-to-point work (data or ring space).
+    pub(crate) inbox: Line<AtomicU32>,
+    /// Threads sleeping on `inbox`.
+    pub(crate) inbox_sleepers: Line<AtomicU32>,
+}
+
+/// Point-to-point counters of one rank about one peer `p`, after the slots.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PairLines {
+    /// Bytes this rank has written into its ring for `p` (monotonic).
+    pub(crate) sent: Line<AtomicU64>,
+    /// Bytes this rank has read from `p`'s ring for it (monotonic).
+    pub(crate) consumed: Line<AtomicU64>,
 }
 
 const MAGIC: u64 = 0x686f_7261_7368_6d31; // "horashm1"
@@ -141,6 +158,7 @@ pub struct ShmGroup {
     size: usize,
     slice: usize,
     depth: usize,
+    ring: usize,
     spin: Duration,
     oversubscribed: bool,
     /// `maps[p]` is rank p's segment as mapped here (ours included).
@@ -175,7 +193,11 @@ impl ShmGroup {
         }
         let slice = cfg.slice_bytes.max(64).div_ceil(64) * 64;
         let depth = cfg.depth.max(1);
-        let seg_len = HEADER_BYTES + depth * size * slice;
+        let ring = cfg.ring_bytes.div_ceil(64) * 64;
+        let seg_len = HEADER_BYTES
+            + depth * size * slice
+            + size * std::mem::size_of::<PairLines>()
+            + size * ring;
         let deadline = hora_transport::deadline_after(cfg.connect_timeout);
 
         let fd = sys::memfd(&format!("hora-shm-{rank}"), seg_len)
@@ -189,6 +211,7 @@ impl ShmGroup {
             h.shape.0[0].store(size as u64, Ordering::Relaxed);
             h.shape.0[1].store(slice as u64, Ordering::Relaxed);
             h.shape.0[2].store(depth as u64, Ordering::Relaxed);
+            h.shape.0[3].store(ring as u64, Ordering::Relaxed);
             h.magic.0.store(MAGIC, Ordering::Release);
         }
 
@@ -327,13 +350,13 @@ impl ShmGroup {
                 .map_err(|e| io_err(format!("cannot map rank {p}'s segment: {e}"), Some(p)))?;
             // SAFETY: as for our own header: mapped, aligned, atomics only.
             let h = unsafe { &*m.ptr().cast::<Header>() };
-            let shape = [0, 1, 2].map(|i| h.shape.0[i].load(Ordering::Relaxed) as usize);
-            if h.magic.0.load(Ordering::Acquire) != MAGIC || shape != [size, slice, depth] {
+            let shape = [0, 1, 2, 3].map(|i| h.shape.0[i].load(Ordering::Relaxed) as usize);
+            if h.magic.0.load(Ordering::Acquire) != MAGIC || shape != [size, slice, depth, ring] {
                 return Err(io_err(
                     format!(
-                        "rank {p}'s segment has shape (size, slice, depth) = {shape:?}, ours is {:?}: \
+                        "rank {p}'s segment has shape (size, slice, depth, ring) = {shape:?}, ours is {:?}: \
                          every rank must use the same shared-memory settings",
-                        [size, slice, depth]
+                        [size, slice, depth, ring]
                     ),
                     Some(p),
                 ));
@@ -355,6 +378,7 @@ impl ShmGroup {
             size,
             slice,
             depth,
+            ring,
             spin: cfg.spin,
             oversubscribed: size > cores,
             maps,
@@ -405,6 +429,57 @@ impl ShmGroup {
         unsafe { self.maps[p].ptr().add(off) }
     }
 
+    /// Bytes of each point-to-point ring.
+    pub(crate) fn ring_bytes(&self) -> usize {
+        self.ring
+    }
+
+    /// Rank `p`'s point-to-point counters about peer `q`.
+    pub(crate) fn pair(&self, p: Rank, q: Rank) -> &PairLines {
+        let off = HEADER_BYTES
+            + self.depth * self.size * self.slice
+            + q * std::mem::size_of::<PairLines>();
+        // SAFETY: the segment holds `size` PairLines after the slots, 64-aligned (every part
+        // before them is a multiple of 64 bytes); they hold only atomics.
+        unsafe { &*self.maps[p].ptr().add(off).cast::<PairLines>() }
+    }
+
+    /// The first byte of rank `p`'s ring for peer `q` (`ring_bytes` long).
+    pub(crate) fn ring(&self, p: Rank, q: Rank) -> *mut u8 {
+        let off = HEADER_BYTES
+            + self.depth * self.size * self.slice
+            + self.size * std::mem::size_of::<PairLines>()
+            + q * self.ring;
+        debug_assert!(off + self.ring <= self.maps[p].len());
+        // SAFETY: within the mapping by the segment layout computed in `connect`.
+        unsafe { self.maps[p].ptr().add(off) }
+    }
+
+    /// Rings rank `p`'s inbox bell (waking it if it sleeps on it).
+    pub(crate) fn ring_inbox(&self, p: Rank) {
+        let h = self.header(p);
+        h.inbox.0.fetch_add(1, Ordering::SeqCst);
+        if h.inbox_sleepers.0.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake_all(&h.inbox.0);
+        }
+    }
+
+    /// Sleeps on our own inbox bell unless `ready()` already holds, at most `timeout`.
+    pub(crate) fn sleep_on_inbox(&self, ready: &dyn Fn() -> bool, timeout: Duration) {
+        let h = self.header(self.rank);
+        h.inbox_sleepers.0.fetch_add(1, Ordering::SeqCst);
+        let bell = h.inbox.0.load(Ordering::SeqCst);
+        if !ready() {
+            sys::futex_wait(&h.inbox.0, bell, timeout);
+        }
+        h.inbox_sleepers.0.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The inbox bell's current value (changes whenever someone rings it).
+    pub(crate) fn inbox_value(&self) -> u32 {
+        self.header(self.rank).inbox.0.load(Ordering::SeqCst)
+    }
+
     /// Publishes a new value of one of our counters and wakes peers sleeping on us.
     pub(crate) fn publish(&self, c: Counter, value: u64) {
         let h = self.header(self.rank);
@@ -418,7 +493,7 @@ impl ShmGroup {
     /// Fails if this rank aborted, or a peer aborted or died. A failure is reported against
     /// the rank that started it: a peer that hung up without flagging an abort died itself;
     /// a peer that flagged one names the rank whose failure made it give up.
-    fn check_health(&self, waiting_on: Rank) -> Result<(), TransportError> {
+    pub(crate) fn check_health(&self, waiting_on: Rank) -> Result<(), TransportError> {
         self.check_not_aborted()?;
         let socks: Vec<(Rank, &UnixStream)> = self
             .socks
@@ -438,7 +513,7 @@ impl ShmGroup {
             });
         }
         let order = std::iter::once(waiting_on).chain((0..self.size).filter(|&p| p != waiting_on));
-        for p in order.filter(|&p| p != self.rank) {
+        for p in order.filter(|&p| p != self.rank && p < self.size) {
             let f = flag(p);
             if f != 0 {
                 let culprit = (f - 1) as Rank;
@@ -570,6 +645,8 @@ impl ShmGroup {
             let h = self.header(p);
             h.doorbell.0.fetch_add(1, Ordering::SeqCst);
             sys::futex_wake_all(&h.doorbell.0);
+            h.inbox.0.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_all(&h.inbox.0);
         }
         for s in self.socks.iter().flatten() {
             let _ = s.shutdown(std::net::Shutdown::Both);

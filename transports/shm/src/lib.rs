@@ -12,19 +12,24 @@
 //! step straight from its peers' segments (see `allreduce.rs`). Waits spin briefly, then
 //! yield, then sleep on a futex, so jobs with more ranks than cores still run well.
 //!
+//! [`ShmTransport`] implements [`hora_transport::Transport`] (tagged point-to-point messages)
+//! over one byte ring per ordered pair in the same segments, and passes the shared
+//! conformance table.
+//!
 //! What this crate does *not* do: know dtypes or reduction operators (the caller passes the
-//! combining function), choose when to be used (`hora`'s `transport_select` does), talk to
-//! other hosts, or carry tagged point-to-point messages (the engine's control traffic stays
-//! on its [`hora_transport::Transport`]).
+//! combining function), choose when to be used (`hora`'s `transport_select` does), or talk to
+//! other hosts.
 
 mod allreduce;
 mod group;
 mod sys;
+mod transport;
 
 #[cfg(test)]
 mod tests;
 
 pub use group::{ShmConfig, ShmGroup};
+pub use transport::ShmTransport;
 
 /// A job name for tests and tools: unique per call within this host.
 pub fn unique_job_name(prefix: &str) -> String {
