@@ -19,10 +19,10 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 	@command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq build-essential; }
 	@command -v pkill >/dev/null || { apt-get update -qq && apt-get install -y -qq procps; }
-	@# Multi-host tests: namespaces (ip, tc, ss) and one sshd per namespace "host".
-	@{ [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ip >/dev/null && command -v ss >/dev/null; } || \
-	  { [ "$$(id -u)" != 0 ] && echo "note: multi-host tests need root and openssh-server iproute2; they will skip" >&2; } || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client iproute2; }
+	@# Multi-host tests: namespaces (ip, tc, ss), nft (lossy links) and one sshd per namespace "host".
+	@{ [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ip >/dev/null && command -v ss >/dev/null && command -v nft >/dev/null; } || \
+	  { [ "$$(id -u)" != 0 ] && echo "note: multi-host tests need root and openssh-server iproute2 nftables; they will skip" >&2; } || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client iproute2 nftables; }
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	@$(PY) -c "import torch, numpy, pytest, pytest_timeout" 2>/dev/null || { \
