@@ -137,7 +137,7 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
     let collectives = if config.tuning.shm && topo.size > 1 && topo.local_size == topo.size {
         let group = shm_group(config, &*store, &prefix)?;
         Some(Box::new(ShmCollectives::with_transport(
-            group,
+            Arc::new(group),
             transport.clone(),
             config.tuning.segment_bytes,
         )) as Box<dyn Collectives>)

@@ -20,20 +20,20 @@ use crate::types::{DataType, ReduceOp};
 /// Shared-memory allreduce plus ring collectives for the rest.
 #[derive(Debug)]
 pub struct ShmCollectives {
-    group: ShmGroup,
+    group: Arc<ShmGroup>,
     ring: Ring<dyn Transport>,
 }
 
 impl ShmCollectives {
     /// Combines a connected group with the ring used for the other collectives; both must
     /// span the same ranks.
-    pub fn new(group: ShmGroup, ring: Ring<dyn Transport>) -> Self {
+    pub fn new(group: Arc<ShmGroup>, ring: Ring<dyn Transport>) -> Self {
         Self { group, ring }
     }
 
     /// Builds the ring over `transport` with `segment_bytes` segments.
     pub fn with_transport(
-        group: ShmGroup,
+        group: Arc<ShmGroup>,
         transport: Arc<dyn Transport>,
         segment_bytes: usize,
     ) -> Self {

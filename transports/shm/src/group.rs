@@ -409,6 +409,11 @@ impl ShmGroup {
         self.depth
     }
 
+    /// How long waits busy-poll before sleeping.
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
     /// Whether ranks outnumber cores (waits then yield at once instead of spinning).
     pub fn oversubscribed(&self) -> bool {
         self.oversubscribed

@@ -336,7 +336,7 @@ impl ShmTransport {
         if self.group.oversubscribed() {
             Duration::ZERO
         } else {
-            Duration::from_micros(50)
+            self.group.spin()
         }
     }
 }
@@ -383,7 +383,9 @@ impl Transport for ShmTransport {
                 });
             }
             if now.duration_since(start) < self.spin_limit() {
-                std::hint::spin_loop();
+                while self.group.inbox_value() == bell && start.elapsed() < self.spin_limit() {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             if let Err(e) = self.check(pending) {
@@ -439,8 +441,18 @@ impl Transport for ShmTransport {
             if self.woken.swap(false, Ordering::AcqRel) {
                 return Ok(None);
             }
-            self.check(from)?;
             let now = Instant::now();
+            if now.duration_since(start) < self.spin_limit() && now < deadline {
+                // Spin until the bell changes: a message or a wake-up is usually close.
+                while self.group.inbox_value() == bell
+                    && !self.woken.load(Ordering::Acquire)
+                    && start.elapsed() < self.spin_limit()
+                {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            self.check(from)?;
             if now >= deadline {
                 return Err(TransportError::Timeout {
                     peer: from,
