@@ -1,11 +1,10 @@
-//! Collectives for ranks that all share one host: allreduce through shared memory
-//! (`hora_shm`), everything else through the ring over the job's transport.
+//! Collectives for ranks that all share one host: allreduce, allgather, broadcast and barrier
+//! through shared memory (`hora_shm`); alltoall and reducescatter through the ring over the
+//! job's transport.
 //!
 //! How it works. [`hora_shm::ShmGroup::allreduce`] knows nothing of dtypes; it is handed a
-//! combining function built from this crate's reduction kernels. The other collectives move
-//! every byte once per rank anyway (allgather, broadcast, alltoall) or are rare
-//! (reducescatter, barrier), so they keep the ring until they get shared-memory versions of
-//! their own.
+//! combining function built from this crate's reduction kernels. Alltoall and reducescatter
+//! keep the ring until they get shared-memory versions of their own.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +16,7 @@ use super::{Collectives, Ring, invalid};
 use crate::reduce;
 use crate::types::{DataType, ReduceOp};
 
-/// Shared-memory allreduce plus ring collectives for the rest.
+/// Shared-memory collectives, with the ring for alltoall and reducescatter.
 #[derive(Debug)]
 pub struct ShmCollectives {
     group: Arc<ShmGroup>,
@@ -82,21 +81,21 @@ impl Collectives for ShmCollectives {
         input: &[u8],
         output: &mut [u8],
         bytes_per_rank: &[usize],
-        seq: u64,
+        _seq: u64,
         deadline: Instant,
     ) -> Result<(), TransportError> {
-        self.ring
-            .allgatherv(input, output, bytes_per_rank, seq, deadline)
+        self.group
+            .allgatherv(input, output, bytes_per_rank, deadline)
     }
 
     fn broadcast(
         &self,
         buf: &mut [u8],
         root: usize,
-        seq: u64,
+        _seq: u64,
         deadline: Instant,
     ) -> Result<(), TransportError> {
-        self.ring.broadcast(buf, root, seq, deadline)
+        self.group.broadcast(buf, root, deadline)
     }
 
     fn alltoallv(
@@ -126,7 +125,7 @@ impl Collectives for ShmCollectives {
             .reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
     }
 
-    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError> {
-        self.ring.barrier(seq, deadline)
+    fn barrier(&self, _seq: u64, deadline: Instant) -> Result<(), TransportError> {
+        self.group.barrier(deadline)
     }
 }

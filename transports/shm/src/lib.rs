@@ -12,6 +12,9 @@
 //! step straight from its peers' segments (see `allreduce.rs`). Waits spin briefly, then
 //! yield, then sleep on a futex, so jobs with more ranks than cores still run well.
 //!
+//! [`ShmGroup::broadcast`], [`ShmGroup::allgatherv`] and [`ShmGroup::barrier`] use the same
+//! pipeline with one copy in and one copy out per byte.
+//!
 //! [`ShmTransport`] implements [`hora_transport::Transport`] (tagged point-to-point messages)
 //! over one byte ring per ordered pair in the same segments, and passes the shared
 //! conformance table.
@@ -21,6 +24,7 @@
 //! other hosts.
 
 mod allreduce;
+mod gather;
 mod group;
 mod sys;
 mod transport;

@@ -220,3 +220,64 @@ fn mismatched_settings_are_refused() {
         assert!(e.contains("same shared-memory settings"), "{e}");
     }
 }
+
+#[test]
+fn broadcast_allgather_barrier_and_allreduce_interleave() {
+    for n in 1..=4 {
+        let groups = job(n, 256, 2);
+        std::thread::scope(|s| {
+            for g in &groups {
+                s.spawn(move || {
+                    let me = g.rank();
+                    let dl = || deadline_after(Duration::from_secs(30));
+                    for (call, &len) in [0usize, 1, 255, 1024, 5000, 70_001].iter().enumerate() {
+                        // Broadcast from a rotating root.
+                        let root = call % n;
+                        let want: Vec<u8> = (0..len).map(|i| (i * 7 + root) as u8).collect();
+                        let mut buf = if me == root {
+                            want.clone()
+                        } else {
+                            vec![0xEE; len]
+                        };
+                        g.broadcast(&mut buf, root, dl()).unwrap();
+                        assert_eq!(buf, want, "broadcast n={n} len={len}");
+                        // Ragged allgather: rank r gives len/(r+1) bytes.
+                        let per: Vec<usize> = (0..n).map(|r| len / (r + 1)).collect();
+                        let mine: Vec<u8> = (0..per[me]).map(|i| (i + 31 * me) as u8).collect();
+                        let mut out = vec![0u8; per.iter().sum()];
+                        g.allgatherv(&mine, &mut out, &per, dl()).unwrap();
+                        let want: Vec<u8> = (0..n)
+                            .flat_map(|r| (0..per[r]).map(move |i| (i + 31 * r) as u8))
+                            .collect();
+                        assert_eq!(out, want, "allgather n={n} len={len}");
+                        g.barrier(dl()).unwrap();
+                        let elems = len / 4;
+                        let mut buf = input(me, call, elems);
+                        g.allreduce(&mut buf, 4, &mut sum_u32, dl()).unwrap();
+                        assert_eq!(buf, expected(n, call, elems));
+                    }
+                });
+            }
+        });
+    }
+}
+
+#[test]
+fn barrier_waits_for_the_last_rank() {
+    let groups = job(3, 4096, 2);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for g in &groups {
+            s.spawn(move || {
+                if g.rank() == 2 {
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+                g.barrier(deadline_after(Duration::from_secs(30))).unwrap();
+                assert!(
+                    start.elapsed() >= Duration::from_millis(140),
+                    "left the barrier early"
+                );
+            });
+        }
+    });
+}
