@@ -1,10 +1,9 @@
-//! Collectives for ranks that all share one host: allreduce, allgather, broadcast and barrier
-//! through shared memory (`hora_shm`); alltoall and reducescatter through the ring over the
-//! job's transport.
+//! Collectives for ranks that all share one host: everything but alltoall through shared
+//! memory (`hora_shm`); alltoall through the ring's pairwise exchange over the job's transport.
 //!
-//! How it works. [`hora_shm::ShmGroup::allreduce`] knows nothing of dtypes; it is handed a
-//! combining function built from this crate's reduction kernels. Alltoall and reducescatter
-//! keep the ring until they get shared-memory versions of their own.
+//! How it works. [`hora_shm::ShmGroup`] knows nothing of dtypes; its reducing collectives are
+//! handed a combining function built from this crate's reduction kernels. Alltoall keeps the
+//! pairwise exchange until it gets a shared-memory version of its own.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +15,7 @@ use super::{Collectives, Ring, invalid};
 use crate::reduce;
 use crate::types::{DataType, ReduceOp};
 
-/// Shared-memory collectives, with the ring for alltoall and reducescatter.
+/// Shared-memory collectives, with the ring's pairwise exchange for alltoall.
 #[derive(Debug)]
 pub struct ShmCollectives {
     group: Arc<ShmGroup>,
@@ -118,11 +117,27 @@ impl Collectives for ShmCollectives {
         bytes_per_rank: &[usize],
         dtype: DataType,
         op: ReduceOp,
-        seq: u64,
+        _seq: u64,
         deadline: Instant,
     ) -> Result<(), TransportError> {
-        self.ring
-            .reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
+        let mut failed = None;
+        let mut combine = |dst: &mut [u8], src: &[u8]| {
+            if let Err(e) = reduce::reduce_into(dst, src, dtype, op) {
+                failed.get_or_insert(e);
+            }
+        };
+        self.group.reducescatter(
+            input,
+            output,
+            bytes_per_rank,
+            dtype.size(),
+            &mut combine,
+            deadline,
+        )?;
+        match failed {
+            Some(e) => Err(invalid(self.rank(), e)),
+            None => Ok(()),
+        }
     }
 
     fn barrier(&self, _seq: u64, deadline: Instant) -> Result<(), TransportError> {

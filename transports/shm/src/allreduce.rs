@@ -147,3 +147,116 @@ impl ShmGroup {
         Ok(())
     }
 }
+
+impl ShmGroup {
+    /// Reduces `input` (same length on every rank) and leaves this rank's block in `output`:
+    /// block r is `bytes_per_rank[r]` bytes, blocks are consecutive in rank order. In each
+    /// step every rank posts its piece of every other rank's block, then reduces its own
+    /// piece straight from the peers' segments into `output`.
+    pub fn reducescatter(
+        &self,
+        input: &[u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        elem: usize,
+        reduce: &mut dyn FnMut(&mut [u8], &[u8]),
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.check_not_aborted()?;
+        let (me, n) = (self.rank(), self.size());
+        let total: usize = bytes_per_rank.iter().sum();
+        if elem == 0
+            || elem > self.slice_bytes()
+            || bytes_per_rank.len() != n
+            || total != input.len()
+            || output.len() != bytes_per_rank[me]
+            || bytes_per_rank.iter().any(|b| !b.is_multiple_of(elem))
+        {
+            return Err(TransportError::Protocol {
+                peer: me,
+                detail: format!(
+                    "invalid reducescatter arguments: input {} bytes, output {}, blocks \
+                     {bytes_per_rank:?}, {elem}-byte elements",
+                    input.len(),
+                    output.len()
+                ),
+            });
+        }
+        let starts: Vec<usize> = bytes_per_rank
+            .iter()
+            .scan(0, |acc, &b| {
+                let o = *acc;
+                *acc += b;
+                Some(o)
+            })
+            .collect();
+        let mine = &input[starts[me]..starts[me] + bytes_per_rank[me]];
+        output.copy_from_slice(mine);
+        if n == 1 || total == 0 {
+            return Ok(());
+        }
+        let slice = self.slice_bytes() / elem * elem;
+        let steps = bytes_per_rank
+            .iter()
+            .map(|b| b.div_ceil(slice))
+            .max()
+            .unwrap_or(0);
+        let piece = |j: usize, c: usize| {
+            let o = (j * slice).min(bytes_per_rank[c]);
+            (o, slice.min(bytes_per_rank[c] - o))
+        };
+        let depth = self.depth() as u64;
+        let mut step = self.step.lock();
+        let result = (|| {
+            for j in 0..steps {
+                let k = *step;
+                let d = (k % depth) as usize;
+                if k >= depth {
+                    for p in (0..n).filter(|&p| p != me) {
+                        self.wait_for(p, Counter::Copied, k + 1 - depth, deadline)?;
+                    }
+                }
+                for c in (0..n).filter(|&c| c != me) {
+                    let (o, l) = piece(j, c);
+                    // SAFETY: our slot (d, c) is free (waited above) and `slice` ≥ l bytes;
+                    // the source lies inside `input`.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            input[starts[c] + o..].as_ptr(),
+                            self.slot(me, d, c),
+                            l,
+                        );
+                    }
+                }
+                self.publish(Counter::Posted, k + 1);
+                let (o, l) = piece(j, me);
+                for p in (0..n).filter(|&p| p != me) {
+                    if l == 0 {
+                        break;
+                    }
+                    self.wait_for(p, Counter::Posted, k + 1, deadline)?;
+                    // SAFETY: peer p wrote its slot (d, me) before publishing posted ≥ k+1 and
+                    // keeps it until we publish copied ≥ k+1; it holds ≥ l bytes.
+                    let src = unsafe { std::slice::from_raw_parts(self.slot(p, d, me), l) };
+                    reduce(&mut output[o..o + l], src);
+                }
+                self.publish(Counter::Reduced, k + 1);
+                self.publish(Counter::Copied, k + 1);
+                *step = k + 1;
+            }
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            let culprit = match e {
+                TransportError::ConnectionLost { peer, .. } => *peer,
+                TransportError::Timeout { peer: Some(p), .. } => *p,
+                _ => me,
+            };
+            self.abort_because(
+                &format!("a shared-memory reducescatter failed: {e}"),
+                culprit,
+            );
+        }
+        result
+    }
+}

@@ -281,3 +281,48 @@ fn barrier_waits_for_the_last_rank() {
         }
     });
 }
+
+#[test]
+fn reducescatter_leaves_each_rank_its_reduced_block() {
+    for n in 1..=4 {
+        let groups = job(n, 256, 2);
+        std::thread::scope(|s| {
+            for g in &groups {
+                s.spawn(move || {
+                    let me = g.rank();
+                    for (call, &elems) in [0usize, 5, 64, 1001, 20_000].iter().enumerate() {
+                        // Uneven blocks: rank r gets (r+1) shares.
+                        let shares: usize = (1..=n).sum();
+                        let mut per: Vec<usize> =
+                            (0..n).map(|r| elems * (r + 1) / shares * 4).collect();
+                        per[n - 1] += elems * 4 - per.iter().sum::<usize>();
+                        let inp = input(me, call, elems);
+                        let mut out = vec![0u8; per[me]];
+                        g.reducescatter(
+                            &inp,
+                            &mut out,
+                            &per,
+                            4,
+                            &mut sum_u32,
+                            deadline_after(Duration::from_secs(30)),
+                        )
+                        .unwrap();
+                        let all = expected(n, call, elems);
+                        let start: usize = per[..me].iter().sum();
+                        assert_eq!(out, all[start..start + per[me]], "n={n} elems={elems}");
+                        // An allreduce right after still agrees on the step numbers.
+                        let mut buf = input(me, call + 100, elems);
+                        g.allreduce(
+                            &mut buf,
+                            4,
+                            &mut sum_u32,
+                            deadline_after(Duration::from_secs(30)),
+                        )
+                        .unwrap();
+                        assert_eq!(buf, expected(n, call + 100, elems));
+                    }
+                });
+            }
+        });
+    }
+}
