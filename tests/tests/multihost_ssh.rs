@@ -447,6 +447,29 @@ fn np4_on_two_hosts_with_two_slots_is_correct() {
 }
 
 #[test]
+fn ranks_here_and_on_remote_hosts_work_together() {
+    // This machine's ranks run without ssh and listen on the address that reaches the hosts.
+    let _g = serial();
+    let c = cluster_or_skip!(1);
+    let hosts = format!("localhost:2,{}:2", c.hosts[0].ip);
+    let start = Instant::now();
+    let child = c.launch(4, &hosts, &[hora_rank().to_str().unwrap(), "collectives"]);
+    let r = finish(child, start, Duration::from_secs(120), |_| {});
+    assert!(
+        r.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(
+        r.stdout.matches("collectives OK").count(),
+        4,
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
 fn np4_on_four_hosts_with_one_slot_is_correct() {
     let _g = serial();
     let c = cluster_or_skip!(4);
