@@ -569,8 +569,15 @@ impl ShmGroup {
                 self.check(p, ctr, target, deadline, start)?;
                 next_check = now + Duration::from_micros(200);
             }
-            if now.duration_since(start) >= spin_for {
+            let spun = now.duration_since(start);
+            if spun >= spin_for {
                 break;
+            }
+            if spun >= Duration::from_micros(10) {
+                // Past a short pure spin, offer the core between polls: nearly free when
+                // nothing else wants it, and lets the thread we wait for run when it shares
+                // our core (the engine's caller thread spins on its handle meanwhile).
+                sys::yield_now();
             }
         }
         // Phase 2: yield a few times (cheap when the peer is runnable on our core).
