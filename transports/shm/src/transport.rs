@@ -341,6 +341,16 @@ impl ShmTransport {
     }
 }
 
+/// One poll of a spin wait: a pure spin at first, then a yield, so a waiter past its first
+/// microseconds lets the thread it waits for run if they share a core.
+fn pause(start: Instant) {
+    if start.elapsed() < Duration::from_micros(10) {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 fn length_error(peer: Rank, tag: Tag, got: usize, want: usize) -> TransportError {
     TransportError::Protocol {
         peer,
@@ -384,7 +394,7 @@ impl Transport for ShmTransport {
             }
             if now.duration_since(start) < self.spin_limit() {
                 while self.group.inbox_value() == bell && start.elapsed() < self.spin_limit() {
-                    std::hint::spin_loop();
+                    pause(start);
                 }
                 continue;
             }
@@ -448,7 +458,7 @@ impl Transport for ShmTransport {
                     && !self.woken.load(Ordering::Acquire)
                     && start.elapsed() < self.spin_limit()
                 {
-                    std::hint::spin_loop();
+                    pause(start);
                 }
                 continue;
             }
