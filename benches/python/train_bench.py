@@ -88,10 +88,20 @@ def worker_hora(args):
 
 
 def worker_horovod(args):
+    import types
+
     import horovod.torch as hvd
     import torch
     import torch.nn.functional as F
 
+    # The example module imports hora.torch at the top; in Horovod's venv (no hora) let that
+    # name resolve to horovod.torch so the very same model definition is used.
+    if "hora" not in sys.modules:
+        try:
+            import hora.torch  # noqa: F401
+        except ImportError:
+            sys.modules["hora"] = types.ModuleType("hora")
+            sys.modules["hora.torch"] = hvd
     hvd.init()
     model, x, y = build(args.batch)
     opt = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.01),
