@@ -167,6 +167,21 @@ fn main() -> ExitCode {
 /// the path would be too long for a unix socket).
 fn control_dir() -> Option<std::path::PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
+    // Directories of launchers that were killed before they could remove theirs.
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("horovodrun-ssh-"))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let dir = std::env::temp_dir().join(format!("horovodrun-ssh-{}", std::process::id()));
     // %C expands to 40 hex digits; sun_path holds 108 bytes.
     if dir.as_os_str().len() > 60 {
