@@ -3,6 +3,7 @@
 //! them (their variables only, no horovodrun), and rank 0 serves the rendezvous store.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -149,4 +150,91 @@ fn slurm_srun_environment() {
         },
         "collectives",
     );
+}
+
+/// Runs a real launcher's command line and checks every rank passed `collectives`.
+fn real_launcher(what: &str, cmd: &mut Command, np: usize) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOROVOD_") || k.starts_with("HORA_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // A launcher that hangs must not hang the suite.
+    let pgid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+            if !std::path::Path::new(&format!("/proc/{pgid}")).exists() {
+                return false;
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .status();
+        true
+    });
+    let _ = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    for rank in 0..np {
+        assert!(
+            stdout.contains(&format!("rank {rank}: collectives OK")),
+            "{what}: rank {rank}\n{stdout}\n{stderr}"
+        );
+    }
+    // The derived secret is announced, never printed.
+    assert!(stderr.contains("only as safe as its network"), "{stderr}");
+}
+
+#[test]
+fn real_mpirun_if_installed() {
+    let Some(mpirun) = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED: real mpirun test: mpirun is not installed");
+        return;
+    };
+    let open_mpi = Command::new(mpirun)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI"));
+    let mut cmd = Command::new(mpirun);
+    if open_mpi {
+        cmd.args(["--allow-run-as-root", "--oversubscribe"]);
+    }
+    cmd.args(["-np", "3"]).arg(hora_rank()).arg("collectives");
+    real_launcher("mpirun", &mut cmd, 3);
+}
+
+#[test]
+fn real_torchrun_if_installed() {
+    // The project's venv (make deps) has torch; torchrun --no-python runs any program.
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/torchrun");
+    if !venv.exists() {
+        eprintln!("SKIPPED: real torchrun test: {} not found", venv.display());
+        return;
+    }
+    let port = free_port() - 1;
+    let mut cmd = Command::new(venv);
+    cmd.args(["--no-python", "--nproc-per-node", "3", "--master-port"])
+        .arg(port.to_string())
+        .arg(hora_rank())
+        .arg("collectives");
+    real_launcher("torchrun", &mut cmd, 3);
 }
