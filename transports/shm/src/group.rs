@@ -573,7 +573,7 @@ impl ShmGroup {
             if spun >= spin_for {
                 break;
             }
-            if spun >= Duration::from_micros(10) {
+            if spun >= Duration::from_micros(25) {
                 // Past a short pure spin, offer the core between polls: nearly free when
                 // nothing else wants it, and lets the thread we wait for run when it shares
                 // our core (the engine's caller thread spins on its handle meanwhile).

@@ -344,7 +344,7 @@ impl ShmTransport {
 /// One poll of a spin wait: a pure spin at first, then a yield, so a waiter past its first
 /// microseconds lets the thread it waits for run if they share a core.
 fn pause(start: Instant) {
-    if start.elapsed() < Duration::from_micros(10) {
+    if start.elapsed() < Duration::from_micros(25) {
         std::hint::spin_loop();
     } else {
         std::thread::yield_now();
