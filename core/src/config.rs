@@ -71,6 +71,9 @@ pub struct Tuning {
     /// Run allreduce through shared memory when every rank is on this host
     /// (`HOROVOD_SHM`, default on; `HOROVOD_SHM=0` keeps everything on the transport).
     pub shm: bool,
+    /// Rank 0 writes a Chrome-trace timeline of negotiation and collectives here
+    /// (`HOROVOD_TIMELINE`, default off).
+    pub timeline: Option<std::path::PathBuf>,
 }
 
 impl Default for Tuning {
@@ -87,6 +90,7 @@ impl Default for Tuning {
             segment_bytes: 1 << 20,
             peer_timeout: Some(Duration::from_secs(20)),
             shm: true,
+            timeline: None,
         }
     }
 }
@@ -257,6 +261,7 @@ impl Config {
             }
             t.segment_bytes = b;
         }
+        t.timeline = v.get("HOROVOD_TIMELINE").map(std::path::PathBuf::from);
         if v.get("HOROVOD_SHM").is_some() {
             t.shm = v.flag("HOROVOD_SHM")?;
         }

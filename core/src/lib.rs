@@ -26,6 +26,7 @@ pub mod handle;
 mod logging;
 pub mod reduce;
 pub mod rendezvous;
+pub mod timeline;
 pub mod transport_select;
 pub mod types;
 pub mod wire;

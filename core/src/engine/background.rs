@@ -19,6 +19,7 @@ use crate::collectives::Collectives;
 use crate::config::{Topology, Tuning};
 use crate::coordinator::{Coordinator, CoordinatorConfig, DownMsg, Plan, Worker};
 use crate::error::Error;
+use crate::timeline::Timeline;
 use crate::wire;
 
 /// Control messages to the coordinator.
@@ -49,6 +50,8 @@ pub(crate) struct Background {
     /// Reused buffer for fused tensors.
     pub(super) fusion: Vec<u8>,
     sent_shutdown: bool,
+    /// Rank 0's Chrome-trace timeline (disabled elsewhere or when not asked for).
+    pub(super) timeline: Timeline,
 }
 
 enum Flow {
@@ -87,10 +90,17 @@ impl Background {
             seq: 0,
             fusion: Vec::new(),
             sent_shutdown: false,
+            timeline: Timeline::disabled(),
         }
     }
 
     pub(crate) fn run(mut self) {
+        if let (0, Some(path)) = (self.topology.rank, self.tuning.timeline.clone()) {
+            match Timeline::create(&path) {
+                Ok(t) => self.timeline = t,
+                Err(e) => tracing::warn!("HOROVOD_TIMELINE={}: cannot create: {e}", path.display()),
+            }
+        }
         let reason = loop {
             match self.step() {
                 Ok(Flow::Continue) => {}
@@ -105,6 +115,7 @@ impl Background {
             }
         };
         self.fail_everything(reason);
+        self.timeline.finish();
     }
 
     fn rank(&self) -> usize {
@@ -204,6 +215,7 @@ impl Background {
         self.sent_shutdown |= shutdown;
         let mut reqs = Vec::with_capacity(new.len());
         for entry in new {
+            self.timeline.begin(&entry.req.name, "NEGOTIATE");
             reqs.push(entry.req.clone());
             self.table.insert(entry.req.name.clone(), entry);
         }

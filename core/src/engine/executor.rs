@@ -69,6 +69,23 @@ impl Background {
         }
         let names: Vec<&str> = resp.tensors.iter().map(|t| t.name.as_str()).collect();
         let label = names.join(", ");
+        let phase = resp.kind.name().to_ascii_uppercase();
+        if self.timeline.is_enabled() {
+            for (name, _) in names.iter().zip(&entries).filter(|(_, e)| e.is_some()) {
+                self.timeline.end(name, "NEGOTIATE");
+                self.timeline.begin(name, &phase);
+            }
+        }
+        let present: Vec<String> = if self.timeline.is_enabled() {
+            names
+                .iter()
+                .zip(&entries)
+                .filter(|(_, e)| e.is_some())
+                .map(|(n, _)| n.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let result = match resp.kind {
             CollectiveKind::Allreduce => self.run_allreduce(&resp, entries),
             CollectiveKind::Allgather => self.run_allgather(&resp, entries),
@@ -87,6 +104,9 @@ impl Background {
                 })
             }
         };
+        for name in &present {
+            self.timeline.end(name, &phase);
+        }
         result.map_err(|e| Error::transport(rank, resp.kind.name(), &label, &e))
     }
 

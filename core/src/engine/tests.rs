@@ -318,3 +318,54 @@ fn shutdown_fails_later_calls() {
         assert!(matches!(err, Error::ShutDown { .. }), "{err}");
     });
 }
+
+#[test]
+fn timeline_records_negotiation_and_the_collective_per_tensor() {
+    let path = std::env::temp_dir().join(format!("hora-timeline-{}.json", std::process::id()));
+    let tuning = Tuning {
+        timeline: Some(path.clone()),
+        ..tuning()
+    };
+    with_engines(2, tuning, |e| {
+        allreduce_f32(e, "grad/w\"1", vec![1.0; 64], ReduceOp::Sum).unwrap();
+        e.barrier().unwrap();
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let events: Vec<serde_json::Value> = serde_json::from_str(&text).expect("valid JSON trace");
+    let lane = events
+        .iter()
+        .find(|e| e["ph"] == "M" && e["args"]["name"] == "grad/w\"1")
+        .expect("a lane named after the tensor")["pid"]
+        .clone();
+    let phases: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["pid"] == lane && e["ph"] != "M")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["ph"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("NEGOTIATE", "B"),
+        ("NEGOTIATE", "E"),
+        ("ALLREDUCE", "B"),
+        ("ALLREDUCE", "E"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(phases, want, "{text}");
+    let ts: Vec<u64> = events
+        .iter()
+        .filter(|e| e["pid"] == lane && e["ph"] != "M")
+        .map(|e| e["ts"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ts.windows(2).all(|w| w[0] <= w[1]),
+        "timestamps go back: {ts:?}"
+    );
+}
