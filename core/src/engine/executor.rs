@@ -94,11 +94,11 @@ impl Background {
             CollectiveKind::Reducescatter => self.run_reducescatter(&resp, entries),
             CollectiveKind::Barrier => {
                 let r = self.collectives.barrier(self.seq, self.op_deadline());
-                self.complete_all(entries, r.map(|_| ()), |_| Completion::default())
+                self.complete_all(entries, r.map(|_| ()), Completion::default)
             }
             CollectiveKind::Join => {
                 let last = resp.root as usize;
-                self.complete_all(entries, Ok(()), |_| Completion {
+                self.complete_all(entries, Ok(()), || Completion {
                     last_joined: Some(last),
                     ..Completion::default()
                 })
@@ -110,18 +110,22 @@ impl Background {
         result.map_err(|e| Error::transport(rank, resp.kind.name(), &label, &e))
     }
 
-    /// Completes entries with a shared outcome; on failure returns the error for the engine
-    /// to stop on (the entries are failed too).
+    /// Completes entries with a shared outcome, handing each caller's tensor back alongside
+    /// what `make` builds; on failure returns the error for the engine to stop on (the entries
+    /// are failed too).
     fn complete_all(
         &self,
         entries: Vec<Option<Entry>>,
         outcome: Result<(), hora_transport::TransportError>,
-        mut make: impl FnMut(&mut Entry) -> Completion,
+        mut make: impl FnMut() -> Completion,
     ) -> Result<(), hora_transport::TransportError> {
         match outcome {
             Ok(()) => {
                 for mut entry in entries.into_iter().flatten() {
-                    let c = make(&mut entry);
+                    let c = Completion {
+                        data: entry.data.take(),
+                        ..make()
+                    };
                     self.finish(entry, Ok(c));
                 }
                 Ok(())
@@ -213,10 +217,7 @@ impl Background {
             self.fusion = fusion;
             r
         };
-        self.complete_all(entries, outcome, |e| Completion {
-            data: e.data.take(),
-            ..Completion::default()
-        })
+        self.complete_all(entries, outcome, Completion::default)
     }
 
     fn run_allgather(
@@ -238,8 +239,7 @@ impl Background {
         );
         let shape = with_dim0(&info.shape, info.first_dims.iter().sum());
         let mut out = Some(out);
-        self.complete_all(entries, r, |e| Completion {
-            data: e.data.take(),
+        self.complete_all(entries, r, || Completion {
             output: out.take(),
             output_shape: shape.clone(),
             ..Completion::default()
@@ -263,10 +263,7 @@ impl Background {
         let r = self
             .collectives
             .broadcast(buf, resp.root as usize, self.seq, self.op_deadline());
-        self.complete_all(entries, r, |e| Completion {
-            data: e.data.take(),
-            ..Completion::default()
-        })
+        self.complete_all(entries, r, Completion::default)
     }
 
     fn run_alltoall(
@@ -292,8 +289,7 @@ impl Background {
         );
         let shape = with_dim0(&info.shape, received.iter().sum());
         let mut out = Some(out);
-        self.complete_all(entries, r, |e| Completion {
-            data: e.data.take(),
+        self.complete_all(entries, r, || Completion {
             output: out.take(),
             output_shape: shape.clone(),
             received_splits: received.clone(),
@@ -352,8 +348,7 @@ impl Background {
             shape[0] = split[me];
         }
         let mut out = Some(out);
-        self.complete_all(entries, r, |e| Completion {
-            data: e.data.take(),
+        self.complete_all(entries, r, || Completion {
             output: out.take(),
             output_shape: shape.clone(),
             ..Completion::default()
