@@ -25,6 +25,18 @@ use hora_transport::TransportError;
 
 use crate::group::{Counter, ShmGroup};
 
+/// Where each block starts when blocks of these sizes are laid end to end.
+pub(crate) fn block_starts(sizes: &[usize]) -> Vec<usize> {
+    sizes
+        .iter()
+        .scan(0, |acc, &b| {
+            let start = *acc;
+            *acc += b;
+            Some(start)
+        })
+        .collect()
+}
+
 /// Byte ranges of the `n` element-aligned parts of a block of `len` bytes (earlier parts get
 /// the extra elements).
 pub(crate) fn parts(len: usize, elem: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -182,14 +194,7 @@ impl ShmGroup {
                 ),
             });
         }
-        let starts: Vec<usize> = bytes_per_rank
-            .iter()
-            .scan(0, |acc, &b| {
-                let o = *acc;
-                *acc += b;
-                Some(o)
-            })
-            .collect();
+        let starts = block_starts(bytes_per_rank);
         let mine = &input[starts[me]..starts[me] + bytes_per_rank[me]];
         output.copy_from_slice(mine);
         if n == 1 || total == 0 {

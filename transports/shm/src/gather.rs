@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use hora_transport::{Rank, TransportError};
 
+use crate::allreduce::block_starts;
 use crate::group::{Counter, ShmGroup};
 
 impl ShmGroup {
@@ -137,14 +138,7 @@ impl ShmGroup {
                 ),
             });
         }
-        let offsets: Vec<usize> = bytes_per_rank
-            .iter()
-            .scan(0, |acc, &b| {
-                let o = *acc;
-                *acc += b;
-                Some(o)
-            })
-            .collect();
+        let offsets = block_starts(bytes_per_rank);
         output[offsets[me]..offsets[me] + input.len()].copy_from_slice(input);
         if n == 1 || total == 0 {
             return Ok(());
