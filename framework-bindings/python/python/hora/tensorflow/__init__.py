@@ -1,0 +1,74 @@
+"""hora.tensorflow: a drop-in for ``horovod.tensorflow`` (TensorFlow 2, CPU).
+
+    import hora.tensorflow as hvd
+    hvd.init()
+    with tf.GradientTape() as tape:
+        loss = ...
+    tape = hvd.DistributedGradientTape(tape)
+    grads = tape.gradient(loss, model.trainable_variables)
+    ...
+    hvd.broadcast_variables(model.variables, root_rank=0)   # after the first step
+
+Works eagerly and inside ``tf.function`` (as ``tf.py_function`` ops, so not under XLA).
+"""
+
+try:
+    import tensorflow as _tf  # noqa: F401
+except ImportError as _e:  # pragma: no cover - exercised in a TensorFlow-less interpreter
+    raise ImportError(
+        "hora.tensorflow needs TensorFlow, which is not installed in this Python "
+        "(pip install tensorflow-cpu); the rest of hora imports without it"
+    ) from _e
+
+from hora._core import (
+    ConfigError,
+    HoraError,
+    InternalError,
+    InvalidArgumentError,
+    MismatchError,
+    NotInitializedError,
+    PeerFailedError,
+    RendezvousError,
+    ShutDownError,
+)
+from hora.common.basics import (
+    cross_rank,
+    cross_size,
+    gloo_enabled,
+    init,
+    is_initialized,
+    local_rank,
+    local_size,
+    mpi_enabled,
+    mpi_threads_supported,
+    nccl_built,
+    rank,
+    shutdown,
+    size,
+)
+from hora.tensorflow.compression import Compression
+from hora.tensorflow.functions import allgather_object, broadcast_object, broadcast_variables
+from hora.tensorflow.mpi_ops import (
+    Adasum,
+    Average,
+    Max,
+    Min,
+    Product,
+    ReduceOp,
+    Sum,
+    allgather,
+    allreduce,
+    alltoall,
+    barrier,
+    broadcast,
+    grouped_allreduce,
+    join,
+    rank_op,
+    reducescatter,
+    size_op,
+)
+
+# Horovod's name for collective failures; elastic-style handlers catch it.
+HorovodInternalError = HoraError
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,101 @@
+"""Whole-model helpers: broadcast variables and Python objects."""
+
+import io
+import itertools
+import pickle
+
+import numpy as np
+import tensorflow as tf
+
+from hora.common.basics import rank
+from hora.tensorflow import mpi_ops
+
+try:  # cloudpickle handles lambdas and local classes; plain pickle is the fallback
+    import cloudpickle as _pickler
+except ImportError:  # pragma: no cover - depends on the environment
+    _pickler = pickle
+
+_groups = itertools.count()
+
+
+def _eager_broadcast_group(values, root, base):
+    """Broadcasts several eager tensors at once (all submitted, then all waited on)."""
+    bufs, handles = [], []
+    for i, v in enumerate(values):
+        code = mpi_ops._code(v.dtype, "broadcast_variables")
+        buf, ptr = mpi_ops._aligned_copy(mpi_ops._eager_view(v, "broadcast_variables"))
+        bufs.append((buf, ptr, v.dtype))
+        handles.append(mpi_ops._core.enqueue(mpi_ops.BROADCAST, f"{base}.{i}", buf, ptr, buf.nbytes, code,
+                                             list(buf.shape), 0, root, 1.0, 1.0, []))
+    first_error = None
+    for h in handles:
+        try:
+            h.wait()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # keep waiting so no buffer is left lent out
+            if first_error is None:
+                first_error = e
+    if first_error is not None:
+        raise first_error
+    return [mpi_ops._to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
+
+
+def broadcast_variables(variables, root_rank, process_set=None, inplace=False):
+    """Overwrites ``variables`` (tf.Variables or Keras variables) with ``root_rank``'s values.
+
+    Every rank must pass the same variables in the same order. Eagerly the broadcasts are
+    submitted together and assigned when all are done; inside a tf.function this returns the
+    group of assign ops.
+    """
+    root = mpi_ops._check_root(root_rank, "broadcast_variables")
+    variables = list(variables)
+    if not variables:
+        return None
+    if not mpi_ops._graph_mode():
+        values = [tf.convert_to_tensor(v) for v in variables]
+        outs = _eager_broadcast_group(values, root, f"broadcast_variables.{next(_groups)}")
+        for var, out in zip(variables, outs):
+            var.assign(out)
+        return None
+    base = mpi_ops._graph_name("broadcast_variables", None)
+    values = [tf.convert_to_tensor(v) for v in variables]
+    outs = mpi_ops._py_function(lambda *xs: _eager_broadcast_group(xs, root, base), values,
+                                [v.dtype for v in values])
+    assigns = []
+    for var, out, v in zip(variables, outs, values):
+        out.set_shape(v.shape)
+        assigns.append(var.assign(out))
+    return tf.group(*[a for a in assigns if a is not None])
+
+
+def broadcast_object(obj, root_rank=0, name=None, process_set=None):
+    """Returns ``root_rank``'s ``obj`` (any picklable object) on every rank (eager only)."""
+    name = name or type(obj).__name__
+    if rank() == root_rank:
+        buf = io.BytesIO()
+        _pickler.dump(obj, buf)
+        data = tf.constant(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    else:
+        data = tf.zeros([0], tf.uint8)
+    length = mpi_ops.broadcast(tf.constant([int(data.shape[0])], tf.int64), root_rank, name=f"{name}.sz")
+    if rank() != root_rank:
+        data = tf.zeros([int(length[0])], tf.uint8)
+    data = mpi_ops.broadcast(data, root_rank, name=f"{name}.t")
+    if rank() == root_rank:
+        return obj
+    return pickle.loads(data.numpy().tobytes())
+
+
+def allgather_object(obj, name=None, process_set=None):
+    """Returns the list of every rank's ``obj``, in rank order (eager only)."""
+    name = name or type(obj).__name__
+    payload = _pickler.dumps(obj)
+    data = tf.constant(np.frombuffer(payload, dtype=np.uint8))
+    sizes = mpi_ops.allgather(tf.constant([len(payload)], tf.int64), name=f"{name}.sz").numpy().tolist()
+    gathered = mpi_ops.allgather(data, name=f"{name}.t").numpy().tobytes()
+    out, off = [], 0
+    for n in sizes:
+        out.append(pickle.loads(gathered[off : off + n]))
+        off += n
+    return out

@@ -1,0 +1,555 @@
+"""Collectives on TensorFlow tensors, with horovod.tensorflow's names and semantics.
+
+Eager mode: the engine works on NumPy views of the tensors' memory. Inputs the engine only
+reads (allgather, alltoall, reducescatter) are lent as they are; allreduce and broadcast copy
+the input once into a 64-byte-aligned buffer that the engine reduces in place. Results reach
+TensorFlow through DLPack without a copy (TensorFlow's kernels need 64-byte-aligned memory,
+so an engine-allocated result that is not aligned is copied once).
+
+Graph mode (inside ``tf.function``): each collective is a ``tf.py_function`` that runs the
+eager implementation, with the static shape set on its outputs. The collectives of one graph
+are chained with control dependencies in the order they were created, so every rank runs them
+in the same order (TensorFlow would otherwise run independent ones concurrently, in any
+order, and ranks could wait on different tensors). Tensor names in a graph come from the
+graph's unique names, fixed at trace time, so they agree across ranks.
+"""
+
+import enum
+import itertools
+import math
+import re
+import weakref
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.eager import record as _record
+from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
+
+from hora import _core
+from hora._core import InvalidArgumentError
+from hora.common.basics import (
+    ALLGATHER,
+    ALLREDUCE,
+    ALLTOALL,
+    BARRIER,
+    BROADCAST,
+    REDUCESCATTER,
+    rank,
+    size,
+)
+from hora.tensorflow.compression import Compression
+
+
+class ReduceOp(enum.IntEnum):
+    """How allreduce and reducescatter combine values (0-4 are hora._core's codes)."""
+
+    AVERAGE = 0
+    SUM = 1
+    MIN = 2
+    MAX = 3
+    PRODUCT = 4
+    ADASUM = 5
+
+
+Average = ReduceOp.AVERAGE
+Sum = ReduceOp.SUM
+Min = ReduceOp.MIN
+Max = ReduceOp.MAX
+Product = ReduceOp.PRODUCT
+Adasum = ReduceOp.ADASUM
+
+# Positions in hora._core.DTYPES.
+_DTYPE_CODES = {
+    tf.uint8: 0,
+    tf.int8: 1,
+    tf.int32: 2,
+    tf.int64: 3,
+    tf.float16: 4,
+    tf.bfloat16: 5,
+    tf.float32: 6,
+    tf.float64: 7,
+}
+_NP_DTYPES = {dt: np.dtype(dt.as_numpy_dtype) for dt in _DTYPE_CODES}
+
+# TensorFlow's CPU kernels assume (and CHECK) this alignment of every tensor buffer.
+_ALIGN = 64
+_from_dlpack = tf.experimental.dlpack.from_dlpack
+
+# Unnamed eager operations are named "tf.<op>.noname.<n>"; only unnamed calls advance n.
+_noname = itertools.count()
+_barriers = itertools.count()
+# graph -> the last hora op created in it (see _py_function).
+_last_op = weakref.WeakKeyDictionary()
+
+
+def _op(average, op):
+    if average is not None and op is not None:
+        raise ValueError("hora.tensorflow: give either op or the deprecated average, not both")
+    if op is None:
+        op = Average if average is None or average else Sum
+    try:
+        op = ReduceOp(op)
+    except ValueError:
+        raise InvalidArgumentError(f"hora.tensorflow: unknown reduce op {op!r}") from None
+    if op == Adasum:
+        raise InvalidArgumentError("hora.tensorflow: the Adasum reduction is not supported by hora "
+                                   "(use Average or Sum)")
+    return op
+
+
+def _code(dtype, what):
+    try:
+        return _DTYPE_CODES[dtype]
+    except KeyError:
+        names = ", ".join(d.name for d in _DTYPE_CODES)
+        raise TypeError(f"hora.tensorflow.{what}: dtype {dtype.name} is not supported "
+                        f"(supported: {names})") from None
+
+
+def _tensor(value, what):
+    """Any tensor-like (tf.Tensor, tf.Variable, Keras variable, array) as a tf.Tensor."""
+    t = value if isinstance(value, tf.Tensor) else tf.convert_to_tensor(value)
+    _code(t.dtype, what)
+    return t
+
+
+def _eager_view(t, what):
+    """A NumPy view of an eager tensor's memory (no copy)."""
+    if not isinstance(t, _EagerTensor):
+        t = tf.convert_to_tensor(t)
+    if "GPU" in t.device:
+        raise ValueError(f"hora.tensorflow.{what}: only CPU tensors are supported (got one on {t.device})")
+    return t._numpy()
+
+
+def _address(arr):
+    return arr.__array_interface__["data"][0]
+
+
+def _aligned_empty(shape, npdtype):
+    """An uninitialised, 64-byte-aligned array and its address."""
+    nbytes = math.prod(shape) * npdtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    addr = _address(raw)
+    off = -addr % _ALIGN
+    return raw[off : off + nbytes].view(npdtype).reshape(shape), addr + off
+
+
+def _aligned_copy(src):
+    buf, ptr = _aligned_empty(src.shape, src.dtype)
+    np.copyto(buf, src)
+    return buf, ptr
+
+
+def _to_tf(arr, ptr, dtype):
+    """A tf.Tensor over ``arr``'s memory (DLPack, no copy); it keeps ``arr`` alive."""
+    if ptr % _ALIGN:
+        arr, ptr = _aligned_copy(arr)
+    if dtype == tf.bfloat16:  # DLPack has no bfloat16 in NumPy: cross as uint16, reinterpret
+        return tf.bitcast(_from_dlpack(arr.view(np.uint16).__dlpack__()), tf.bfloat16)
+    return _from_dlpack(arr.__dlpack__())
+
+
+def _from_output(res, dtype):
+    out, shape, _splits = res
+    npdt = _NP_DTYPES[dtype]
+    if out is None or len(out) == 0 or math.prod(shape) == 0:
+        arr, ptr = _aligned_empty(tuple(shape), npdt)
+        return _to_tf(arr, ptr, dtype)
+    arr = np.frombuffer(out, dtype=npdt).reshape(shape)
+    return _to_tf(arr, _address(arr), dtype)
+
+
+def _eager_name(prefix, name):
+    return f"{prefix}.{name}" if name else f"tf.{prefix}.noname.{next(_noname)}"
+
+
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+def _graph_name(prefix, name):
+    """A name unique in the current graph (and so the same on every rank tracing it)."""
+    g = tf.compat.v1.get_default_graph()
+    base = f"{prefix}.{_NAME_CHARS.sub('_', name)}" if name else f"{prefix}.noname"
+    return "tf." + g.unique_name(base, mark_as_used=True)
+
+
+def _py_function(func, inputs, touts):
+    """A tf.py_function running after the graph's previous hora op (program order)."""
+    g = tf.compat.v1.get_default_graph()
+    last = _last_op.get(g)
+    with tf.control_dependencies([last] if last is not None else []):
+        outs = tf.py_function(func, inputs, touts)
+    _last_op[g] = outs[0].op
+    return outs
+
+
+def _graph_mode():
+    return not tf.executing_eagerly()
+
+
+def _differentiable(t):
+    """Whether to attach a gradient: a floating tensor that a tape (or a graph) may differentiate."""
+    return t.dtype.is_floating and (_graph_mode() or _record.could_possibly_record())
+
+
+# ---------------------------------------------------------------------------------- allreduce
+
+
+def _allreduce_eager(t, name, op, pre, post):
+    code = _code(t.dtype, "allreduce")
+    buf, ptr = _aligned_copy(_eager_view(t, "allreduce"))
+    _core.enqueue(ALLREDUCE, name, buf, ptr, buf.nbytes, code, list(buf.shape), int(op), 0, float(pre),
+                  float(post), []).wait()
+    return _to_tf(buf, ptr, t.dtype)
+
+
+def _allreduce_raw(t, name, op, pre, post):
+    if not _graph_mode():
+        return _allreduce_eager(t, _eager_name("allreduce", name), op, pre, post)
+    full = _graph_name("allreduce", name)
+    out = _py_function(lambda x: _allreduce_eager(x, full, op, pre, post), [t], [t.dtype])[0]
+    out.set_shape(t.shape)
+    return out
+
+
+def _grad_name(name):
+    return f"{name}.grad" if name else None
+
+
+def _allreduce_diff(t, name, op, pre, post):
+    if not _differentiable(t):
+        return _allreduce_raw(t, name, op, pre, post)
+
+    @tf.custom_gradient
+    def fn(x):
+        def grad(dy):
+            return _allreduce_raw(tf.convert_to_tensor(dy), _grad_name(name), op, pre, post)
+
+        return _allreduce_raw(x, name, op, pre, post), grad
+
+    return fn(t)
+
+
+def _allreduce_sparse(slices, name, op, pre, post):
+    """IndexedSlices: gather every rank's values and indices (Horovod's sparse allreduce)."""
+    if op not in (Average, Sum):
+        raise InvalidArgumentError("hora.tensorflow.allreduce: IndexedSlices support only Average and Sum")
+    values = allgather(slices.values, name=f"{name}.values" if name else None)
+    indices = allgather(slices.indices, name=f"{name}.indices" if name else None)
+    scale = pre * post / (size() if op == Average else 1)
+    if scale != 1:
+        values = values * tf.cast(scale, values.dtype)
+    return tf.IndexedSlices(values, indices, dense_shape=slices.dense_shape)
+
+
+def allreduce(tensor, average=None, device_dense="", device_sparse="", compression=Compression.none, op=None,
+              prescale_factor=1.0, postscale_factor=1.0, name=None, process_set=None, ignore_name_scope=False):
+    """Returns the reduction of ``tensor`` over all ranks (default op: Average); differentiable.
+
+    ``tf.IndexedSlices`` are reduced by gathering every rank's values and indices.
+    """
+    op = _op(average, op)
+    if isinstance(tensor, tf.IndexedSlices):
+        return _allreduce_sparse(tensor, name, op, prescale_factor, postscale_factor)
+    t = _tensor(tensor, "allreduce")
+    compressed, ctx = compression.compress(t)
+    out = _allreduce_diff(compressed, name, op, prescale_factor, postscale_factor)
+    return compression.decompress(out, ctx)
+
+
+def _grouped_eager(ts, base, op, pre, post):
+    bufs, handles = [], []
+    for i, t in enumerate(ts):
+        code = _code(t.dtype, "grouped_allreduce")
+        buf, ptr = _aligned_copy(_eager_view(t, "grouped_allreduce"))
+        bufs.append((buf, ptr, t.dtype))
+        handles.append(_core.enqueue(ALLREDUCE, f"{base}.{i}", buf, ptr, buf.nbytes, code, list(buf.shape),
+                                     int(op), 0, float(pre), float(post), []))
+    first_error = None
+    for h in handles:
+        try:
+            h.wait()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # keep waiting so no buffer is left lent out
+            if first_error is None:
+                first_error = e
+    if first_error is not None:
+        raise first_error
+    return [_to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
+
+
+def _grouped_raw(ts, name, op, pre, post):
+    if not ts:
+        return []
+    if not _graph_mode():
+        base = f"grouped_allreduce.{name}" if name else f"tf.grouped_allreduce.noname.{next(_noname)}"
+        return _grouped_eager(ts, base, op, pre, post)
+    base = _graph_name("grouped_allreduce", name)
+    outs = _py_function(lambda *xs: _grouped_eager(xs, base, op, pre, post), list(ts), [t.dtype for t in ts])
+    for o, t in zip(outs, ts):
+        o.set_shape(t.shape)
+    return list(outs)
+
+
+def _grouped_diff(ts, name, op, pre, post):
+    if not any(_differentiable(t) for t in ts):
+        return _grouped_raw(ts, name, op, pre, post)
+
+    @tf.custom_gradient
+    def fn(*xs):
+        def grad(*dys):
+            return _grouped_raw([tf.convert_to_tensor(d) for d in dys], _grad_name(name), op, pre, post)
+
+        return _grouped_raw(list(xs), name, op, pre, post), grad
+
+    return list(fn(*ts))
+
+
+def grouped_allreduce(tensors, average=None, device_dense="", device_sparse="", compression=Compression.none,
+                      op=None, prescale_factor=1.0, postscale_factor=1.0, name=None, process_set=None,
+                      ignore_name_scope=False):
+    """Returns the reductions of a list of tensors, submitted together (fused by the engine)."""
+    op = _op(average, op)
+    ts = [_tensor(t, "grouped_allreduce") for t in tensors]
+    pairs = [compression.compress(t) for t in ts]
+    outs = _grouped_diff([c for c, _ in pairs], name, op, prescale_factor, postscale_factor)
+    return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
+
+
+# ---------------------------------------------------------------------------------- allgather
+
+
+def _allgather_eager(t, name):
+    code = _code(t.dtype, "allgather")
+    src = _eager_view(t, "allgather")
+    if src.ndim == 0:
+        src = src.reshape(1)
+    res = _core.enqueue(ALLGATHER, name, src, _address(src), src.nbytes, code, list(src.shape), 0, 0, 1.0, 1.0,
+                        []).wait()
+    return _from_output(res, t.dtype)
+
+
+def _allgather_raw(t, name):
+    if not _graph_mode():
+        return _allgather_eager(t, _eager_name("allgather", name))
+    full = _graph_name("allgather", name)
+    out = _py_function(lambda x: _allgather_eager(x, full), [t], [t.dtype])[0]
+    if t.shape.rank is not None:
+        out.set_shape([None] + (t.shape.as_list()[1:] if t.shape.rank > 0 else []))
+    return out
+
+
+def _allgather_grad(dy, dim0, name):
+    summed = _allreduce_raw(dy, name, Sum, 1.0, 1.0)
+    dims = _allgather_raw(tf.reshape(tf.cast(dim0, tf.int64), [1]), f"{name}.dims" if name else None)
+    offset = tf.reduce_sum(dims[: rank()])
+    return tf.slice(summed, tf.concat([[offset], tf.zeros([tf.rank(summed) - 1], tf.int64)], 0),
+                    tf.concat([[tf.cast(dim0, tf.int64)], tf.cast(tf.shape(summed)[1:], tf.int64)], 0))
+
+
+def allgather(tensor, name=None, ignore_name_scope=False, process_set=None):
+    """Returns every rank's tensor concatenated along dim 0 (first dims may differ); differentiable."""
+    t = _tensor(tensor, "allgather")
+    if not _differentiable(t):
+        return _allgather_raw(t, name)
+
+    @tf.custom_gradient
+    def fn(x):
+        scalar = x.shape.rank == 0
+        dim0 = 1 if scalar else tf.shape(x)[0]
+
+        def grad(dy):
+            g = _allgather_grad(tf.convert_to_tensor(dy), dim0, _grad_name(name))
+            return tf.reshape(g, []) if scalar else g
+
+        return _allgather_raw(x, name), grad
+
+    return fn(t)
+
+
+# ---------------------------------------------------------------------------------- broadcast
+
+
+def _check_root(root_rank, what):
+    if not isinstance(root_rank, (int, np.integer)) or isinstance(root_rank, bool):
+        raise TypeError(f"hora.tensorflow.{what}: root_rank must be an int, got {type(root_rank).__name__}")
+    return int(root_rank)
+
+
+def _broadcast_eager(t, name, root):
+    code = _code(t.dtype, "broadcast")
+    buf, ptr = _aligned_copy(_eager_view(t, "broadcast"))
+    _core.enqueue(BROADCAST, name, buf, ptr, buf.nbytes, code, list(buf.shape), 0, root, 1.0, 1.0, []).wait()
+    return _to_tf(buf, ptr, t.dtype)
+
+
+def _broadcast_raw(t, root, name):
+    if not _graph_mode():
+        return _broadcast_eager(t, _eager_name("broadcast", name), root)
+    full = _graph_name("broadcast", name)
+    out = _py_function(lambda x: _broadcast_eager(x, full, root), [t], [t.dtype])[0]
+    out.set_shape(t.shape)
+    return out
+
+
+def broadcast(tensor, root_rank, name=None, ignore_name_scope=False, process_set=None):
+    """Returns ``root_rank``'s tensor on every rank; differentiable (the gradient is the sum of
+    every rank's gradient on the root, zero elsewhere, as in Horovod)."""
+    root = _check_root(root_rank, "broadcast")
+    t = _tensor(tensor, "broadcast")
+    if not _differentiable(t):
+        return _broadcast_raw(t, root, name)
+
+    @tf.custom_gradient
+    def fn(x):
+        def grad(dy):
+            reduced = _allreduce_raw(tf.convert_to_tensor(dy), _grad_name(name), Sum, 1.0, 1.0)
+            return reduced if rank() == root else tf.zeros_like(reduced)
+
+        return _broadcast_raw(x, root, name), grad
+
+    return fn(t)
+
+
+# ----------------------------------------------------------------------- alltoall, reducescatter
+
+
+def _splits_list(splits):
+    if splits is None:
+        return []
+    if isinstance(splits, tf.Tensor):
+        splits = splits.numpy()
+    return [int(s) for s in np.asarray(splits).reshape(-1)]
+
+
+def _alltoall_eager(t, splits, name):
+    code = _code(t.dtype, "alltoall")
+    src = _eager_view(t, "alltoall")
+    res = _core.enqueue(ALLTOALL, name, src, _address(src), src.nbytes, code, list(src.shape), 0, 0, 1.0, 1.0,
+                        _splits_list(splits)).wait()
+    return _from_output(res, t.dtype), tf.constant(res[2], dtype=tf.int32)
+
+
+def _alltoall_raw(t, splits, name):
+    if not _graph_mode():
+        return _alltoall_eager(t, splits, _eager_name("alltoall", name))
+    full = _graph_name("alltoall", name)
+    if splits is None:
+        out, received = _py_function(lambda x: _alltoall_eager(x, None, full), [t], [t.dtype, tf.int32])
+    else:
+        sp = tf.cast(tf.convert_to_tensor(splits), tf.int64)
+        out, received = _py_function(lambda x, s: _alltoall_eager(x, s, full), [t, sp], [t.dtype, tf.int32])
+    if t.shape.rank is not None:
+        out.set_shape([None] + t.shape.as_list()[1:])
+    received.set_shape([size()])
+    return out, received
+
+
+def alltoall(tensor, splits=None, name=None, ignore_name_scope=False, process_set=None):
+    """Scatters slices of ``tensor`` (``splits[d]`` rows of dim 0 to rank d; None: even) and
+    gathers theirs. Returns the output, or ``(output, received_splits)`` when ``splits`` is given.
+    Differentiable."""
+    t = _tensor(tensor, "alltoall")
+    if not _differentiable(t):
+        out, received = _alltoall_raw(t, splits, name)
+    else:
+        holder = {}
+
+        @tf.custom_gradient
+        def fn(x):
+            out, recv = _alltoall_raw(x, splits, name)
+            holder["received"] = recv
+
+            def grad(dy):
+                g, _ = _alltoall_raw(tf.convert_to_tensor(dy), recv, _grad_name(name))
+                return g
+
+            return out, grad
+
+        out = fn(t)
+        received = holder["received"]
+    return out if splits is None else (out, received)
+
+
+def _reducescatter_eager(t, name, op, pre, post):
+    code = _code(t.dtype, "reducescatter")
+    src = _eager_view(t, "reducescatter")
+    res = _core.enqueue(REDUCESCATTER, name, src, _address(src), src.nbytes, code, list(src.shape), int(op), 0,
+                        float(pre), float(post), []).wait()
+    return _from_output(res, t.dtype)
+
+
+def _reducescatter_raw(t, name, op, pre, post):
+    if not _graph_mode():
+        return _reducescatter_eager(t, _eager_name("reducescatter", name), op, pre, post)
+    full = _graph_name("reducescatter", name)
+    out = _py_function(lambda x: _reducescatter_eager(x, full, op, pre, post), [t], [t.dtype])[0]
+    if t.shape.rank is not None:
+        dims = t.shape.as_list()
+        n, r = size(), rank()
+        rows = None if dims[0] is None else dims[0] // n + (1 if r < dims[0] % n else 0)
+        out.set_shape([rows] + dims[1:])
+    return out
+
+
+def reducescatter(tensor, device_dense="", compression=Compression.none, op=Average, name=None,
+                  process_set=None, ignore_name_scope=False, prescale_factor=1.0, postscale_factor=1.0):
+    """Returns this rank's share (along dim 0; earlier ranks get one more row when uneven) of the
+    reduction of ``tensor``; differentiable."""
+    op = _op(None, op)
+    t = _tensor(tensor, "reducescatter")
+    compressed, ctx = compression.compress(t)
+    if not _differentiable(compressed):
+        out = _reducescatter_raw(compressed, name, op, prescale_factor, postscale_factor)
+    else:
+        scale = prescale_factor * postscale_factor / (size() if op == Average else 1)
+
+        @tf.custom_gradient
+        def fn(x):
+            def grad(dy):
+                g = _allgather_raw(tf.convert_to_tensor(dy), _grad_name(name))
+                return g * tf.cast(scale, g.dtype) if scale != 1 else g
+
+            return _reducescatter_raw(x, name, op, prescale_factor, postscale_factor), grad
+
+        out = fn(compressed)
+    return compression.decompress(out, ctx)
+
+
+# ------------------------------------------------------------------------------ barrier, join
+
+
+def _barrier_eager(name):
+    _core.enqueue(BARRIER, name, None, 0, 0, 0, [0]).wait()
+    return tf.constant(0, tf.int32)
+
+
+def barrier(process_set=None):
+    """Waits until every rank calls barrier (in a tf.function: when the op runs)."""
+    if not _graph_mode():
+        _barrier_eager(f"barrier.tf.{next(_barriers)}")
+        return None
+    full = _graph_name("barrier", None)
+    return _py_function(lambda: _barrier_eager(full), [], [tf.int32])[0].op
+
+
+def join(device=""):
+    """Declares this rank out of data: it joins other ranks' collectives with neutral input
+    until every rank has joined. Returns the rank that joined last (an int32 scalar tensor)."""
+    if not _graph_mode():
+        return tf.constant(_core.join(), tf.int32)
+    out = _py_function(lambda: tf.constant(_core.join(), tf.int32), [], [tf.int32])[0]
+    out.set_shape([])
+    return out
+
+
+def size_op(process_set=None, name=None):
+    """The number of ranks, as an int32 scalar tensor."""
+    return tf.constant(size(), tf.int32)
+
+
+def rank_op(process_set=None, name=None):
+    """This rank, as an int32 scalar tensor."""
+    return tf.constant(rank(), tf.int32)
