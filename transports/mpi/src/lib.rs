@@ -1,0 +1,33 @@
+//! # hora-mpi: MPI as a hora transport
+//!
+//! With the `mpi` cargo feature this crate provides [`MpiTransport`], the [`Transport`] trait
+//! over MPI point-to-point messages (`MPI_Isend`/`MPI_Irecv` driven by `MPI_Test`, so every
+//! wait keeps the trait's deadlines, abort and wake-ups), and [`Comm`], the communicator handle
+//! whose blocking collectives (`MPI_Allreduce` in place, `MPI_Bcast`, `MPI_Allgatherv`, ...)
+//! hora's engine runs natively. Rank, size and the local layout come from MPI itself, so a job
+//! under `mpirun` needs no rendezvous store.
+//!
+//! Without the feature only [`mod@env`] is built: it tells whether this process was started by an
+//! MPI launcher, which the engine needs to choose a transport and explain what is missing.
+//! The default build therefore needs neither an MPI library nor libclang.
+//!
+//! [`Transport`]: hora_transport::Transport
+
+pub mod env;
+
+#[cfg(feature = "mpi")]
+mod comm;
+#[cfg(feature = "mpi")]
+mod init;
+#[cfg(feature = "mpi")]
+mod transport;
+
+#[cfg(feature = "mpi")]
+pub use comm::{Comm, MpiOp, MpiType};
+#[cfg(feature = "mpi")]
+pub use init::{initialize, library_version};
+#[cfg(feature = "mpi")]
+pub use transport::MpiTransport;
+
+/// Whether this build has the MPI transport (the `mpi` cargo feature).
+pub const ENABLED: bool = cfg!(feature = "mpi");
