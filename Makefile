@@ -51,7 +51,7 @@ demo: build
 	$(BIN)/horovodrun -np 2 $(BIN)/hora-bench allreduce -b 4K -e 64M -f 4 --check
 	$(BIN)/horovodrun -np 2 $(BIN)/allreduce_sgd
 	cc -O2 -I framework-bindings/c/include examples/c/allreduce.c -o $(BIN)/c_allreduce \
-	   -L $(BIN) -lhora_c -Wl,-rpath,$(abspath $(BIN))
+	   -L $(BIN) -lhora -Wl,-rpath,$(abspath $(BIN))
 	$(BIN)/horovodrun -np 2 $(BIN)/c_allreduce
 	$(MAKE) --no-print-directory python
 	OMP_NUM_THREADS=1 $(BIN)/horovodrun -np 2 $(PY) examples/pytorch_mnist_like.py

@@ -3,7 +3,7 @@
  *
  *   cargo build --release -p hora-capi -p horovodrun
  *   cc -O2 -I framework-bindings/c/include examples/c/allreduce.c -o target/release/c_allreduce \
- *      -L target/release -lhora_c -Wl,-rpath,$PWD/target/release
+ *      -L target/release -lhora -Wl,-rpath,$PWD/target/release
  *   target/release/horovodrun -np 4 target/release/c_allreduce
  */
 #include <stdio.h>

@@ -9,7 +9,7 @@ pub(crate) fn report() -> String {
          Available Frameworks:\n    \
          [X] PyTorch (hora.torch, Python package built from framework-bindings/python)\n    \
          [ ] TensorFlow\n    [ ] Keras\n    [ ] MXNet\n    \
-         [X] Rust (the hora crate)\n    [X] C (libhora_c, framework-bindings/c)\n\n\
+         [X] Rust (the hora crate)\n    [X] C (libhora, framework-bindings/c)\n\n\
          Available Controllers:\n    [ ] MPI\n    [X] TCP (hora rendezvous store, Gloo-style)\n\n\
          Available Tensor Operations:\n    [ ] NCCL\n    [ ] MPI\n    \
          [X] TCP ring (allreduce, allgather, broadcast, alltoall, reducescatter)\n    \

@@ -17,8 +17,8 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hora::handle::{Completion, Handle, TensorData};
-use hora::{DataType, Error, OpOptions, ReduceOp};
+use hora_core::handle::{Completion, Handle, TensorData};
+use hora_core::{DataType, Error, OpOptions, ReduceOp};
 
 /// Outcome of a call; `HORA_STATUS_OK` is 0, anything else has a message in `hora_last_error()`.
 #[repr(C)]
@@ -167,7 +167,7 @@ fn guard(f: impl FnOnce() -> Result<(), Error>) -> hora_status {
 
 fn bad(detail: impl Into<String>) -> Error {
     Error::InvalidArgument {
-        rank: hora::rank().unwrap_or(0),
+        rank: hora_core::rank().unwrap_or(0),
         tensor: "-".into(),
         detail: detail.into(),
     }
@@ -285,14 +285,14 @@ fn write_int(out: *mut c_int, v: usize) -> Result<(), Error> {
 /// Starts hora from the launcher's environment (`horovodrun -np N ./program`).
 #[unsafe(no_mangle)]
 pub extern "C" fn hora_init() -> hora_status {
-    guard(hora::init)
+    guard(hora_core::init)
 }
 
 /// Stops hora; pending operations fail with `HORA_STATUS_SHUT_DOWN`.
 #[unsafe(no_mangle)]
 pub extern "C" fn hora_shutdown() -> hora_status {
     guard(|| {
-        hora::shutdown();
+        hora_core::shutdown();
         Ok(())
     })
 }
@@ -300,31 +300,31 @@ pub extern "C" fn hora_shutdown() -> hora_status {
 /// Whether hora is initialized (1) or not (0).
 #[unsafe(no_mangle)]
 pub extern "C" fn hora_is_initialized() -> c_int {
-    c_int::from(hora::is_initialized())
+    c_int::from(hora_core::is_initialized())
 }
 
 /// Writes this process's rank to `*out`.
 #[unsafe(no_mangle)]
 pub extern "C" fn hora_rank(out: *mut c_int) -> hora_status {
-    guard(|| write_int(out, hora::rank()?))
+    guard(|| write_int(out, hora_core::rank()?))
 }
 
 /// Writes the number of ranks to `*out`.
 #[unsafe(no_mangle)]
 pub extern "C" fn hora_size(out: *mut c_int) -> hora_status {
-    guard(|| write_int(out, hora::size()?))
+    guard(|| write_int(out, hora_core::size()?))
 }
 
 /// Writes the rank among this host's processes to `*out`.
 #[unsafe(no_mangle)]
 pub extern "C" fn hora_local_rank(out: *mut c_int) -> hora_status {
-    guard(|| write_int(out, hora::local_rank()?))
+    guard(|| write_int(out, hora_core::local_rank()?))
 }
 
 /// Writes the number of processes on this host to `*out`.
 #[unsafe(no_mangle)]
 pub extern "C" fn hora_local_size(out: *mut c_int) -> hora_status {
-    guard(|| write_int(out, hora::local_size()?))
+    guard(|| write_int(out, hora_core::local_size()?))
 }
 
 /// The message of this thread's last failed call ("" after a success); valid until the
@@ -357,7 +357,7 @@ pub unsafe extern "C" fn hora_allreduce_async(
         // SAFETY: forwarded caller contract.
         let name = unsafe { name_of(name, "allreduce") }?;
         let data = buffer(buf, count, dtype, "buf")?;
-        let engine = hora::api::engine()?;
+        let engine = hora_core::api::engine()?;
         let h = engine.allreduce_async(
             &name,
             dtype.into(),
@@ -461,7 +461,7 @@ pub unsafe extern "C" fn hora_broadcast(
         let name = unsafe { name_of(name, "broadcast") }?;
         let root = usize::try_from(root).map_err(|_| bad(format!("root {root} is negative")))?;
         let data = buffer(buf, count, dtype, "buf")?;
-        let engine = hora::api::engine()?;
+        let engine = hora_core::api::engine()?;
         engine
             .broadcast_async(&name, dtype.into(), &[count as u64], Box::new(data), root)
             .wait()
@@ -490,7 +490,7 @@ pub unsafe extern "C" fn hora_allgather(
         // SAFETY: forwarded caller contract.
         let name = unsafe { name_of(name, "allgather") }?;
         let data = buffer(input, count, dtype, "in")?;
-        let engine = hora::api::engine()?;
+        let engine = hora_core::api::engine()?;
         let c = engine
             .allgather_async(&name, dtype.into(), &[count as u64], Box::new(data))
             .wait()?;
@@ -520,7 +520,7 @@ pub unsafe extern "C" fn hora_alltoall(
     guard(|| {
         // SAFETY: forwarded caller contract.
         let name = unsafe { name_of(name, "alltoall") }?;
-        let size = hora::size()?;
+        let size = hora_core::size()?;
         if send_counts.is_null() {
             return Err(bad("send_counts is NULL"));
         }
@@ -531,7 +531,7 @@ pub unsafe extern "C" fn hora_alltoall(
             .collect();
         let total: u64 = splits.iter().sum();
         let data = buffer(input, total as usize, dtype, "in")?;
-        let engine = hora::api::engine()?;
+        let engine = hora_core::api::engine()?;
         let c = engine
             .alltoall_async(&name, dtype.into(), &[total], Box::new(data), splits)
             .wait()?;
@@ -568,7 +568,7 @@ pub unsafe extern "C" fn hora_reducescatter(
         // SAFETY: forwarded caller contract.
         let name = unsafe { name_of(name, "reducescatter") }?;
         let data = buffer(input, count, dtype, "in")?;
-        let engine = hora::api::engine()?;
+        let engine = hora_core::api::engine()?;
         let c = engine
             .reducescatter_async(
                 &name,
@@ -587,7 +587,7 @@ pub unsafe extern "C" fn hora_reducescatter(
 /// Returns once every rank has called it.
 #[unsafe(no_mangle)]
 pub extern "C" fn hora_barrier() -> hora_status {
-    guard(hora::barrier)
+    guard(hora_core::barrier)
 }
 
 /// This rank has no more work; returns once all ranks have joined, with the last one in
@@ -598,7 +598,7 @@ pub extern "C" fn hora_barrier() -> hora_status {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn hora_join(last_rank: *mut c_int) -> hora_status {
     guard(|| {
-        let last = hora::join()?;
+        let last = hora_core::join()?;
         if !last_rank.is_null() {
             // SAFETY: the caller passes NULL or a writable int.
             unsafe { *last_rank = last as c_int };

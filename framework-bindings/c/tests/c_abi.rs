@@ -1,4 +1,4 @@
-//! Compiles tests/smoke.c against include/hora.h and libhora_c, and runs it under
+//! Compiles tests/smoke.c against include/hora.h and libhora, and runs it under
 //! `horovodrun -np 3`: every collective, the async form and the error paths, from C.
 
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ fn cargo_build(package: &str) {
 fn c_program_runs_every_collective_and_error_path_at_np_3() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let lib_dir = target_dir();
-    if !lib_dir.join("libhora_c.so").exists() {
+    if !lib_dir.join("libhora.so").exists() {
         cargo_build("hora-capi");
     }
     if !lib_dir.join("horovodrun").exists() {
@@ -45,7 +45,7 @@ fn c_program_runs_every_collective_and_error_path_at_np_3() {
         .arg(&exe)
         .arg("-L")
         .arg(&lib_dir)
-        .arg("-lhora_c")
+        .arg("-lhora")
         .arg("-lm")
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
         .status()
