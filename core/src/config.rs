@@ -71,6 +71,9 @@ pub struct Tuning {
     /// Run allreduce through shared memory when every rank is on this host
     /// (`HOROVOD_SHM`, default on; `HOROVOD_SHM=0` keeps everything on the transport).
     pub shm: bool,
+    /// Which transport carries the job (`HOROVOD_CONTROLLER`: mpi, gloo/tcp, or unset for
+    /// MPI under `mpirun` when built with it, TCP otherwise).
+    pub controller: Controller,
     /// Rank 0 writes a Chrome-trace timeline of negotiation and collectives here
     /// (`HOROVOD_TIMELINE`, default off).
     pub timeline: Option<std::path::PathBuf>,
@@ -90,9 +93,22 @@ impl Default for Tuning {
             segment_bytes: 1 << 20,
             peer_timeout: Some(Duration::from_secs(20)),
             shm: true,
+            controller: Controller::Auto,
             timeline: None,
         }
     }
+}
+
+/// Which transport carries a job's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Controller {
+    /// MPI when this build has it and `mpirun` started the job, else TCP (+ shared memory).
+    #[default]
+    Auto,
+    /// MPI, or an error saying why it cannot be had.
+    Mpi,
+    /// TCP (+ shared memory), even under `mpirun`.
+    Tcp,
 }
 
 /// How this rank finds its peers.
@@ -262,6 +278,20 @@ impl Config {
             t.segment_bytes = b;
         }
         t.timeline = v.get("HOROVOD_TIMELINE").map(std::path::PathBuf::from);
+        if let Some(c) = v.get("HOROVOD_CONTROLLER") {
+            t.controller = match c.trim().to_ascii_lowercase().as_str() {
+                "" | "auto" => Controller::Auto,
+                "mpi" => Controller::Mpi,
+                "gloo" | "tcp" => Controller::Tcp,
+                _ => {
+                    return Err(invalid(
+                        "HOROVOD_CONTROLLER",
+                        c,
+                        "expected mpi (the MPI transport, under mpirun) or gloo/tcp",
+                    ));
+                }
+            };
+        }
         if v.get("HOROVOD_SHM").is_some() {
             t.shm = v.flag("HOROVOD_SHM")?;
         }

@@ -21,6 +21,8 @@ mod allreduce_small;
 mod alltoall;
 mod barrier;
 mod broadcast;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod reducescatter;
 pub mod segments;
 mod shm;
@@ -38,6 +40,8 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::types::{DataType, ReduceOp};
 
+#[cfg(feature = "mpi")]
+pub use mpi::MpiCollectives;
 pub use shm::ShmCollectives;
 
 /// Tag kind bytes of the collectives (32..=47 are reserved for them).

@@ -195,6 +195,18 @@ fn uniform(
     }
 }
 
+/// Whether this job will run on the MPI transport (built in, started by mpirun, and not told
+/// to use TCP), so it needs no rendezvous store.
+fn mpi_carries(vars: &HashMap<String, String>, launcher: &str) -> bool {
+    let controller = vars
+        .get("HOROVOD_CONTROLLER")
+        .map(|c| c.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    hora_mpi::ENABLED
+        && launcher.starts_with("mpirun")
+        && !matches!(controller.as_str(), "gloo" | "tcp")
+}
+
 fn missing_addr(launcher: &str) -> Error {
     Error::NotLaunched {
         hint: format!(
@@ -224,7 +236,10 @@ pub(crate) fn translate(
     set("HOROVOD_LOCAL_SIZE", f.local_size.to_string());
     set("HOROVOD_CROSS_RANK", f.cross_rank.to_string());
     set("HOROVOD_CROSS_SIZE", f.cross_size.to_string());
-    set("HORA_STORE_SERVE", "1".to_owned());
+    // `horovodrun --mpi` serves the store itself and says so with HORA_STORE_SERVE=0.
+    if get("HORA_STORE_SERVE").is_none() {
+        set("HORA_STORE_SERVE", "1".to_owned());
+    }
     set("HORA_LAUNCHER", f.launcher.to_owned());
 
     let store = match get("HORA_STORE_ADDR") {
@@ -238,6 +253,8 @@ pub(crate) fn translate(
                 (Some(h), _) => h.to_owned(),
                 (None, Some(h)) if f.launcher.starts_with("srun") => h,
                 _ if f.local_size == f.size => "127.0.0.1".to_owned(),
+                // The MPI transport needs no store; the address is never used.
+                _ if mpi_carries(vars, f.launcher) => "127.0.0.1".to_owned(),
                 _ => return Err(missing_addr(f.launcher)),
             };
             let port = match (

@@ -47,6 +47,7 @@ from hora.common.basics import (
     size,
 )
 from hora.tensorflow.compression import Compression
+from hora.tensorflow.gradient_tape import DistributedGradientTape, DistributedOptimizer
 from hora.tensorflow.functions import allgather_object, broadcast_object, broadcast_variables
 from hora.tensorflow.mpi_ops import (
     Adasum,

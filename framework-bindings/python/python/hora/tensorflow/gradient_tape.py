@@ -1,0 +1,189 @@
+"""DistributedGradientTape and DistributedOptimizer (tf.compat.v1): gradients averaged over ranks."""
+
+import sys
+
+import tensorflow as tf
+
+from hora._core import InvalidArgumentError
+from hora.common.basics import size
+from hora.tensorflow import mpi_ops
+from hora.tensorflow.compression import Compression
+
+
+def _split_groups(indices, sources, groups, num_groups):
+    """Lists of gradient positions, each submitted as one grouped allreduce."""
+    if groups is not None:
+        if num_groups:
+            raise ValueError("hora.tensorflow: give groups or num_groups, not both")
+        if isinstance(groups, int):
+            num_groups, groups = groups, None
+    if groups is not None:
+        by_id = {id(s): i for i, s in enumerate(sources)} if sources is not None else {}
+        out, seen = [], set()
+        for group in groups:
+            members = [by_id[id(v)] for v in group if id(v) in by_id and by_id[id(v)] in indices]
+            seen.update(members)
+            if members:
+                out.append(members)
+        rest = [i for i in indices if i not in seen]
+        return out + ([rest] if rest else [])
+    if num_groups and num_groups > 0:
+        k = min(num_groups, len(indices)) or 1
+        per = -(-len(indices) // k)
+        return [indices[i : i + per] for i in range(0, len(indices), per)]
+    return [indices] if indices else []
+
+
+def allreduce_gradients(grads, sources=None, compression=Compression.none, sparse_as_dense=False, op=mpi_ops.Average,
+                        gradient_predivide_factor=1.0, groups=None, num_groups=0, local_sources=()):
+    """Reduces a list of gradients over all ranks: dense ones in grouped (fused) allreduces,
+    ``tf.IndexedSlices`` by allgather (or densely with ``sparse_as_dense``). None stays None.
+
+    ``gradient_predivide_factor`` splits the averaging into a division by that factor before
+    the sum and by ``size() / factor`` after it (Horovod's semantics). Gradients of
+    ``local_sources`` are left as they are. Works eagerly and inside a tf.function.
+    """
+    op = mpi_ops._op(None, op)
+    if gradient_predivide_factor != 1.0 and op != mpi_ops.Average:
+        raise ValueError("hora.tensorflow: gradient_predivide_factor needs op=Average")
+    pre, post = 1.0, 1.0
+    if op == mpi_ops.Average and gradient_predivide_factor != 1.0:
+        op, pre, post = mpi_ops.Sum, 1.0 / gradient_predivide_factor, gradient_predivide_factor / size()
+    grads = list(grads)
+    local = {id(v) for v in local_sources}
+    out = list(grads)
+    dense, sparse = [], []
+    for i, g in enumerate(grads):
+        if g is None or (sources is not None and id(sources[i]) in local):
+            continue
+        if isinstance(g, tf.IndexedSlices):
+            if sparse_as_dense:
+                grads[i] = tf.convert_to_tensor(g)
+                dense.append(i)
+            else:
+                sparse.append(i)
+        else:
+            dense.append(i)
+    for group in _split_groups(dense, sources, groups, num_groups):
+        reduced = mpi_ops.grouped_allreduce([grads[i] for i in group], op=op, compression=compression,
+                                            prescale_factor=pre, postscale_factor=post)
+        for i, r in zip(group, reduced):
+            out[i] = r
+    for i in sparse:
+        out[i] = mpi_ops.allreduce(grads[i], op=op, prescale_factor=pre, postscale_factor=post)
+    return out
+
+
+class _DistributedGradientTape:
+    """Methods grafted onto a subclass of the user's tape class (see DistributedGradientTape)."""
+
+    def gradient(self, target, sources, output_gradients=None, unconnected_gradients=None):
+        """The tape's gradients, reduced over all ranks (same structure as ``sources``)."""
+        kwargs = {} if unconnected_gradients is None else {"unconnected_gradients": unconnected_gradients}
+        grads = super(self._hora_base, self).gradient(target, sources, output_gradients, **kwargs)
+        flat_sources = tf.nest.flatten(sources)
+        flat = allreduce_gradients(tf.nest.flatten(grads, expand_composites=False), flat_sources,
+                                   **self._hora_options, local_sources=self._hora_local)
+        return tf.nest.pack_sequence_as(grads, flat)
+
+    def register_local_source(self, source):
+        """Keeps ``source``'s gradient local (not reduced), e.g. for a rank-local variable."""
+        self._hora_local.append(source)
+
+
+def DistributedGradientTape(gradtape, device_dense="", device_sparse="", compression=Compression.none,
+                            sparse_as_dense=False, op=mpi_ops.Average, gradient_predivide_factor=1.0,
+                            num_groups=0, groups=None, process_set=None, scale_local_gradients=True):
+    """Wraps a ``tf.GradientTape`` so that ``gradient()`` returns gradients averaged over ranks.
+
+    Use it after the ``with tf.GradientTape() as tape:`` block: ``tape =
+    hvd.DistributedGradientTape(tape)``. The result is an instance of a subclass of the tape's
+    class sharing its recorded state. Dense gradients go in one grouped allreduce (or
+    ``num_groups``/``groups`` of them).
+    """
+    mpi_ops._op(None, op)
+    base = type(gradtape)
+    cls = type(base.__name__, (base,), {"gradient": _DistributedGradientTape.gradient,
+                                        "register_local_source": _DistributedGradientTape.register_local_source,
+                                        "_hora_base": None})
+    cls._hora_base = cls
+    tape = object.__new__(cls)
+    tape.__dict__.update(gradtape.__dict__)
+    tape._hora_options = {"compression": compression, "sparse_as_dense": sparse_as_dense, "op": op,
+                          "gradient_predivide_factor": gradient_predivide_factor, "groups": groups,
+                          "num_groups": num_groups}
+    tape._hora_local = []
+    return tape
+
+
+class _DistributedOptimizer(tf.compat.v1.train.Optimizer):
+    """A tf.compat.v1 optimizer whose compute_gradients returns gradients averaged over ranks."""
+
+    def __init__(self, optimizer, name, use_locking, options):
+        super().__init__(name=name, use_locking=use_locking)
+        self._optimizer = optimizer
+        self._hora_options = options
+
+    def compute_gradients(self, *args, **kwargs):
+        """The wrapped optimizer's (gradient, variable) pairs, gradients reduced over ranks."""
+        pairs = self._optimizer.compute_gradients(*args, **kwargs)
+        if not pairs:
+            return pairs
+        grads, variables = zip(*pairs)
+        reduced = allreduce_gradients(grads, list(variables), **self._hora_options)
+        return list(zip(reduced, variables))
+
+    def apply_gradients(self, *args, **kwargs):
+        """Applies (already reduced) gradients with the wrapped optimizer."""
+        return self._optimizer.apply_gradients(*args, **kwargs)
+
+    def get_slot(self, *args, **kwargs):
+        """The wrapped optimizer's slot."""
+        return self._optimizer.get_slot(*args, **kwargs)
+
+    def get_slot_names(self, *args, **kwargs):
+        """The wrapped optimizer's slot names."""
+        return self._optimizer.get_slot_names(*args, **kwargs)
+
+    def variables(self, *args, **kwargs):
+        """The wrapped optimizer's variables."""
+        return self._optimizer.variables(*args, **kwargs)
+
+
+def _is_keras_optimizer(optimizer):
+    for modname in ("keras", "tf_keras"):
+        mod = sys.modules.get(modname)
+        base = getattr(getattr(mod, "optimizers", None), "Optimizer", None)
+        if base is not None and isinstance(optimizer, base):
+            return True
+    return type(optimizer).__module__.split(".")[0] in ("keras", "tf_keras")
+
+
+def DistributedOptimizer(optimizer, name=None, use_locking=False, device_dense="", device_sparse="",
+                         compression=Compression.none, sparse_as_dense=False, backward_passes_per_step=1,
+                         op=mpi_ops.Average, gradient_predivide_factor=1.0, average_aggregated_gradients=False,
+                         num_groups=0, groups=None, process_set=None):
+    """Wraps a ``tf.compat.v1.train.Optimizer`` so ``compute_gradients`` (and so ``minimize``)
+    averages gradients over ranks. A Keras optimizer is handed to ``hora.keras.DistributedOptimizer``."""
+    if _is_keras_optimizer(optimizer):
+        try:
+            from hora import keras as hora_keras
+        except ImportError as e:
+            raise ValueError("hora.tensorflow.DistributedOptimizer: a Keras optimizer needs "
+                             f"hora.keras.DistributedOptimizer, which could not be imported ({e})") from e
+        return hora_keras.DistributedOptimizer(
+            optimizer, name=name, device_dense=device_dense, device_sparse=device_sparse,
+            compression=compression, sparse_as_dense=sparse_as_dense,
+            gradient_predivide_factor=gradient_predivide_factor, op=op,
+            backward_passes_per_step=backward_passes_per_step,
+            average_aggregated_gradients=average_aggregated_gradients, groups=groups, num_groups=num_groups)
+    if not isinstance(optimizer, tf.compat.v1.train.Optimizer):
+        raise TypeError("hora.tensorflow.DistributedOptimizer: expected a tf.compat.v1.train.Optimizer or a "
+                        f"Keras optimizer, got {type(optimizer).__name__}")
+    if backward_passes_per_step != 1:
+        raise InvalidArgumentError("hora.tensorflow.DistributedOptimizer: backward_passes_per_step > 1 (local "
+                                   "gradient accumulation) is not supported for tf.compat.v1 optimizers")
+    mpi_ops._op(None, op)
+    options = {"compression": compression, "sparse_as_dense": sparse_as_dense, "op": op,
+               "gradient_predivide_factor": gradient_predivide_factor, "groups": groups, "num_groups": num_groups}
+    return _DistributedOptimizer(optimizer, name or f"Distributed{type(optimizer).__name__}", use_locking, options)
