@@ -5,7 +5,8 @@ CARGO ?= cargo
 BIN := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release
 export CARGO_TERM_COLOR ?= never
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
-# Python: a project venv with torch (CPU use of PyPI's build) for hora.torch's tests and demo.
+# Python: a project venv with torch (CPU use of PyPI's build) and tensorflow-cpu for hora.torch's and
+# hora.tensorflow's tests and demo.
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
@@ -31,6 +32,9 @@ deps:
 	  [ -x $(PY) ] || python3 -m venv $(VENV); \
 	  $(VENV)/bin/pip install -q torch numpy pytest pytest-timeout maturin; }
 	@[ -x $(VENV)/bin/maturin ] || $(VENV)/bin/pip install -q maturin
+	@# hora.tensorflow: TensorFlow 2 for CPU (274 MB wheel, brings keras 3) next to torch in one venv.
+	@$(PY) -c "import torch, tensorflow" 2>/dev/null || { $(VENV)/bin/pip install -q tensorflow-cpu && \
+	  $(PY) -c "import torch, tensorflow" || { echo "deps: torch and tensorflow do not import together in $(VENV)" >&2; exit 1; }; }
 
 # The Python package (hora._core + hora.torch) into the venv, editable; its own target dir so
 # maturin's and cargo's builds of pyo3 do not invalidate each other.

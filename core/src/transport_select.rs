@@ -9,7 +9,7 @@ use hora_tcp::{PeerDirectory, TcpConfig, TcpTransport};
 use hora_transport::{LocalTransport, Rank, Transport, TransportError};
 
 use crate::collectives::{Collectives, ShmCollectives};
-use crate::config::Config;
+use crate::config::{Config, Controller};
 use crate::error::Error;
 use crate::rendezvous::{Store, StoreClient, StoreError, StoreServer};
 
@@ -63,6 +63,9 @@ pub struct Connected {
 
 /// Builds the transport for this rank; `generation` separates repeated inits in one job.
 pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
+    if let Some(connected) = select_mpi(config)? {
+        return Ok(connected);
+    }
     let topo = config.topology;
     let Some(rdv) = &config.rendezvous else {
         let t = LocalTransport::create(1).pop().expect("one rank");
@@ -189,6 +192,72 @@ fn shm_group(config: &Config, store: &dyn Store, prefix: &str) -> Result<ShmGrou
             "cannot set up shared memory between the ranks of this host \
              (HOROVOD_SHM=0 turns it off): {e}"
         ),
+    })
+}
+
+/// The MPI transport when the job asks for it (`HOROVOD_CONTROLLER=mpi`) or, with the `mpi`
+/// feature built in, when `mpirun` started the job; `None` keeps TCP (+ shared memory).
+fn select_mpi(config: &Config) -> Result<Option<Connected>, Error> {
+    let launcher = hora_mpi::env::launcher_from_env();
+    let topo = config.topology;
+    let bad = |reason: String| Error::InvalidConfig {
+        var: "HOROVOD_CONTROLLER".to_owned(),
+        value: "mpi".to_owned(),
+        reason,
+    };
+    match config.tuning.controller {
+        Controller::Tcp => Ok(None),
+        Controller::Auto if !hora_mpi::ENABLED || launcher.is_none() || topo.size < 2 => Ok(None),
+        Controller::Mpi if !hora_mpi::ENABLED => Err(bad(
+            "this build of hora has no MPI transport: rebuild with `--features mpi` (needs an \
+             MPI library, e.g. libopenmpi-dev, and libclang-dev), or unset HOROVOD_CONTROLLER \
+             to use TCP"
+                .to_owned(),
+        )),
+        Controller::Mpi if launcher.is_none() => Err(bad(
+            "the MPI transport needs the job started by mpirun (`horovodrun --mpi ...` or \
+             `mpirun -np N ...`); this process has no OMPI_COMM_WORLD_SIZE or PMI_SIZE"
+                .to_owned(),
+        )),
+        _ => connect_mpi(config).map(Some),
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn connect_mpi(_config: &Config) -> Result<Connected, Error> {
+    unreachable!("select_mpi only connects over MPI when hora_mpi::ENABLED")
+}
+
+/// Starts MPI and checks that it sees the job the launcher's variables describe.
+#[cfg(feature = "mpi")]
+fn connect_mpi(config: &Config) -> Result<Connected, Error> {
+    use crate::collectives::MpiCollectives;
+    let topo = config.topology;
+    let fail = |detail: String| Error::Rendezvous {
+        rank: topo.rank,
+        detail,
+    };
+    let t = hora_mpi::MpiTransport::world()
+        .map_err(|e| fail(format!("cannot start the MPI transport: {e}")))?
+        .with_spin(config.tuning.spin);
+    if (t.rank(), t.size()) != (topo.rank, topo.size) {
+        return Err(fail(format!(
+            "MPI says this is rank {} of {}, but the launcher's variables say rank {} of {}",
+            t.rank(),
+            t.size(),
+            topo.rank,
+            topo.size
+        )));
+    }
+    let t = Arc::new(t);
+    Ok(Connected {
+        transport: t.clone(),
+        store: None,
+        name: "mpi",
+        collectives: Some(Box::new(MpiCollectives::new(
+            t,
+            config.tuning.segment_bytes,
+        ))),
     })
 }
 
