@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::collectives::HierarchicalMode;
 use crate::error::Error;
 
 mod launchers;
@@ -77,6 +78,14 @@ pub struct Tuning {
     /// Rank 0 writes a Chrome-trace timeline of negotiation and collectives here
     /// (`HOROVOD_TIMELINE`, default off).
     pub timeline: Option<std::path::PathBuf>,
+    /// Hierarchical allreduce across hosts (`HOROVOD_HIERARCHICAL_ALLREDUCE`): `None` = automatic
+    /// (on when the job spans hosts with several ranks on each), `Some(false)` forces flat.
+    pub hierarchical_allreduce: Option<bool>,
+    /// Hierarchical allgather across hosts (`HOROVOD_HIERARCHICAL_ALLGATHER`), like
+    /// `hierarchical_allreduce`.
+    pub hierarchical_allgather: Option<bool>,
+    /// How hierarchical allreduce splits the work (`HORA_HIERARCHICAL_MODE`: split or leader).
+    pub hierarchical_mode: HierarchicalMode,
 }
 
 impl Default for Tuning {
@@ -95,6 +104,9 @@ impl Default for Tuning {
             shm: true,
             controller: Controller::Auto,
             timeline: None,
+            hierarchical_allreduce: None,
+            hierarchical_allgather: None,
+            hierarchical_mode: HierarchicalMode::Split,
         }
     }
 }
@@ -294,6 +306,30 @@ impl Config {
         }
         if v.get("HOROVOD_SHM").is_some() {
             t.shm = v.flag("HOROVOD_SHM")?;
+        }
+        for (var, slot) in [
+            (
+                "HOROVOD_HIERARCHICAL_ALLREDUCE",
+                &mut t.hierarchical_allreduce,
+            ),
+            (
+                "HOROVOD_HIERARCHICAL_ALLGATHER",
+                &mut t.hierarchical_allgather,
+            ),
+        ] {
+            if v.get(var).is_some() {
+                *slot = Some(v.flag(var)?);
+            }
+        }
+        if let Some(m) = v.get("HORA_HIERARCHICAL_MODE") {
+            t.hierarchical_mode = m.parse().map_err(|()| {
+                invalid(
+                    "HORA_HIERARCHICAL_MODE",
+                    m,
+                    "expected split (every local rank runs the cross-host ring on its share) \
+                     or leader (one rank per host does)",
+                )
+            })?;
         }
         Ok(Self {
             topology,

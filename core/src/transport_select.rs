@@ -8,7 +8,9 @@ use hora_shm::{ShmConfig, ShmGroup};
 use hora_tcp::{PeerDirectory, TcpConfig, TcpTransport};
 use hora_transport::{LocalTransport, Rank, Transport, TransportError};
 
-use crate::collectives::{Collectives, ShmCollectives};
+use crate::collectives::{
+    Collectives, Hierarchical, Layout, Place, Ring, ShmCollectives, SubTransport,
+};
 use crate::config::{Config, Controller};
 use crate::error::Error;
 use crate::rendezvous::{Store, StoreClient, StoreError, StoreServer};
@@ -137,57 +139,189 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
             _server: server,
         }),
     };
-    let collectives = if config.tuning.shm && topo.size > 1 && topo.local_size == topo.size {
-        let group = shm_group(config, &*store, &prefix)?;
-        Some(Box::new(ShmCollectives::with_transport(
+    let (collectives, name) = if config.tuning.shm && topo.size > 1 && topo.local_size == topo.size
+    {
+        let group = shm_group(
+            config,
+            &*store,
+            &format!("{prefix}shm-job"),
+            rank,
+            topo.size,
+        )?;
+        let c = ShmCollectives::with_transport(
             Arc::new(group),
             transport.clone(),
             config.tuning.segment_bytes,
-        )) as Box<dyn Collectives>)
+        );
+        (Some(Box::new(c) as Box<dyn Collectives>), "tcp+shm")
     } else {
-        None
+        match hierarchical(config, &transport, &*store, &prefix)? {
+            Some(h) => (
+                Some(Box::new(h) as Box<dyn Collectives>),
+                "tcp+shm hierarchical",
+            ),
+            None => (None, "tcp"),
+        }
     };
     Ok(Connected {
         transport,
         store: Some(store),
-        name: if collectives.is_some() {
-            "tcp+shm"
-        } else {
-            "tcp"
-        },
+        name,
         collectives,
     })
 }
 
-/// Sets up the shared-memory group of a job whose ranks all run on this host. Rank 0 picks a
-/// fresh job name (the abstract-socket namespace is per host, so it must not collide with
-/// another job's) and shares it through the store.
-fn shm_group(config: &Config, store: &dyn Store, prefix: &str) -> Result<ShmGroup, Error> {
+/// Sequence number of the one-off exchange of host layouts (never reached by the engine's
+/// own numbering, so its tag cannot meet an engine collective's).
+const PLACES_SEQ: u64 = (1 << 56) - 1;
+
+/// Hierarchical collectives when the job spans hosts with several ranks on each
+/// (`collectives/hierarchical.rs`); `None` keeps the flat ring, saying why when the user
+/// asked for hierarchical.
+fn hierarchical(
+    config: &Config,
+    transport: &Arc<dyn Transport>,
+    store: &dyn Store,
+    prefix: &str,
+) -> Result<Option<Hierarchical>, Error> {
     let topo = config.topology;
+    let t = &config.tuning;
     let rank = topo.rank;
-    let key = format!("{prefix}shm-job");
+    let (ar, ag) = (t.hierarchical_allreduce, t.hierarchical_allgather);
+    let asked = ar == Some(true) || ag == Some(true);
+    let (want_ar, want_ag) = (ar != Some(false), ag != Some(false));
+    let flat_because = |reason: &str| {
+        if asked && rank == 0 {
+            tracing::warn!(
+                "HOROVOD_HIERARCHICAL_ALLREDUCE/ALLGATHER asked for, but running flat: {reason}"
+            );
+        } else {
+            tracing::debug!(rank, "flat collectives: {reason}");
+        }
+    };
+    if topo.size == 1 || !(want_ar || want_ag) {
+        return Ok(None);
+    }
+    if !t.shm {
+        flat_because("hierarchical collectives need shared memory inside a host (HOROVOD_SHM=0)");
+        return Ok(None);
+    }
+    // Every rank gets here (the conditions above are the job's settings, the same on every
+    // rank), so every rank takes part in this exchange, and all reach the same decision.
+    let flat = Ring::new(transport.clone()).with_segment_bytes(t.segment_bytes);
+    let me = Place {
+        local_rank: topo.local_rank as u32,
+        local_size: topo.local_size as u32,
+        cross_rank: topo.cross_rank as u32,
+        cross_size: topo.cross_size as u32,
+    };
+    let mut all = vec![0u8; Place::BYTES * topo.size];
+    let deadline = hora_transport::deadline_after(t.connect_timeout);
+    flat.allgatherv(
+        &me.to_bytes(),
+        &mut all,
+        &vec![Place::BYTES; topo.size],
+        PLACES_SEQ,
+        deadline,
+    )
+    .map_err(|e| Error::Rendezvous {
+        rank,
+        detail: format!(
+            "exchanging host layouts for hierarchical collectives \
+             (HOROVOD_HIERARCHICAL_ALLREDUCE=0 HOROVOD_HIERARCHICAL_ALLGATHER=0 skips it): {e}"
+        ),
+    })?;
+    let places: Vec<Place> = all
+        .chunks_exact(Place::BYTES)
+        .map(|c| Place::from_bytes(c.try_into().expect("Place::BYTES")))
+        .collect();
+    let layout = match Layout::from_places(&places) {
+        Ok(l) => l,
+        Err(reason) => {
+            flat_because(&reason);
+            return Ok(None);
+        }
+    };
+    if layout.hosts() < 2 || layout.local_size() < 2 {
+        flat_because(&format!(
+            "{} host(s) × {} rank(s) each: nothing to gain",
+            layout.hosts(),
+            layout.local_size()
+        ));
+        return Ok(None);
+    }
+    let (host, local_rank) = layout.place_of(rank);
+    let sub = |members: Vec<usize>| -> Result<Arc<dyn Transport>, Error> {
+        SubTransport::new(transport.clone(), members)
+            .map(|s| Arc::new(s) as Arc<dyn Transport>)
+            .ok_or(Error::Bug(format!(
+                "rank {rank} is missing from its own hierarchical group"
+            )))
+    };
+    let group = shm_group(
+        config,
+        store,
+        &format!("{prefix}shm-job/host{host}"),
+        local_rank,
+        layout.local_size(),
+    )?;
+    let local = ShmCollectives::with_transport(
+        Arc::new(group),
+        sub(layout.host_ranks(host))?,
+        t.segment_bytes,
+    );
+    let cross = Ring::new(sub(layout.cross_ranks(local_rank))?).with_segment_bytes(t.segment_bytes);
+    if rank == 0 {
+        tracing::info!(
+            hosts = layout.hosts(),
+            local_size = layout.local_size(),
+            allreduce = want_ar,
+            allgather = want_ag,
+            mode = ?t.hierarchical_mode,
+            "hierarchical collectives: shared memory inside each host, rings across hosts"
+        );
+    }
+    Ok(Some(
+        Hierarchical::new(layout, Box::new(local), Box::new(cross), Box::new(flat))
+            .with_ops(want_ar, want_ag)
+            .with_mode(t.hierarchical_mode)
+            .local_errors_name_local_ranks(),
+    ))
+}
+
+/// Sets up the shared-memory group of the ranks of one host, where this rank is `rank` of
+/// `size`. The group's rank 0 picks a fresh job name (the abstract-socket namespace is per
+/// host, so it must not collide with another job's) and shares it through the store at `key`.
+fn shm_group(
+    config: &Config,
+    store: &dyn Store,
+    key: &str,
+    rank: usize,
+    size: usize,
+) -> Result<ShmGroup, Error> {
+    let job_rank = config.topology.rank;
     let deadline = hora_transport::deadline_after(config.tuning.connect_timeout);
     let job = if rank == 0 {
         let job = hora_shm::unique_job_name("hora");
         store
-            .set(&key, job.as_bytes())
+            .set(key, job.as_bytes())
             .map_err(|e| Error::Rendezvous {
-                rank,
+                rank: job_rank,
                 detail: format!("store: {e}"),
             })?;
         job
     } else {
-        let raw = store.get(&key, deadline).map_err(|e| Error::Rendezvous {
-            rank,
+        let raw = store.get(key, deadline).map_err(|e| Error::Rendezvous {
+            rank: job_rank,
             detail: format!("rank 0 did not share the shared-memory job name: {e}"),
         })?;
         String::from_utf8_lossy(&raw).into_owned()
     };
-    let mut cfg = ShmConfig::new(rank, topo.size, job);
+    let mut cfg = ShmConfig::new(rank, size, job);
     cfg.connect_timeout = config.tuning.connect_timeout;
     cfg.spin = config.tuning.spin;
     ShmGroup::connect(&cfg).map_err(|e| Error::Rendezvous {
-        rank,
+        rank: job_rank,
         detail: format!(
             "cannot set up shared memory between the ranks of this host \
              (HOROVOD_SHM=0 turns it off): {e}"
@@ -238,8 +372,7 @@ fn connect_mpi(config: &Config) -> Result<Connected, Error> {
         detail,
     };
     let t = hora_mpi::MpiTransport::world()
-        .map_err(|e| fail(format!("cannot start the MPI transport: {e}")))?
-        .with_spin(config.tuning.spin);
+        .map_err(|e| fail(format!("cannot start the MPI transport: {e}")))?;
     if (t.rank(), t.size()) != (topo.rank, topo.size) {
         return Err(fail(format!(
             "MPI says this is rank {} of {}, but the launcher's variables say rank {} of {}",

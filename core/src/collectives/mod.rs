@@ -21,11 +21,13 @@ mod allreduce_small;
 mod alltoall;
 mod barrier;
 mod broadcast;
+mod hierarchical;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod reducescatter;
 pub mod segments;
 mod shm;
+mod subgroup;
 
 #[cfg(test)]
 mod tests;
@@ -40,9 +42,11 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::types::{DataType, ReduceOp};
 
+pub use hierarchical::{Hierarchical, HierarchicalMode, Layout, Place};
 #[cfg(feature = "mpi")]
 pub use mpi::MpiCollectives;
 pub use shm::ShmCollectives;
+pub use subgroup::SubTransport;
 
 /// Tag kind bytes of the collectives (32..=47 are reserved for them).
 pub(crate) mod kind {
@@ -139,6 +143,11 @@ pub trait Collectives: Send + Sync + fmt::Debug {
 
     /// Returns once every rank has entered.
     fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError>;
+
+    /// Fails this rank's current and future collectives on state the backend owns beyond the
+    /// engine's transport (shared memory), so peers waiting on this rank there fail at once.
+    /// The default does nothing: the engine aborts its transport itself.
+    fn abort(&self, _reason: &str) {}
 }
 
 /// Ring, chain, pairwise and dissemination algorithms over a [`Transport`].
@@ -301,6 +310,10 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
 
     fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError> {
         barrier::barrier(&*self.transport, Tag::new(kind::BARRIER, seq), deadline)
+    }
+
+    fn abort(&self, reason: &str) {
+        self.transport.abort(reason);
     }
 }
 

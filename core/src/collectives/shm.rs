@@ -143,4 +143,8 @@ impl Collectives for ShmCollectives {
     fn barrier(&self, _seq: u64, deadline: Instant) -> Result<(), TransportError> {
         self.group.barrier(deadline)
     }
+
+    fn abort(&self, reason: &str) {
+        self.group.abort(reason);
+    }
 }

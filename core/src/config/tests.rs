@@ -93,3 +93,35 @@ fn tuning_overrides_apply() {
     assert_eq!(c.tuning.stall_warning, None);
     assert_eq!(c.tuning.spin, Duration::ZERO);
 }
+
+#[test]
+fn hierarchical_settings_are_automatic_unless_set() {
+    let t = Config::from_vars(&launched(&[])).unwrap().tuning;
+    assert_eq!(t.hierarchical_allreduce, None);
+    assert_eq!(t.hierarchical_allgather, None);
+    assert_eq!(t.hierarchical_mode, HierarchicalMode::Split);
+    let t = Config::from_vars(&launched(&[
+        ("HOROVOD_HIERARCHICAL_ALLREDUCE", "0"),
+        ("HOROVOD_HIERARCHICAL_ALLGATHER", "true"),
+        ("HORA_HIERARCHICAL_MODE", "Leader"),
+    ]))
+    .unwrap()
+    .tuning;
+    assert_eq!(t.hierarchical_allreduce, Some(false));
+    assert_eq!(t.hierarchical_allgather, Some(true));
+    assert_eq!(t.hierarchical_mode, HierarchicalMode::Leader);
+}
+
+#[test]
+fn bad_hierarchical_settings_name_the_variable() {
+    for (var, value) in [
+        ("HOROVOD_HIERARCHICAL_ALLREDUCE", "2"),
+        ("HOROVOD_HIERARCHICAL_ALLGATHER", "maybe"),
+        ("HORA_HIERARCHICAL_MODE", "tree"),
+    ] {
+        let e = Config::from_vars(&launched(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(var) && e.contains(value), "{e}");
+    }
+}

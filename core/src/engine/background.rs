@@ -110,6 +110,7 @@ impl Background {
                     self.tell_peers(&e);
                     // Close every connection so peers fail fast instead of waiting on us.
                     self.transport.abort(&e.to_string());
+                    self.collectives.abort(&e.to_string());
                     break e;
                 }
             }

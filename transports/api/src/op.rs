@@ -102,6 +102,12 @@ impl<'a> Op<'a> {
         self.started
     }
 
+    /// Redirects the op to another rank: a view of a subset of the job's ranks (hierarchical
+    /// collectives) renumbers its ops' peers onto the job's ranks before handing them on.
+    pub fn set_peer(&mut self, peer: Rank) {
+        self.peer = peer;
+    }
+
     /// Transport-side: marks the op started.
     pub fn mark_started(&mut self) {
         self.started = true;

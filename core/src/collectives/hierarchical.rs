@@ -1,0 +1,595 @@
+//! Hierarchical allreduce and allgather for jobs that span hosts with several ranks on each:
+//! shared memory inside a host, a ring over the network between hosts.
+//!
+//! How allreduce works (the default, "split" mode). With `H` hosts of `L` ranks each, the
+//! buffer is cut into `L` element-aligned blocks:
+//! 1. the ranks of each host reduce-scatter the buffer among themselves (shared memory), so
+//!    local rank `l` holds block `l` reduced over its host;
+//! 2. local rank `l` of every host runs a ring allreduce of block `l` with local rank `l` of
+//!    the other hosts (TCP): `L` rings of `H` ranks run at once, each on `1/L` of the data, so
+//!    every rank and every rank's connection carries a share;
+//! 3. the ranks of each host allgather the blocks (shared memory).
+//!
+//! Each rank sends `2 (H - 1) / H × 1/L` of the buffer over the network, `L` times less than a
+//! rank of the flat ring (`2 (N - 1) / N`), and a host as a whole sends what one rank of an
+//! `H`-rank ring would. "Leader" mode instead reduces the whole buffer to local rank 0 (shared
+//! memory allreduce), lets one rank per host run the cross-host ring on all of it, and
+//! broadcasts the result inside the host; it exists to measure against (docs/transports.md).
+//!
+//! Allgather(v): local rank `l` of every host first gathers the contributions of local rank `l`
+//! of all hosts over the network (the `L` rings again run at once), then the ranks of a host
+//! allgather these columns through shared memory, and each rank puts the blocks in job-rank
+//! order.
+//!
+//! Every element is reduced once per host by one rank and once across hosts by one ring, then
+//! copied, so all ranks get bit-identical results. `Average` is summed here and divided once by
+//! the engine, as with the flat ring; prescale and postscale are the engine's too.
+//!
+//! What this does not do: broadcast, alltoall, reducescatter and barrier run on the flat ring;
+//! hosts with different numbers of ranks are refused by [`Layout::from_places`] (the caller
+//! falls back to the flat ring and logs why).
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use hora_transport::{Rank, TransportError};
+use parking_lot::Mutex;
+
+use super::segments::{blocks_from_sizes, split_chunks};
+use super::{Collectives, invalid};
+use crate::types::{DataType, ReduceOp};
+
+/// Where one rank says it runs (its launcher's `HOROVOD_LOCAL_*` and `HOROVOD_CROSS_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Rank among the processes of its host.
+    pub local_rank: u32,
+    /// Processes on its host.
+    pub local_size: u32,
+    /// Index of its host.
+    pub cross_rank: u32,
+    /// Number of hosts.
+    pub cross_size: u32,
+}
+
+impl Place {
+    /// Bytes of [`Place::to_bytes`].
+    pub const BYTES: usize = 16;
+
+    /// Little-endian encoding, for exchanging places between ranks.
+    pub fn to_bytes(self) -> [u8; Self::BYTES] {
+        let mut b = [0u8; Self::BYTES];
+        for (i, v) in [
+            self.local_rank,
+            self.local_size,
+            self.cross_rank,
+            self.cross_size,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decodes [`Place::to_bytes`].
+    pub fn from_bytes(b: &[u8; Self::BYTES]) -> Self {
+        let w = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        Self {
+            local_rank: w(0),
+            local_size: w(1),
+            cross_rank: w(2),
+            cross_size: w(3),
+        }
+    }
+}
+
+/// Which job rank runs where: `H` hosts with `L` ranks each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `ranks[h][l]`: the job rank of local rank `l` on host `h`.
+    ranks: Vec<Vec<Rank>>,
+    /// `place[r]`: (host, local rank) of job rank `r`.
+    place: Vec<(usize, usize)>,
+}
+
+impl Layout {
+    /// `hosts` hosts of `local` ranks, numbered host by host (rank = host × local + l), as
+    /// horovodrun places them.
+    pub fn uniform(hosts: usize, local: usize) -> Self {
+        let ranks: Vec<Vec<Rank>> = (0..hosts)
+            .map(|h| (0..local).map(|l| h * local + l).collect())
+            .collect();
+        Self::from_grid(ranks)
+    }
+
+    fn from_grid(ranks: Vec<Vec<Rank>>) -> Self {
+        let n = ranks.iter().map(Vec::len).sum();
+        let mut place = vec![(0, 0); n];
+        for (h, row) in ranks.iter().enumerate() {
+            for (l, &r) in row.iter().enumerate() {
+                place[r] = (h, l);
+            }
+        }
+        Self { ranks, place }
+    }
+
+    /// The layout described by every rank's place (`places[r]` is rank `r`'s), or why there is
+    /// none: hosts with different numbers of ranks, or places that contradict each other.
+    pub fn from_places(places: &[Place]) -> Result<Self, String> {
+        let Some(first) = places.first() else {
+            return Err("no ranks".into());
+        };
+        let (l, h) = (first.local_size as usize, first.cross_size as usize);
+        if let Some((r, p)) = places
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.local_size as usize != l)
+        {
+            return Err(format!(
+                "hosts have different numbers of ranks (rank 0's host has {l}, rank {r}'s has {})",
+                p.local_size
+            ));
+        }
+        if let Some((r, p)) = places
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.cross_size as usize != h)
+        {
+            return Err(format!(
+                "ranks disagree on the number of hosts (rank 0: {h}, rank {r}: {})",
+                p.cross_size
+            ));
+        }
+        if l == 0 || h == 0 || l.checked_mul(h) != Some(places.len()) {
+            return Err(format!(
+                "{h} hosts × {l} ranks does not make the job's {} ranks",
+                places.len()
+            ));
+        }
+        let mut grid = vec![vec![usize::MAX; l]; h];
+        for (r, p) in places.iter().enumerate() {
+            let (cr, lr) = (p.cross_rank as usize, p.local_rank as usize);
+            if cr >= h || lr >= l {
+                return Err(format!(
+                    "rank {r} is local rank {lr} of host {cr}, outside {h} hosts × {l} ranks"
+                ));
+            }
+            if grid[cr][lr] != usize::MAX {
+                return Err(format!(
+                    "ranks {} and {r} both say they are local rank {lr} of host {cr}",
+                    grid[cr][lr]
+                ));
+            }
+            grid[cr][lr] = r;
+        }
+        Ok(Self::from_grid(grid))
+    }
+
+    /// Number of hosts.
+    pub fn hosts(&self) -> usize {
+        self.ranks.len()
+    }
+
+    /// Ranks per host.
+    pub fn local_size(&self) -> usize {
+        self.ranks.first().map_or(0, Vec::len)
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.place.len()
+    }
+
+    /// (host, local rank) of job rank `r`.
+    pub fn place_of(&self, r: Rank) -> (usize, usize) {
+        self.place[r]
+    }
+
+    /// The job rank of local rank `l` on host `h`.
+    pub fn rank_at(&self, h: usize, l: usize) -> Rank {
+        self.ranks[h][l]
+    }
+
+    /// The job ranks on host `h`, by local rank.
+    pub fn host_ranks(&self, h: usize) -> Vec<Rank> {
+        self.ranks[h].clone()
+    }
+
+    /// The job ranks with local rank `l`, by host.
+    pub fn cross_ranks(&self, l: usize) -> Vec<Rank> {
+        self.ranks.iter().map(|row| row[l]).collect()
+    }
+}
+
+/// How hierarchical allreduce splits the work (`HORA_HIERARCHICAL_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HierarchicalMode {
+    /// Every local rank runs the cross-host ring on its `1/L` block (the default).
+    #[default]
+    Split,
+    /// Local rank 0 runs the cross-host ring on the whole buffer.
+    Leader,
+}
+
+impl std::str::FromStr for HierarchicalMode {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "split" => Ok(Self::Split),
+            "leader" => Ok(Self::Leader),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Allreduce and allgather through a host's collectives and a cross-host ring; the other
+/// collectives through a flat one. See the module docs.
+#[derive(Debug)]
+pub struct Hierarchical {
+    layout: Layout,
+    rank: Rank,
+    host: usize,
+    local_rank: usize,
+    /// The ranks of this host, numbered by local rank.
+    local: Box<dyn Collectives>,
+    /// `local` names peers by local rank (shared memory) and its errors are renumbered.
+    local_names_local_ranks: bool,
+    /// The ranks with this local rank, numbered by host.
+    cross: Box<dyn Collectives>,
+    /// Every rank.
+    flat: Box<dyn Collectives>,
+    allreduce: bool,
+    allgather: bool,
+    mode: HierarchicalMode,
+    /// (block or column, packed gather) buffers, reused across calls.
+    scratch: Mutex<(Vec<u8>, Vec<u8>)>,
+    allreduce_calls: AtomicU64,
+    allgather_calls: AtomicU64,
+    /// The first allreduce and the first allgather were logged.
+    logged: [AtomicBool; 2],
+}
+
+impl Hierarchical {
+    /// Combines a host's collectives (`local`: this host's ranks numbered by local rank), the
+    /// cross-host ones (`cross`: this local rank on every host, numbered by host) and the flat
+    /// ones (`flat`: the whole job) for `layout`. Allreduce and allgather are hierarchical.
+    pub fn new(
+        layout: Layout,
+        local: Box<dyn Collectives>,
+        cross: Box<dyn Collectives>,
+        flat: Box<dyn Collectives>,
+    ) -> Self {
+        let rank = flat.rank();
+        let (host, local_rank) = layout.place_of(rank);
+        Self {
+            layout,
+            rank,
+            host,
+            local_rank,
+            local,
+            local_names_local_ranks: false,
+            cross,
+            flat,
+            allreduce: true,
+            allgather: true,
+            mode: HierarchicalMode::Split,
+            scratch: Mutex::new((Vec::new(), Vec::new())),
+            allreduce_calls: AtomicU64::new(0),
+            allgather_calls: AtomicU64::new(0),
+            logged: [AtomicBool::new(false), AtomicBool::new(false)],
+        }
+    }
+
+    /// Chooses which of allreduce and allgather are hierarchical (the other runs flat).
+    pub fn with_ops(mut self, allreduce: bool, allgather: bool) -> Self {
+        self.allreduce = allreduce;
+        self.allgather = allgather;
+        self
+    }
+
+    /// Chooses how allreduce splits the work.
+    pub fn with_mode(mut self, mode: HierarchicalMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Says that `local` reports peers by local rank (shared memory), so its errors are
+    /// renumbered to job ranks.
+    pub fn local_errors_name_local_ranks(mut self) -> Self {
+        self.local_names_local_ranks = true;
+        self
+    }
+
+    /// The layout this runs on.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// How many allreduces and allgathers ran hierarchically so far.
+    pub fn hierarchical_calls(&self) -> (u64, u64) {
+        (
+            self.allreduce_calls.load(Ordering::Relaxed),
+            self.allgather_calls.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A `local` error with its peer renumbered from local rank to job rank.
+    fn local_err(&self, e: TransportError) -> TransportError {
+        if !self.local_names_local_ranks {
+            return e;
+        }
+        let job = |l: Rank| {
+            if l < self.layout.local_size() {
+                self.layout.rank_at(self.host, l)
+            } else {
+                l
+            }
+        };
+        match e {
+            TransportError::ConnectionLost { peer, detail } => TransportError::ConnectionLost {
+                peer: job(peer),
+                detail: format!("{detail} (shared memory on this host)"),
+            },
+            TransportError::Timeout { peer, after, what } => TransportError::Timeout {
+                peer: peer.map(job),
+                after,
+                what,
+            },
+            TransportError::Protocol { peer, detail } => TransportError::Protocol {
+                peer: job(peer),
+                detail,
+            },
+            TransportError::Io { peer, source } => TransportError::Io {
+                peer: peer.map(job),
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// Makes host peers waiting on this rank fail at once when a step failed here (a failed
+    /// cross-host ring leaves them waiting in shared memory otherwise).
+    fn fail(&self, e: TransportError) -> TransportError {
+        self.local.abort(&e.to_string());
+        e
+    }
+
+    fn note_first(&self, what: &str, bytes: usize) {
+        let which = usize::from(what == "allgather");
+        if !self.logged[which].swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                rank = self.rank,
+                hosts = self.layout.hosts(),
+                local_size = self.layout.local_size(),
+                mode = ?self.mode,
+                "hierarchical {what} in use (first call: {bytes} bytes)"
+            );
+        }
+    }
+
+    fn allreduce_split(
+        &self,
+        buf: &mut [u8],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        let chunks = split_chunks(buf.len(), dtype.size(), self.layout.local_size());
+        let sizes: Vec<usize> = chunks.iter().map(Range::len).collect();
+        let mine = sizes[self.local_rank];
+        let mut scratch = self.scratch.lock();
+        let block = grown(&mut scratch.0, mine);
+        self.local
+            .reducescatter(buf, block, &sizes, dtype, op, seq, deadline)
+            .map_err(|e| self.local_err(e))?;
+        self.cross.allreduce(block, dtype, op, seq, deadline)?;
+        self.local
+            .allgatherv(block, buf, &sizes, seq, deadline)
+            .map_err(|e| self.local_err(e))
+    }
+
+    fn allreduce_leader(
+        &self,
+        buf: &mut [u8],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.local
+            .allreduce(buf, dtype, op, seq, deadline)
+            .map_err(|e| self.local_err(e))?;
+        if self.local_rank == 0 {
+            self.cross.allreduce(buf, dtype, op, seq, deadline)?;
+        }
+        self.local
+            .broadcast(buf, 0, seq, deadline)
+            .map_err(|e| self.local_err(e))
+    }
+
+    fn allgatherv_split(
+        &self,
+        input: &[u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        let (hosts, local) = (self.layout.hosts(), self.layout.local_size());
+        let col = |l: usize| -> Vec<usize> {
+            (0..hosts)
+                .map(|h| bytes_per_rank[self.layout.rank_at(h, l)])
+                .collect()
+        };
+        let my_col = col(self.local_rank);
+        let packed_sizes: Vec<usize> = (0..local).map(|l| col(l).iter().sum()).collect();
+        let total = output.len();
+        let mut guard = self.scratch.lock();
+        let (column, packed) = &mut *guard;
+        let column = grown(column, packed_sizes[self.local_rank]);
+        self.cross
+            .allgatherv(input, column, &my_col, seq, deadline)?;
+        let packed = grown(packed, total);
+        self.local
+            .allgatherv(column, packed, &packed_sizes, seq, deadline)
+            .map_err(|e| self.local_err(e))?;
+        // `packed` holds, for each local rank l, the blocks of (host 0, l), (host 1, l), ...
+        let out_blocks = blocks_from_sizes(bytes_per_rank);
+        let mut off = 0;
+        for l in 0..local {
+            for h in 0..hosts {
+                let r = self.layout.rank_at(h, l);
+                let n = bytes_per_rank[r];
+                output[out_blocks[r].clone()].copy_from_slice(&packed[off..off + n]);
+                off += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first `len` bytes of `v`, grown (never shrunk) to hold them.
+fn grown(v: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if v.len() < len {
+        v.resize(len, 0);
+    }
+    &mut v[..len]
+}
+
+impl Collectives for Hierarchical {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.layout.size()
+    }
+
+    fn allreduce(
+        &self,
+        buf: &mut [u8],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        if !self.allreduce {
+            return self.flat.allreduce(buf, dtype, op, seq, deadline);
+        }
+        if !buf.len().is_multiple_of(dtype.size()) {
+            return Err(invalid(
+                self.rank,
+                format_args!(
+                    "a buffer of {} bytes is not whole {dtype} elements",
+                    buf.len()
+                ),
+            ));
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.note_first("allreduce", buf.len());
+        self.allreduce_calls.fetch_add(1, Ordering::Relaxed);
+        match self.mode {
+            HierarchicalMode::Split => self.allreduce_split(buf, dtype, op, seq, deadline),
+            HierarchicalMode::Leader => self.allreduce_leader(buf, dtype, op, seq, deadline),
+        }
+        .map_err(|e| self.fail(e))
+    }
+
+    fn allgatherv(
+        &self,
+        input: &[u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        if !self.allgather {
+            return self
+                .flat
+                .allgatherv(input, output, bytes_per_rank, seq, deadline);
+        }
+        let size = self.size();
+        if bytes_per_rank.len() != size {
+            return Err(invalid(
+                self.rank,
+                format_args!("{} block sizes for {size} ranks", bytes_per_rank.len()),
+            ));
+        }
+        if input.len() != bytes_per_rank[self.rank] {
+            return Err(invalid(
+                self.rank,
+                format_args!(
+                    "input is {} bytes, this rank's block is {}",
+                    input.len(),
+                    bytes_per_rank[self.rank]
+                ),
+            ));
+        }
+        let total: usize = bytes_per_rank.iter().sum();
+        if output.len() != total {
+            return Err(invalid(
+                self.rank,
+                format_args!("output is {} bytes, blocks sum to {total}", output.len()),
+            ));
+        }
+        self.note_first("allgather", total);
+        self.allgather_calls.fetch_add(1, Ordering::Relaxed);
+        self.allgatherv_split(input, output, bytes_per_rank, seq, deadline)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn broadcast(
+        &self,
+        buf: &mut [u8],
+        root: usize,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.flat.broadcast(buf, root, seq, deadline)
+    }
+
+    fn alltoallv(
+        &self,
+        input: &[u8],
+        send_bytes: &[usize],
+        output: &mut [u8],
+        recv_bytes: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.flat
+            .alltoallv(input, send_bytes, output, recv_bytes, seq, deadline)
+    }
+
+    fn reducescatter(
+        &self,
+        input: &mut [u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.flat
+            .reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
+    }
+
+    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError> {
+        self.flat.barrier(seq, deadline)
+    }
+
+    fn abort(&self, reason: &str) {
+        self.local.abort(reason);
+        self.flat.abort(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests;
