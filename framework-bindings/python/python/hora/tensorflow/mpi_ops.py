@@ -14,6 +14,8 @@ order, and ranks could wait on different tensors). Tensor names in a graph come 
 graph's unique names, fixed at trace time, so they agree across ranks.
 """
 
+import collections
+import contextlib
 import enum
 import itertools
 import math
@@ -26,7 +28,7 @@ from tensorflow.python.eager import record as _record
 from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
 
 from hora import _core
-from hora._core import InvalidArgumentError
+from hora._core import HoraError, InvalidArgumentError
 from hora.common.basics import (
     ALLGATHER,
     ALLREDUCE,
@@ -80,6 +82,8 @@ _noname = itertools.count()
 _barriers = itertools.count()
 # graph -> the last hora op created in it (see _py_function).
 _last_op = weakref.WeakKeyDictionary()
+# Engine errors raised inside py_function ops, for hora_errors(): TensorFlow keeps only their text.
+_graph_errors = collections.deque(maxlen=32)
 
 
 def _op(average, op):
@@ -178,10 +182,45 @@ def _py_function(func, inputs, touts):
     """A tf.py_function running after the graph's previous hora op (program order)."""
     g = tf.compat.v1.get_default_graph()
     last = _last_op.get(g)
+
+    def body(*xs):
+        try:
+            return func(*xs)
+        except HoraError as e:
+            _graph_errors.append(e)
+            raise
+
     with tf.control_dependencies([last] if last is not None else []):
-        outs = tf.py_function(func, inputs, touts)
+        outs = tf.py_function(body, inputs, touts)
     _last_op[g] = outs[0].op
     return outs
+
+
+def engine_error(error):
+    """The hora.HoraError behind a ``tf.errors.OpError`` raised by a tf.function whose hora op
+    failed (a copy with the same class, message, ``rank``, ``tensor_name``, ``cause``), or None."""
+    text = str(error)
+    for e in reversed(_graph_errors):
+        if str(e) in text:
+            copy = type(e)(*e.args)
+            for attr in ("rank", "tensor_name", "cause"):
+                setattr(copy, attr, getattr(e, attr, None))
+            return copy
+    return None
+
+
+@contextlib.contextmanager
+def hora_errors():
+    """Turns the ``tf.errors.OpError`` of a failed hora op inside a tf.function back into its
+    ``hora.HoraError`` subclass (eager calls raise those directly). A context manager and a
+    decorator: ``with hvd.hora_errors(): train_step(x)``."""
+    try:
+        yield
+    except tf.errors.OpError as e:
+        cause = engine_error(e)
+        if cause is None:
+            raise
+        raise cause from e
 
 
 def _graph_mode():
