@@ -1,0 +1,8 @@
+"""hora.tensorflow.keras.callbacks: the callbacks of ``hora.keras.callbacks``."""
+
+from hora.keras.callbacks import (  # noqa: F401
+    BroadcastGlobalVariablesCallback,
+    LearningRateScheduleCallback,
+    LearningRateWarmupCallback,
+    MetricAverageCallback,
+)
