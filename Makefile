@@ -50,7 +50,8 @@ build-dev: deps
 
 # A real multi-process job on localhost: two ranks, every size from 4 KiB to 64 MiB, results checked.
 # Then a small data-parallel training loop whose loss goes down, the C example, and a small CNN
-# trained with hora.torch (loss per epoch).
+# trained with hora.torch (loss per epoch), and a small Keras CNN trained with hora.tensorflow's
+# DistributedGradientTape in a tf.function (loss and img/sec).
 demo: build
 	$(BIN)/horovodrun -np 2 $(BIN)/hora-bench allreduce -b 4K -e 64M -f 4 --check
 	$(BIN)/horovodrun -np 2 $(BIN)/allreduce_sgd
@@ -59,6 +60,7 @@ demo: build
 	$(BIN)/horovodrun -np 2 $(BIN)/c_allreduce
 	$(MAKE) --no-print-directory python
 	OMP_NUM_THREADS=1 $(BIN)/horovodrun -np 2 $(PY) examples/pytorch_mnist_like.py
+	OMP_NUM_THREADS=1 $(BIN)/horovodrun -np 2 $(PY) examples/tensorflow2_synthetic.py
 
 lint: deps
 	$(CARGO) fmt --all -- --check
