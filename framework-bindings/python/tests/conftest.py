@@ -7,6 +7,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+# TensorFlow (test_tensorflow.py) loads its LLVM with RTLD_GLOBAL; triton, which torch imports
+# lazily (torch.optim does), then aborts the process registering the same LLVM options twice.
+# Loaded before TensorFlow, triton keeps its own copy and both work.
+try:
+    import triton  # noqa: F401
+except ImportError:
+    pass
+
 if "HOROVOD_RANK" not in os.environ:
     pytest.skip("run under horovodrun (make test does)", allow_module_level=True)
 
