@@ -55,7 +55,7 @@ from hora.common.basics import (
 )
 from hora.keras import callbacks
 from hora.keras import optimizer as _opt
-from hora.tensorflow import Average, Compression, Max, Min, Product, Sum
+from hora.tensorflow import Average, Compression, Max, Min, Product, Sum, engine_error, hora_errors
 
 # Horovod's name for collective failures; elastic-style handlers catch it.
 HorovodInternalError = HoraError
