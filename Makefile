@@ -61,6 +61,7 @@ demo: build
 	$(MAKE) --no-print-directory python
 	OMP_NUM_THREADS=1 $(BIN)/horovodrun -np 2 $(PY) examples/pytorch_mnist_like.py
 	OMP_NUM_THREADS=1 $(BIN)/horovodrun -np 2 $(PY) examples/tensorflow2_synthetic.py
+	OMP_NUM_THREADS=1 $(BIN)/horovodrun -np 2 $(PY) examples/keras_synthetic.py
 
 lint: deps
 	$(CARGO) fmt --all -- --check
