@@ -95,7 +95,9 @@ pub(crate) struct Args {
     #[arg(long, conflicts_with = "mpi", help_heading = "Transport")]
     pub(crate) tcp: bool,
 
-    /// Run the job with mpirun (needs a build with MPI support).
+    /// Start the ranks with mpirun (Open MPI or MPICH; `HORA_MPIRUN` picks one). Ranks built
+    /// with hora's `mpi` feature then use the MPI transport, others TCP through this
+    /// launcher's store.
     #[arg(long, help_heading = "Transport")]
     pub(crate) mpi: bool,
 

@@ -8,8 +8,8 @@
 //! Ctrl-C and SIGTERM to every host, and fails fast: when one rank or host fails, the others are
 //! stopped and the launcher exits non-zero naming the rank and host.
 //!
-//! It does not restart failed ranks (elastic training) or run jobs through mpirun (no MPI build
-//! yet).
+//! With `--mpi` the ranks are started by `mpirun` instead (`launch_mpi`). It does not restart
+//! failed ranks (elastic training).
 
 use std::net::{IpAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -22,6 +22,7 @@ mod cli;
 mod env;
 mod hosts;
 mod launch_local;
+mod launch_mpi;
 mod launch_ssh;
 mod output;
 mod remote;
@@ -52,12 +53,6 @@ fn main() -> ExitCode {
     if args.check_build {
         print!("{}", check_build::report());
         return ExitCode::SUCCESS;
-    }
-    if args.mpi {
-        return usage(
-            "--mpi: this build of hora has no MPI support (it was built without the `mpi` \
-             feature, which is not available yet); run without --mpi to use the TCP transport",
-        );
     }
     let Some(np) = args.num_proc else {
         return usage("-np N is required (the number of ranks to start)");
@@ -126,6 +121,21 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.mpi {
+        // mpirun reaches the other hosts itself (its own ssh), so no ssh check here.
+        let plan = launch_mpi::MpiPlan {
+            command: args.command.clone(),
+            np,
+            hosts: launch_mpi::MpiPlan::hosts_of(&slots),
+            listen_ip,
+            nic: args.network_interface.clone(),
+            start_timeout_secs: args.start_timeout,
+            extra_env: extra_env(&args),
+        };
+        ssh.close();
+        let code = launch_mpi::run(&plan, &secret);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     if !remote_hosts.is_empty() {
         let bad =
             launch_ssh::unreachable(&ssh, &remote_hosts, Duration::from_secs(args.start_timeout));

@@ -471,7 +471,7 @@ fn usage_errors_exit_2_with_a_message() {
         (&["-np", "0", "true"], "0"),
         (&["-np", "2"], "COMMAND"),
         (&["true"], "-np N is required"),
-        (&["-np", "2", "--mpi", "true"], "no MPI support"),
+        (&["-np", "3", "--mpi", "-H", "localhost:2", "true"], "2 slots"),
         (&["-np", "2", "--frobnicate", "true"], "--frobnicate"),
         (
             &["-np", "2", "--hostfile", "/nonexistent/hf", "true"],

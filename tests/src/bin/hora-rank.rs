@@ -116,6 +116,11 @@ fn allreduce_loop(iters: usize) -> Result<(), String> {
         if step % 10 == 0 {
             println!("rank {rank} step {step}");
         }
+        // HORA_RANK_DIE=R: rank R dies abruptly (as if killed) a few steps in, mid-job.
+        if step == 5 && std::env::var("HORA_RANK_DIE").ok() == Some(rank.to_string()) {
+            println!("rank {rank} dies now");
+            std::process::abort();
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())

@@ -1,0 +1,439 @@
+//! `horovodrun --mpi`: the job is started by `mpirun` (Open MPI or MPICH's Hydra), which places
+//! the ranks, starts them on other hosts and forwards signals; this launcher still serves the
+//! rendezvous store and makes the job secret.
+//!
+//! Ranks built with hora's `mpi` feature see that `mpirun` started them and run on the MPI
+//! transport, ignoring the store. Ranks built without it (the default wheel) take their rank
+//! and size from mpirun's variables and rendezvous over TCP through this launcher's store
+//! (`HORA_STORE_ADDR`, `HORA_STORE_SERVE=0`), so `horovodrun --mpi python train.py` works with
+//! either build. Every variable the ranks need is put in mpirun's environment and forwarded by
+//! name (`-x NAME` / `-genvlist`), so the secret never appears on a command line.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+
+use hora::rendezvous::StoreServer;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::hosts::Slot;
+
+/// Which `mpirun` it is: their flags differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// Open MPI's `mpirun` (orterun / prterun).
+    OpenMpi,
+    /// MPICH's (or Intel MPI's) Hydra `mpiexec`.
+    Hydra,
+}
+
+/// What the job needs from the command line.
+#[derive(Debug)]
+pub(crate) struct MpiPlan {
+    pub(crate) command: Vec<OsString>,
+    pub(crate) np: u32,
+    /// Ranks per host, in placement order; `None` for a job on this host only.
+    pub(crate) hosts: Option<Vec<(String, u32)>>,
+    pub(crate) listen_ip: IpAddr,
+    pub(crate) nic: Option<String>,
+    pub(crate) start_timeout_secs: u64,
+    pub(crate) extra_env: Vec<(String, String)>,
+}
+
+impl MpiPlan {
+    /// Ranks per host from the launcher's slot assignment; `None` when every rank is local.
+    pub(crate) fn hosts_of(slots: &[Slot]) -> Option<Vec<(String, u32)>> {
+        if slots.iter().all(|s| s.host == "localhost") {
+            return None;
+        }
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for s in slots {
+            match out.iter_mut().find(|(h, _)| *h == s.host) {
+                Some((_, n)) => *n += 1,
+                None => out.push((s.host.clone(), 1)),
+            }
+        }
+        Some(out)
+    }
+}
+
+/// `mpirun` from `HORA_MPIRUN`, else the first `mpirun` on `PATH`.
+pub(crate) fn find_mpirun() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("HORA_MPIRUN").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(format!(
+                "HORA_MPIRUN={} is not an executable file",
+                p.display()
+            ))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("mpirun"))
+        .find(|p| is_executable(p))
+        // Open MPI derives its install prefix from the path it was started by; Debian's
+        // alternatives symlinks (/bin/mpirun) would give it a wrong one.
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .ok_or_else(|| {
+            "--mpi: mpirun was not found on PATH; install an MPI (Debian: `apt-get install \
+             openmpi-bin`, or `mpich`), set HORA_MPIRUN=/path/to/mpirun, or run without --mpi \
+             to use horovodrun's own launcher"
+                .to_owned()
+        })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Asks `mpirun --version` which MPI it belongs to.
+pub(crate) fn flavor(mpirun: &Path) -> Result<Flavor, String> {
+    let out = Command::new(mpirun)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {} --version: {e}", mpirun.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if text.contains("Open MPI") || text.contains("OpenRTE") {
+        Ok(Flavor::OpenMpi)
+    } else if text.contains("HYDRA") || text.contains("Hydra") || text.contains("MPICH") {
+        Ok(Flavor::Hydra)
+    } else {
+        Err(format!(
+            "{} is neither Open MPI's nor MPICH's mpirun (its --version says {:?})",
+            mpirun.display(),
+            text.lines().next().unwrap_or("")
+        ))
+    }
+}
+
+/// The variables every rank gets through mpirun, beyond the ones MPI sets itself.
+pub(crate) fn rank_env(
+    plan: &MpiPlan,
+    store: SocketAddr,
+    secret_hex: &str,
+    inherited: impl Iterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| {
+        env.retain(|(n, _)| n != k);
+        env.push((k.to_owned(), v));
+    };
+    // Horovod forwards the launcher's own HOROVOD_* settings; so do we (and hora's).
+    for (k, v) in inherited {
+        if k.starts_with("HOROVOD_") || k.starts_with("HORA_") {
+            set(&k, v);
+        }
+    }
+    set("HORA_STORE_ADDR", store.to_string());
+    set("HORA_STORE_SERVE", "0".to_owned());
+    set("HOROVOD_SECRET_KEY", secret_hex.to_owned());
+    set("HOROVOD_START_TIMEOUT", plan.start_timeout_secs.to_string());
+    if !plan
+        .extra_env
+        .iter()
+        .any(|(k, _)| k == "HOROVOD_GLOO_TIMEOUT_SECONDS")
+    {
+        set(
+            "HOROVOD_GLOO_TIMEOUT_SECONDS",
+            plan.start_timeout_secs.to_string(),
+        );
+    }
+    for (k, v) in &plan.extra_env {
+        set(k, v.clone());
+    }
+    env.retain(|(k, _)| k != "HORA_MPIRUN");
+    env
+}
+
+/// mpirun's arguments (the variables themselves go in its environment, named here only).
+pub(crate) fn arguments(
+    flavor: Flavor,
+    plan: &MpiPlan,
+    env_names: &[String],
+    root: bool,
+    cores: usize,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: &str| a.push(s.into());
+    match flavor {
+        Flavor::OpenMpi => {
+            push("-np");
+            push(&plan.np.to_string());
+            match &plan.hosts {
+                Some(hosts) => {
+                    push("-H");
+                    push(&host_list(hosts));
+                }
+                // A local job may have more ranks than cores (tests, small machines).
+                None if plan.np as usize > cores => push("--oversubscribe"),
+                None => {}
+            }
+            if root {
+                push("--allow-run-as-root");
+            }
+            for f in ["--bind-to", "none", "--map-by", "slot", "--tag-output"] {
+                push(f);
+            }
+            if let Some(nic) = &plan.nic {
+                for key in ["btl_tcp_if_include", "oob_tcp_if_include"] {
+                    push("--mca");
+                    push(key);
+                    push(nic);
+                }
+            }
+            for n in env_names {
+                push("-x");
+                push(n);
+            }
+        }
+        Flavor::Hydra => {
+            push("-np");
+            push(&plan.np.to_string());
+            if let Some(hosts) = &plan.hosts {
+                push("-hosts");
+                push(&host_list(hosts));
+            }
+            if let Some(nic) = &plan.nic {
+                push("-iface");
+                push(nic);
+            }
+            for f in ["-bind-to", "none", "-prepend-rank"] {
+                push(f);
+            }
+            if !env_names.is_empty() {
+                push("-genvlist");
+                push(&env_names.join(","));
+            }
+        }
+    }
+    a.extend(plan.command.iter().cloned());
+    a
+}
+
+fn host_list(hosts: &[(String, u32)]) -> String {
+    hosts
+        .iter()
+        .map(|(h, n)| format!("{h}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs the job through mpirun and returns the exit code for the launcher.
+pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
+    let mpirun = match find_mpirun() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("horovodrun: {e}");
+            return 1;
+        }
+    };
+    let flavor = match flavor(&mpirun) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("horovodrun: --mpi: {e}");
+            return 1;
+        }
+    };
+    let store = match StoreServer::start(SocketAddr::from((plan.listen_ip, 0)), secret.to_vec()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("horovodrun: cannot start the rendezvous store: {e}");
+            return 1;
+        }
+    };
+    let env = rank_env(plan, store.addr(), &hex::encode(secret), std::env::vars());
+    let names: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let args = arguments(flavor, plan, &names, root, cores);
+    tracing::info!(mpirun = %mpirun.display(), ?flavor, args = ?args, "starting the job through mpirun");
+
+    // Catch Ctrl-C and SIGTERM before mpirun exists, to hand them on to it: mpirun stops
+    // every rank on every host.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("horovodrun: cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    let mut child = match Command::new(&mpirun).args(&args).envs(env).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("horovodrun: cannot start {}: {e}", mpirun.display());
+            return 1;
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    let handle = signals.handle();
+    let forwarder = thread::spawn(move || {
+        for s in signals.forever() {
+            // SAFETY: signalling our own child, which we have not reaped yet.
+            unsafe { libc::kill(pid, s) };
+        }
+    });
+    let status = child.wait();
+    handle.close();
+    let _ = forwarder.join();
+    drop(store);
+    match status {
+        Ok(s) if s.success() => 0,
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            let code = s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0));
+            eprintln!(
+                "horovodrun: mpirun exited with status {code}; the ranks' output above says which \
+                 rank failed"
+            );
+            code.clamp(1, 255)
+        }
+        Err(e) => {
+            eprintln!("horovodrun: waiting for mpirun failed: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(hosts: Option<Vec<(String, u32)>>, np: u32) -> MpiPlan {
+        MpiPlan {
+            command: vec!["python".into(), "train.py".into()],
+            np,
+            hosts,
+            listen_ip: IpAddr::from([127, 0, 0, 1]),
+            nic: None,
+            start_timeout_secs: 30,
+            extra_env: vec![("HOROVOD_CYCLE_TIME".into(), "2".into())],
+        }
+    }
+
+    fn strings(a: Vec<OsString>) -> Vec<String> {
+        a.into_iter()
+            .map(|s| s.into_string().expect("utf-8"))
+            .collect()
+    }
+
+    #[test]
+    fn open_mpi_local_job_as_root_oversubscribed() {
+        let names = vec![
+            "HORA_STORE_ADDR".to_owned(),
+            "HOROVOD_SECRET_KEY".to_owned(),
+        ];
+        let a = strings(arguments(Flavor::OpenMpi, &plan(None, 4), &names, true, 2));
+        assert_eq!(
+            a,
+            [
+                "-np",
+                "4",
+                "--oversubscribe",
+                "--allow-run-as-root",
+                "--bind-to",
+                "none",
+                "--map-by",
+                "slot",
+                "--tag-output",
+                "-x",
+                "HORA_STORE_ADDR",
+                "-x",
+                "HOROVOD_SECRET_KEY",
+                "python",
+                "train.py"
+            ]
+        );
+        let a = strings(arguments(Flavor::OpenMpi, &plan(None, 2), &[], false, 2));
+        assert!(
+            !a.iter()
+                .any(|s| s == "--oversubscribe" || s == "--allow-run-as-root")
+        );
+    }
+
+    #[test]
+    fn hosts_map_to_each_mpirun_syntax() {
+        let hosts = Some(vec![("node1".to_owned(), 2), ("node2".to_owned(), 1)]);
+        let p = plan(hosts, 3);
+        let a = strings(arguments(Flavor::OpenMpi, &p, &[], false, 64));
+        let i = a.iter().position(|s| s == "-H").expect("-H");
+        assert_eq!(a[i + 1], "node1:2,node2:1");
+        let a = strings(arguments(
+            Flavor::Hydra,
+            &p,
+            &["A".into(), "B".into()],
+            true,
+            64,
+        ));
+        assert_eq!(
+            a,
+            [
+                "-np",
+                "3",
+                "-hosts",
+                "node1:2,node2:1",
+                "-bind-to",
+                "none",
+                "-prepend-rank",
+                "-genvlist",
+                "A,B",
+                "python",
+                "train.py"
+            ]
+        );
+    }
+
+    #[test]
+    fn ranks_get_the_store_the_secret_and_the_launchers_settings() {
+        let inherited = vec![
+            ("HOROVOD_FUSION_THRESHOLD".to_owned(), "1024".to_owned()),
+            ("HORA_MPIRUN".to_owned(), "/x/mpirun".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let env = rank_env(
+            &plan(None, 2),
+            "127.0.0.1:4000".parse().unwrap(),
+            "ab",
+            inherited.into_iter(),
+        );
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("HORA_STORE_ADDR"), Some("127.0.0.1:4000"));
+        assert_eq!(get("HORA_STORE_SERVE"), Some("0"));
+        assert_eq!(get("HOROVOD_SECRET_KEY"), Some("ab"));
+        assert_eq!(get("HOROVOD_FUSION_THRESHOLD"), Some("1024"));
+        assert_eq!(get("HOROVOD_CYCLE_TIME"), Some("2"));
+        assert_eq!(get("HOROVOD_GLOO_TIMEOUT_SECONDS"), Some("30"));
+        assert_eq!(get("PATH"), None, "mpirun passes PATH itself");
+        assert_eq!(get("HORA_MPIRUN"), None);
+    }
+
+    #[test]
+    fn local_slots_mean_no_host_list() {
+        let slot = |h: &str| Slot {
+            host: h.into(),
+            local_rank: 0,
+            local_size: 1,
+            cross_rank: 0,
+            cross_size: 1,
+        };
+        assert_eq!(
+            MpiPlan::hosts_of(&[slot("localhost"), slot("localhost")]),
+            None
+        );
+        assert_eq!(
+            MpiPlan::hosts_of(&[slot("localhost"), slot("a"), slot("a")]),
+            Some(vec![("localhost".into(), 1), ("a".into(), 2)])
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! Jobs started through mpirun: `horovodrun --mpi` with this build's ranks (TCP through the
+//! launcher's store in a default build, the MPI transport in a `--features mpi` build), the
+//! errors for a missing mpirun or an MPI transport that cannot be had, and, in an MPI build,
+//! every collective over MPI against expected values at 2..4 ranks.
+//!
+//! Tests that need mpirun skip (saying so) when it is not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hora_tests::{hora_rank, horovodrun};
+
+/// Generous: a loaded 2-core machine runs several of these at once.
+const LIMIT: Duration = Duration::from_secs(240);
+
+struct Ran {
+    code: Option<i32>,
+    out: String,
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    elapsed: Duration,
+}
+
+/// Runs `cmd` to completion, killing it (and failing the test) past `limit`.
+fn run(mut cmd: Command, limit: Duration) -> Ran {
+    let start = Instant::now();
+    let dir = std::env::temp_dir().join(format!(
+        "hora-mpirun-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let (o, e) = (dir.join("out"), dir.join("err"));
+    cmd.stdin(Stdio::null())
+        .stdout(std::fs::File::create(&o).expect("out file"))
+        .stderr(std::fs::File::create(&e).expect("err file"));
+    let mut child = cmd.spawn().expect("spawn");
+    let code = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {limit:?}; output:\n{}{}",
+                std::fs::read_to_string(&o).unwrap_or_default(),
+                std::fs::read_to_string(&e).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = format!(
+        "{}{}",
+        std::fs::read_to_string(&o).unwrap_or_default(),
+        std::fs::read_to_string(&e).unwrap_or_default()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ran {
+        code,
+        out,
+        elapsed: start.elapsed(),
+    }
+}
+
+fn mpirun() -> Option<PathBuf> {
+    let p = Path::new("/usr/bin/mpirun");
+    if p.exists() {
+        Some(p.to_path_buf())
+    } else {
+        eprintln!("SKIPPED: mpirun is not installed");
+        None
+    }
+}
+
+fn assert_every_rank(ran: &Ran, np: usize, what: &str) {
+    assert_eq!(ran.code, Some(0), "{what} failed:\n{}", ran.out);
+    for r in 0..np {
+        assert!(
+            ran.out.contains(&format!("rank {r}: collectives OK")),
+            "{what}: rank {r} did not report success:\n{}",
+            ran.out
+        );
+    }
+}
+
+#[test]
+fn horovodrun_mpi_runs_this_builds_ranks() {
+    if mpirun().is_none() {
+        return;
+    }
+    for np in [2, 3] {
+        let mut cmd = Command::new(horovodrun());
+        cmd.args(["--mpi", "-np", &np.to_string()]);
+        if cfg!(feature = "mpi") {
+            // Insist on MPI, so a silent fallback to TCP would fail the test.
+            cmd.args(["-x", "HOROVOD_CONTROLLER=mpi"]);
+        }
+        cmd.arg(hora_rank()).arg("collectives");
+        let ran = run(cmd, LIMIT);
+        assert_every_rank(&ran, np, &format!("horovodrun --mpi -np {np}"));
+    }
+}
+
+#[test]
+fn missing_mpirun_is_a_clear_error() {
+    let empty = std::env::temp_dir().join(format!("hora-no-mpi-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(["--mpi", "-np", "2"])
+        .arg(hora_rank())
+        .env("PATH", &empty)
+        .env_remove("HORA_MPIRUN");
+    let ran = run(cmd, Duration::from_secs(60));
+    let _ = std::fs::remove_dir(&empty);
+    assert_eq!(ran.code, Some(1), "{}", ran.out);
+    assert!(
+        ran.out.contains("mpirun was not found") && ran.out.contains("HORA_MPIRUN"),
+        "{}",
+        ran.out
+    );
+}
+
+/// Asking for MPI where it cannot be had fails at init, saying why, instead of falling back.
+#[test]
+fn controller_mpi_that_cannot_be_had_is_refused() {
+    // Not under mpirun.
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(["-np", "2", "-x", "HOROVOD_CONTROLLER=mpi"])
+        .arg(hora_rank())
+        .arg("collectives");
+    let ran = run(cmd, LIMIT);
+    assert_ne!(ran.code, Some(0), "{}", ran.out);
+    let why = if cfg!(feature = "mpi") {
+        "needs the job started by mpirun"
+    } else {
+        "this build of hora has no MPI transport"
+    };
+    assert!(
+        ran.out.contains("HOROVOD_CONTROLLER") && ran.out.contains(why),
+        "{}",
+        ran.out
+    );
+    // Under mpirun, in a build without the feature.
+    if cfg!(feature = "mpi") || mpirun().is_none() {
+        return;
+    }
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(["--mpi", "-np", "2", "-x", "HOROVOD_CONTROLLER=mpi"])
+        .arg(hora_rank())
+        .arg("collectives");
+    let ran = run(cmd, LIMIT);
+    assert_ne!(ran.code, Some(0), "{}", ran.out);
+    assert!(
+        ran.out
+            .contains("this build of hora has no MPI transport: rebuild with `--features mpi`"),
+        "{}",
+        ran.out
+    );
+}
+
+/// `mpirun` with the options a root user on a small machine needs.
+#[cfg(feature = "mpi")]
+fn mpirun_cmd(mpirun: &Path, np: usize) -> Command {
+    let mut cmd = Command::new(mpirun);
+    cmd.args([
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+        "-np",
+        &np.to_string(),
+    ])
+    .args(["-x", "HOROVOD_CONTROLLER=mpi"])
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    cmd
+}
+
+/// Every collective over MPI (native MPI calls, and the ring over the MPI transport for
+/// bf16), ragged sizes and join, checked against values computed by each rank.
+#[cfg(feature = "mpi")]
+#[test]
+fn engine_collectives_over_mpi() {
+    let Some(mpirun) = mpirun() else { return };
+    for np in 2..=4 {
+        let mut cmd = mpirun_cmd(&mpirun, np);
+        cmd.arg(hora_rank()).arg("collectives");
+        let ran = run(cmd, LIMIT);
+        assert_every_rank(&ran, np, &format!("mpirun -np {np} hora-rank collectives"));
+    }
+}
+
+/// hora-bench's own result check for each collective and several dtypes at odd sizes.
+#[cfg(feature = "mpi")]
+#[test]
+fn bench_check_over_mpi() {
+    let Some(mpirun) = mpirun() else { return };
+    let bench = hora_tests::hora_bench();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "allreduce",
+            &["f32", "f64", "i32", "i64", "u8", "i8", "f16", "bf16"],
+        ),
+        ("allgather", &["f32", "u8"]),
+        ("broadcast", &["f64"]),
+        ("alltoall", &["i32"]),
+        ("reducescatter", &["f32", "i64", "bf16"]),
+    ];
+    for np in [2, 3] {
+        for (coll, dtypes) in cases {
+            for dtype in *dtypes {
+                let mut cmd = mpirun_cmd(&mpirun, np);
+                cmd.arg(&bench).args([
+                    coll, "-b", "24", "-e", "2M", "-f", "37", "-n", "2", "-w", "1", "--check",
+                    "--dtype", dtype,
+                ]);
+                let ran = run(cmd, LIMIT);
+                let what = format!("np {np} {coll} {dtype}");
+                assert_eq!(ran.code, Some(0), "{what}:\n{}", ran.out);
+                let rows: Vec<&str> = ran
+                    .out
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && l.split_whitespace().count() >= 8)
+                    .collect();
+                assert!(rows.len() >= 4, "{what}: too few result rows:\n{}", ran.out);
+                for row in rows {
+                    let wrong = row.split_whitespace().last().unwrap();
+                    assert_eq!(wrong, "0", "{what}: wrong elements in `{row}`");
+                }
+            }
+        }
+    }
+}
+
+/// A rank that dies under mpirun ends the job (mpirun's doing), naming it, instead of
+/// leaving the others waiting on it.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_killed_rank_ends_the_job() {
+    let Some(mpirun) = mpirun() else { return };
+    let mut cmd = mpirun_cmd(&mpirun, 3);
+    cmd.env("HORA_RANK_DIE", "1")
+        .arg(hora_rank())
+        .args(["loop", "100000"]);
+    let ran = run(cmd, LIMIT);
+    assert_ne!(ran.code, Some(0), "{}", ran.out);
+    assert!(
+        ran.elapsed < Duration::from_secs(120),
+        "took {:?}",
+        ran.elapsed
+    );
+    assert!(
+        ran.out.contains("rank 1"),
+        "the output does not name rank 1:\n{}",
+        ran.out
+    );
+}
