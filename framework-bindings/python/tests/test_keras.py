@@ -146,6 +146,32 @@ def test_sum_op_and_fp16_compression():
     assert not np.allclose(flat_weights(model), flat_weights(make_model(seed=2)))
 
 
+@pytest.mark.parametrize("sparse_as_dense", [False, True])
+def test_embedding_gradients_sparse_and_dense(sparse_as_dense):
+    r, n = hvd.rank(), hvd.size()
+
+    def make(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((3,), dtype="int32")
+        e = keras.layers.Embedding(10, 4, dtype="float64")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(2, dtype="float64")(keras.layers.Flatten()(e)))
+
+    model, reference = make(10), make(10)
+    g = np.random.default_rng(11)
+    x = g.integers(0, 10, size=(3 * n * PER_RANK, 3)).astype(np.int32)
+    y = g.normal(size=(3 * n * PER_RANK, 2))
+    with tf.GradientTape() as tape:  # the embedding's gradient is sparse: the allgather path
+        loss = keras.ops.mean((model(x[:PER_RANK]) - y[:PER_RANK]) ** 2)
+    assert isinstance(tape.gradient(loss, model.trainable_variables)[0], tf.IndexedSlices)
+    opt = hvd.DistributedOptimizer(keras.optimizers.SGD(0.2), sparse_as_dense=sparse_as_dense)
+    model.compile(optimizer=opt, loss="mse", jit_compile=False)
+    reference.compile(optimizer=keras.optimizers.SGD(0.2), loss="mse", jit_compile=False)
+    model.fit(shard(x, n, r), shard(y, n, r), batch_size=PER_RANK, epochs=1, shuffle=False, verbose=0)
+    reference.fit(x, y, batch_size=n * PER_RANK, epochs=1, shuffle=False, verbose=0)
+    assert_same_on_all_ranks(flat_weights(model))
+    np.testing.assert_allclose(flat_weights(model), flat_weights(reference), rtol=1e-9, atol=1e-12)
+
+
 def test_xla_step_is_refused_with_advice():
     model = make_model(seed=3)
     model.compile(optimizer=hvd.DistributedOptimizer(keras.optimizers.SGD(0.1)), loss="mse", jit_compile=True)
@@ -207,6 +233,11 @@ def test_tensorflow_keras_alias():
 
     assert tfk.DistributedOptimizer is hvd.DistributedOptimizer
     assert tfk.callbacks.MetricAverageCallback is hvd.callbacks.MetricAverageCallback
+    # hora.tensorflow.DistributedOptimizer hands Keras optimizers to hora.keras.
+    import hora.tensorflow as htf
+
+    opt = htf.DistributedOptimizer(keras.optimizers.Adam(0.01), backward_passes_per_step=2)
+    assert isinstance(opt, keras.optimizers.Adam) and opt._hora.backward_passes_per_step == 2
 
 
 # ---------------------------------------------------------------------------------- values
