@@ -37,10 +37,18 @@ impl<T: bytemuck::Pod + Send> TensorData for Vec<T> {
     }
 }
 
-/// An engine-allocated output buffer, 8-byte aligned so it can be viewed as any element type.
+/// One 64-byte block of an [`OutputBuffer`]. TensorFlow's CPU kernels require 64-byte-aligned
+/// tensor memory, so with this alignment the Python binding hands results to TensorFlow
+/// without a copy (and any element type can view them).
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Block([u64; 8]);
+
+/// An engine-allocated output buffer, 64-byte aligned so it can be viewed as any element type
+/// and handed to frameworks that need aligned memory.
 #[derive(Debug, Clone, Default)]
 pub struct OutputBuffer {
-    words: Vec<u64>,
+    words: Vec<Block>,
     len: usize,
 }
 
@@ -48,7 +56,7 @@ impl OutputBuffer {
     /// A zeroed buffer of `len` bytes.
     pub fn zeroed(len: usize) -> Self {
         Self {
-            words: vec![0u64; len.div_ceil(8)],
+            words: vec![Block([0; 8]); len.div_ceil(64)],
             len,
         }
     }
@@ -251,3 +259,21 @@ macro_rules! element {
     ($($t:ty => $d:ident),*) => { $(impl Element for $t { const DTYPE: DataType = DataType::$d; })* };
 }
 element!(u8 => U8, i8 => I8, i32 => I32, i64 => I64, half::f16 => F16, half::bf16 => Bf16, f32 => F32, f64 => F64);
+
+#[cfg(test)]
+mod output_buffer_tests {
+    use super::OutputBuffer;
+
+    #[test]
+    fn zeroed_buffers_are_64_byte_aligned_and_exactly_sized() {
+        for len in [0usize, 1, 7, 63, 64, 65, 4096, 200_000] {
+            let mut buf = OutputBuffer::zeroed(len);
+            assert_eq!(buf.len(), len);
+            assert_eq!(buf.as_bytes().len(), len);
+            assert!(buf.as_bytes().iter().all(|&b| b == 0));
+            assert_eq!(buf.as_bytes().as_ptr() as usize % 64, 0, "len {len}");
+            buf.as_bytes_mut().fill(1);
+            assert_eq!(buf.to_vec::<u8>().len(), len);
+        }
+    }
+}
