@@ -1,8 +1,8 @@
 //! # hora-mpi: MPI as a hora transport
 //!
-//! With the `mpi` cargo feature this crate provides [`MpiTransport`], the [`Transport`] trait
+//! With the `mpi` cargo feature this crate provides `MpiTransport`, the [`Transport`] trait
 //! over MPI point-to-point messages (`MPI_Isend`/`MPI_Irecv` driven by `MPI_Test`, so every
-//! wait keeps the trait's deadlines, abort and wake-ups), and [`Comm`], the communicator handle
+//! wait keeps the trait's deadlines, abort and wake-ups), and `Comm`, the communicator handle
 //! whose blocking collectives (`MPI_Allreduce` in place, `MPI_Bcast`, `MPI_Allgatherv`, ...)
 //! hora's engine runs natively. Rank, size and the local layout come from MPI itself, so a job
 //! under `mpirun` needs no rendezvous store.
