@@ -21,6 +21,8 @@ mod allreduce_small;
 mod alltoall;
 mod barrier;
 mod broadcast;
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 mod hierarchical;
 #[cfg(feature = "mpi")]
 mod mpi;
