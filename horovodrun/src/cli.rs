@@ -126,6 +126,17 @@ pub(crate) struct Args {
           help_heading = "Tuning")]
     pub(crate) log_level: Option<String>,
 
+    /// Hierarchical allreduce across hosts (HOROVOD_HIERARCHICAL_ALLREDUCE=1). Without the
+    /// flag the ranks choose: on when the job spans hosts with several ranks on each; turn it
+    /// off with `-x HOROVOD_HIERARCHICAL_ALLREDUCE=0`.
+    #[arg(long, help_heading = "Tuning")]
+    pub(crate) hierarchical_allreduce: bool,
+
+    /// Hierarchical allgather across hosts (HOROVOD_HIERARCHICAL_ALLGATHER=1); chosen like
+    /// --hierarchical-allreduce without the flag.
+    #[arg(long, help_heading = "Tuning")]
+    pub(crate) hierarchical_allgather: bool,
+
     /// Print which transports, frameworks and features this build has, then exit.
     #[arg(long, help_heading = "Information")]
     pub(crate) check_build: bool,

@@ -256,6 +256,12 @@ fn extra_env(args: &cli::Args) -> Vec<(String, String)> {
     if let Some(l) = &args.log_level {
         set("HOROVOD_LOG_LEVEL", l.clone());
     }
+    if args.hierarchical_allreduce {
+        set("HOROVOD_HIERARCHICAL_ALLREDUCE", "1".into());
+    }
+    if args.hierarchical_allgather {
+        set("HOROVOD_HIERARCHICAL_ALLGATHER", "1".into());
+    }
     v
 }
 

@@ -173,6 +173,28 @@ fn each_rank_gets_its_placement_in_the_environment() {
 }
 
 #[test]
+fn hierarchical_flags_reach_every_rank() {
+    let show = "echo \"[$HOROVOD_HIERARCHICAL_ALLREDUCE/$HOROVOD_HIERARCHICAL_ALLGATHER]\"";
+    let r = run(&["-np", "2", "--hierarchical-allreduce", "sh", "-c", show]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(r.stdout.matches("[1/]").count(), 2, "{}", r.stdout);
+    let r = run(&[
+        "-np",
+        "2",
+        "--hierarchical-allreduce",
+        "--hierarchical-allgather",
+        "sh",
+        "-c",
+        show,
+    ]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(r.stdout.matches("[1/1]").count(), 2, "{}", r.stdout);
+    // Without the flags the ranks get nothing and choose for themselves.
+    let r = run(&["-np", "2", "sh", "-c", show]);
+    assert_eq!(r.stdout.matches("[/]").count(), 2, "{}", r.stdout);
+}
+
+#[test]
 fn output_lines_are_prefixed_and_never_interleaved() {
     let r = run(&[
         "-np",
@@ -471,7 +493,10 @@ fn usage_errors_exit_2_with_a_message() {
         (&["-np", "0", "true"], "0"),
         (&["-np", "2"], "COMMAND"),
         (&["true"], "-np N is required"),
-        (&["-np", "3", "--mpi", "-H", "localhost:2", "true"], "2 slots"),
+        (
+            &["-np", "3", "--mpi", "-H", "localhost:2", "true"],
+            "2 slots",
+        ),
         (&["-np", "2", "--frobnicate", "true"], "--frobnicate"),
         (
             &["-np", "2", "--hostfile", "/nonexistent/hf", "true"],

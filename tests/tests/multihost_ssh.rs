@@ -470,6 +470,62 @@ fn ranks_here_and_on_remote_hosts_work_together() {
 }
 
 #[test]
+fn hierarchical_collectives_are_taken_across_hosts_and_uneven_hosts_run_flat() {
+    let _g = serial();
+    let c = cluster_or_skip!(2);
+    // 2 hosts x 2 ranks: shared memory inside each namespace host, TCP between them.
+    let start = Instant::now();
+    let child = c.launch(
+        4,
+        &c.hosts_arg(&[2, 2]),
+        &[
+            "--hierarchical-allreduce",
+            "--hierarchical-allgather",
+            "--log-level",
+            "info",
+            hora_rank().to_str().unwrap(),
+            "collectives",
+        ],
+    );
+    let r = finish(child, start, Duration::from_secs(120), |_| {});
+    let all = format!("{}\n{}", r.stdout, r.stderr);
+    assert!(r.status.success(), "{all}");
+    for rank in 0..4 {
+        assert!(
+            r.stdout
+                .contains(&format!("[{rank}]<stdout>:rank {rank}: collectives OK")),
+            "{all}"
+        );
+        for what in ["allreduce", "allgather"] {
+            let taken = all.lines().any(|l| {
+                l.starts_with(&format!("[{rank}]"))
+                    && l.contains(&format!("hierarchical {what} in use"))
+            });
+            assert!(taken, "rank {rank} {what}: {all}");
+        }
+    }
+    // 2 + 1 ranks: asked for, refused with the reason, and still correct.
+    let start = Instant::now();
+    let child = c.launch(
+        3,
+        &c.hosts_arg(&[2, 1]),
+        &[
+            "--hierarchical-allreduce",
+            hora_rank().to_str().unwrap(),
+            "collectives",
+        ],
+    );
+    let r = finish(child, start, Duration::from_secs(120), |_| {});
+    let all = format!("{}\n{}", r.stdout, r.stderr);
+    assert!(r.status.success(), "{all}");
+    assert!(
+        all.contains("running flat") && all.contains("different numbers of ranks"),
+        "{all}"
+    );
+    assert!(!all.contains("hierarchical allreduce in use"), "{all}");
+}
+
+#[test]
 fn np4_on_four_hosts_with_one_slot_is_correct() {
     let _g = serial();
     let c = cluster_or_skip!(4);
