@@ -13,6 +13,8 @@ use crate::types::ReduceOp;
 
 static GLOBAL: RwLock<Option<Arc<Engine>>> = RwLock::new(None);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// What `transport_select` chose at the last `init` (for tools that report it).
+static TRANSPORT: RwLock<&'static str> = RwLock::new("");
 
 /// Starts hora in this process from the launcher's environment. Calling it again while
 /// initialized does nothing.
@@ -34,6 +36,7 @@ pub fn init_with(config: Config) -> Result<()> {
         transport = connected.name,
         "hora initialized"
     );
+    *TRANSPORT.write() = connected.name;
     let engine = Engine::start_with(
         config.topology,
         config.tuning.clone(),
@@ -60,6 +63,13 @@ pub fn is_initialized() -> bool {
 /// The running engine.
 pub fn engine() -> Result<Arc<Engine>> {
     GLOBAL.read().clone().ok_or(Error::NotInitialized)
+}
+
+/// The transport this process runs on, as chosen at `init`: `local`, `tcp`, `tcp+shm`
+/// (shared-memory collectives, control messages over TCP), `mpi`, ...
+pub fn transport_name() -> Result<&'static str> {
+    engine()?;
+    Ok(*TRANSPORT.read())
 }
 
 /// This process's rank.

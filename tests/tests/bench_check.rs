@@ -41,3 +41,43 @@ fn every_collective_checks_clean_under_hora_bench() {
         }
     }
 }
+
+#[test]
+fn transport_flag_forces_the_transport_and_the_header_names_it() {
+    for (flag, header) in [
+        ("tcp", "transport tcp (forced by --transport)"),
+        ("shm", "transport tcp+shm (forced by --transport)"),
+    ] {
+        let out = Command::new(horovodrun())
+            .args(["-np", "2"])
+            .arg(hora_bench())
+            .args(["allreduce", "-b", "4K", "-e", "64K", "-n", "3", "-w", "1"])
+            .args(["--check", "--transport", flag])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(header),
+            "--transport {flag}: expected {header:?}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for row in stdout.lines().filter(|l| !l.contains('#')) {
+            assert_eq!(row.split_whitespace().last(), Some("0"), "{flag}: {row}");
+        }
+    }
+    // Without the mpi feature the flag is refused, saying how to get it.
+    if !cfg!(feature = "mpi") {
+        let out = Command::new(horovodrun())
+            .args(["-np", "2"])
+            .arg(hora_bench())
+            .args(["allreduce", "-b", "4K", "-e", "4K", "--transport", "mpi"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && stderr.contains("transport mpi needs a build with --features mpi"),
+            "{stderr}"
+        );
+    }
+}

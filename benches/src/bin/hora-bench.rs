@@ -4,6 +4,9 @@
 //! Timing follows the peer benchmarks in this repository: before each timed call all ranks
 //! meet at a barrier, each rank times its own call, the per-iteration time is the maximum over
 //! ranks, and a size reports the median over iterations. busbw uses nccl-tests' factors.
+//!
+//! `--transport tcp|shm|mpi` forces the transport (default: what the job would choose); the
+//! header line says which one ran.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -22,6 +25,17 @@ enum Collective {
     Broadcast,
     Alltoall,
     Reducescatter,
+}
+
+/// A transport `--transport` can force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportChoice {
+    /// The ring over TCP, even when every rank is on one host (`HOROVOD_SHM=0`).
+    Tcp,
+    /// Shared-memory collectives (every rank on this host), control messages over TCP.
+    Shm,
+    /// MPI's transport and native collectives (a build with `--features mpi`, under mpirun).
+    Mpi,
 }
 
 /// Benchmark hora's collectives (run it under horovodrun).
@@ -58,6 +72,56 @@ struct Args {
     /// Also write one JSON object per size to this file (rank 0).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Force the transport: tcp, shm or mpi (default: what the job would choose).
+    #[arg(long, value_enum)]
+    transport: Option<TransportChoice>,
+}
+
+/// The job's configuration from the environment, with `--transport` applied.
+fn config_for(choice: Option<TransportChoice>) -> Result<hora::config::Config, hora::Error> {
+    use hora::config::Controller;
+    let mut config = hora::config::Config::from_env()?;
+    let topo = config.topology;
+    let refuse = |value: &str, reason: String| hora::Error::InvalidConfig {
+        var: "--transport".into(),
+        value: value.into(),
+        reason,
+    };
+    match choice {
+        None => {}
+        Some(TransportChoice::Tcp) => {
+            config.tuning.shm = false;
+            config.tuning.controller = Controller::Tcp;
+        }
+        Some(TransportChoice::Shm) => {
+            if topo.local_size != topo.size || topo.size < 2 {
+                return Err(refuse(
+                    "shm",
+                    format!(
+                        "transport shm needs at least 2 ranks, all on this host; this job has {} \
+                     rank(s), {} on this host",
+                        topo.size, topo.local_size
+                    ),
+                ));
+            }
+            config.tuning.shm = true;
+            config.tuning.controller = Controller::Tcp;
+        }
+        Some(TransportChoice::Mpi) => {
+            // The hook for the MPI transport: with the `mpi` feature the engine's own
+            // selection (HOROVOD_CONTROLLER=mpi) takes over and says what else is missing.
+            if !cfg!(feature = "mpi") {
+                return Err(refuse(
+                    "mpi",
+                    "transport mpi needs a build with --features mpi \
+                     (cargo build --release -p hora-bench --features mpi)"
+                        .into(),
+                ));
+            }
+            config.tuning.controller = Controller::Mpi;
+        }
+    }
+    Ok(config)
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -308,8 +372,14 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
 }
 
 fn run(args: Args) -> Result<bool, hora::Error> {
-    hora::init()?;
+    hora::api::init_with(config_for(args.transport)?)?;
     let engine = hora::api::engine()?;
+    let transport = hora::api::transport_name()?;
+    let how = if args.transport.is_some() {
+        "forced by --transport"
+    } else {
+        "chosen by the job"
+    };
     let topo = engine.topology();
     let (rank, n) = (topo.rank, topo.size);
     let dsize = args.dtype.size();
@@ -342,7 +412,7 @@ fn run(args: Args) -> Result<bool, hora::Error> {
     };
     if rank == 0 {
         println!(
-            "# hora-bench {collective:?}: {n} ranks, dtype {}, op {}",
+            "# hora-bench {collective:?}: {n} ranks, dtype {}, op {}, transport {transport} ({how})",
             b.args.dtype, b.args.op
         );
         println!(
@@ -414,6 +484,7 @@ fn run(args: Args) -> Result<bool, hora::Error> {
                     "count": bytes / dsize, "dtype": b.args.dtype.name(), "op": redop,
                     "time_us": t * 1e6, "algbw_gbs": algbw, "busbw_gbs": busbw,
                     "wrong": if b.args.check { Some(wrong) } else { None }, "iters": iters,
+                    "transport": transport,
                 });
                 let _ = writeln!(f, "{row}");
             }
