@@ -277,6 +277,14 @@ def test_mismatched_shapes_raise_on_all_ranks(mode):
     assert hvd.allreduce(tf.ones([2]), op=hvd.Sum).numpy().tolist() == [float(n)] * 2
 
 
+def test_xla_is_refused_at_trace_time():
+    f = tf.function(lambda x: hvd.allreduce(x, op=hvd.Sum), jit_compile=True)
+    with pytest.raises(ValueError, match="XLA"):
+        f(tf.ones([2]))
+    # nothing was submitted: the ranks are still in step
+    assert hvd.allreduce(tf.ones([2]), op=hvd.Sum).numpy().tolist() == [float(hvd.size())] * 2
+
+
 def test_graph_collectives_run_in_program_order():
     r, n = rs()
 

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import record as _record
 from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
+from tensorflow.python.ops import control_flow_util as _cf_util
 
 from hora import _core
 from hora._core import HoraError, InvalidArgumentError
@@ -181,6 +182,11 @@ def _graph_name(prefix, name):
 def _py_function(func, inputs, touts):
     """A tf.py_function running after the graph's previous hora op (program order)."""
     g = tf.compat.v1.get_default_graph()
+    if _cf_util.GraphOrParentsInXlaContext(g):
+        # Refused at trace time, before any rank submits anything, so no rank waits.
+        raise ValueError("hora.tensorflow: collectives cannot run in a function compiled with XLA "
+                         "(tf.function(jit_compile=True)): they are tf.py_function ops; use "
+                         "jit_compile=False for the function that calls them")
     last = _last_op.get(g)
 
     def body(*xs):
