@@ -112,13 +112,14 @@ def test_fit_matches_single_process_large_batch(mode):
     np.testing.assert_allclose(flat_weights(model), flat_weights(reference), rtol=1e-9, atol=1e-12)
 
 
-def test_backward_passes_per_step_accumulates_locally():
+@pytest.mark.parametrize("mode", ["graph", "eager"])
+def test_backward_passes_per_step_accumulates_locally(mode):
     r, n = hvd.rank(), hvd.size()
     model = make_model(seed=1)
     reference = make_model(seed=1)
     opt = hvd.DistributedOptimizer(keras.optimizers.SGD(0.1), backward_passes_per_step=2,
                                    average_aggregated_gradients=True)
-    model.compile(optimizer=opt, loss="mse", jit_compile=False)
+    model.compile(optimizer=opt, loss="mse", jit_compile=False, run_eagerly=(mode == "eager"))
     reference.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=False)
     # Two local batches of PER_RANK rows make one update; the reference sees all of them at once.
     x, y = global_data(batches=3, n=n, per_rank=2 * PER_RANK)
@@ -169,7 +170,11 @@ def test_embedding_gradients_sparse_and_dense(sparse_as_dense):
     model.fit(shard(x, n, r), shard(y, n, r), batch_size=PER_RANK, epochs=1, shuffle=False, verbose=0)
     reference.fit(x, y, batch_size=n * PER_RANK, epochs=1, shuffle=False, verbose=0)
     assert_same_on_all_ranks(flat_weights(model))
-    np.testing.assert_allclose(flat_weights(model), flat_weights(reference), rtol=1e-9, atol=1e-12)
+    # The allgather path scales the gathered values by 1/size rounded to float32 (hora.tensorflow
+    # casts the Python factor through a float32 constant), so it agrees to ~1e-7 when size is not
+    # a power of two; reducing densely agrees to float64 precision.
+    rtol = 1e-9 if sparse_as_dense else 1e-6
+    np.testing.assert_allclose(flat_weights(model), flat_weights(reference), rtol=rtol, atol=1e-12)
 
 
 def test_xla_step_is_refused_with_advice():
@@ -255,6 +260,18 @@ def test_value_collectives():
 
 
 # ------------------------------------------------------------------------------- callbacks
+
+
+def test_broadcast_global_variables_without_model():
+    r, n = hvd.rank(), hvd.size()
+    model = make_model(seed=300 + r)
+    opt = hvd.DistributedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9))
+    opt.build(model.trainable_variables)
+    for m in opt.momentums:
+        m.assign(tf.fill(m.shape, tf.constant(float(r), m.dtype)))
+    hvd.broadcast_global_variables(n - 1)  # every built DistributedOptimizer's variables
+    assert_same_on_all_ranks(flat_weights(model))
+    assert all(np.all(m.numpy() == n - 1) for m in opt.momentums)
 
 
 def test_broadcast_callback_makes_initial_weights_agree():

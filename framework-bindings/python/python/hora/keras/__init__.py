@@ -26,6 +26,9 @@ if _keras.backend.backend() != "tensorflow":
         f"hora.keras runs Keras on the TensorFlow backend, but this Keras uses "
         f"'{_keras.backend.backend()}': set KERAS_BACKEND=tensorflow before importing keras")
 
+import gc
+import weakref
+
 import hora.tensorflow as _htf
 from hora._core import (
     ConfigError,
@@ -60,7 +63,8 @@ from hora.tensorflow import Average, Compression, Max, Min, Product, Sum, engine
 # Horovod's name for collective failures; elastic-style handlers catch it.
 HorovodInternalError = HoraError
 
-# Optimizers made by DistributedOptimizer, in creation order (for broadcast_global_variables).
+# Weak references to the optimizers made by DistributedOptimizer or load_model, in creation
+# order (for broadcast_global_variables); they do not keep dropped models alive.
 _registry = []
 
 
@@ -85,7 +89,7 @@ def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse=""
                                   average_aggregated_gradients, sparse_as_dense, groups, num_groups, name)
     cls = _opt.wrap_class(type(optimizer), settings)
     wrapped = cls.from_config(optimizer.get_config())
-    _registry.append(wrapped)
+    _registry.append(weakref.ref(wrapped))
     return wrapped
 
 
@@ -111,9 +115,13 @@ def broadcast_global_variables(root_rank, model=None):
     if model is not None:
         variables = _variables_of(model)
     else:
+        # Dropped models linger in reference cycles until a collection; without it a model from
+        # an earlier failed attempt (say, of another shape) would still count as "global".
+        gc.collect()
         variables, seen = [], set()
-        for opt in _registry:
-            if not opt.built:
+        for ref in _registry:
+            opt = ref()
+            if opt is None or not opt.built:
                 continue
             for v in list(opt._trainable_variables) + list(opt.variables):
                 if id(v) not in seen:
@@ -175,7 +183,7 @@ def load_model(filepath, custom_optimizers=None, custom_objects=None, compressio
                                       opt_kwargs.get("sparse_as_dense", False), None, 0, None)
         # Changing the class in place keeps the loaded slots, iterations and learning rate.
         opt.__class__ = _opt.wrap_class(type(opt), settings)
-        _registry.append(opt)
+        _registry.append(weakref.ref(opt))
     return model
 
 
