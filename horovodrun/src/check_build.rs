@@ -15,6 +15,7 @@ pub(crate) fn report() -> String {
          Available Tensor Operations:\n    [ ] NCCL\n    [{mpi}] MPI (MPI_Allreduce and the other MPI collectives)\n    \
          [X] TCP ring (allreduce, allgather, broadcast, alltoall, reducescatter)\n    \
          [X] shared memory (ranks on one host; HOROVOD_SHM=0 turns it off)\n    \
+         [X] hierarchical allreduce and allgather (shared memory in a host, TCP rings across hosts)\n    \
          [ ] RDMA verbs\n\n\
          Features:\n    [X] response cache\n    [X] tensor fusion\n    \
          [X] ssh launch (-H, --hostfile)\n    [X] torchrun / mpirun / Slurm environments\n    \
