@@ -191,6 +191,26 @@ def test_reducescatter_uneven(mode, dtype):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_grouped_allgather_reducescatter_and_in_place_broadcast(mode):
+    r, n = rs()
+
+    def fn(a, b):
+        return hvd.grouped_allgather([a, b]), hvd.grouped_reducescatter([b], op=hvd.Sum)
+
+    (ga, gb), (rb,) = run(mode, fn, tf.fill([r + 1], r), tf.ones([2 * n, 2]) * (r + 1))
+    np.testing.assert_array_equal(ga.numpy(), np.concatenate([np.full(k + 1, k) for k in range(n)]))
+    assert gb.shape == (2 * n * n, 2)
+    np.testing.assert_array_equal(rb.numpy(), np.full((2, 2), float(sum(k + 1 for k in range(n)))))
+    v = tf.Variable([float(r), 1.0])
+    if mode == "eager":
+        assert hvd.broadcast_([v], root_rank=n - 1)[0] is v
+    else:
+        tf.function(lambda: (hvd.broadcast_([v], root_rank=n - 1), None)[1])()
+    np.testing.assert_array_equal(v.numpy(), [n - 1.0, 1.0])
+    assert int(hvd.local_size_op()) == hvd.local_size() and int(hvd.local_rank_op()) == hvd.local_rank()
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_barrier_and_join_uneven_batches(mode):
     r, n = rs()
     def barrier():

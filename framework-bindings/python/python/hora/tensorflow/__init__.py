@@ -48,7 +48,7 @@ from hora.common.basics import (
 )
 from hora.tensorflow.compression import Compression
 from hora.tensorflow.gradient_tape import DistributedGradientTape, DistributedOptimizer
-from hora.tensorflow.functions import allgather_object, broadcast_object, broadcast_variables
+from hora.tensorflow.functions import allgather_object, broadcast_, broadcast_object, broadcast_variables
 from hora.tensorflow.mpi_ops import (
     Adasum,
     Average,
@@ -63,7 +63,11 @@ from hora.tensorflow.mpi_ops import (
     barrier,
     broadcast,
     engine_error,
+    grouped_allgather,
     grouped_allreduce,
+    grouped_reducescatter,
+    local_rank_op,
+    local_size_op,
     hora_errors,
     join,
     rank_op,

@@ -69,6 +69,14 @@ def broadcast_variables(variables, root_rank, process_set=None, inplace=False):
     return tf.group(*[a for a in assigns if a is not None])
 
 
+def broadcast_(variables, root_rank, name=None, process_set=None):
+    """Overwrites ``variables`` with ``root_rank``'s values (Horovod's in-place broadcast);
+    returns them eagerly, the group of assigns inside a tf.function."""
+    variables = list(variables)
+    group = broadcast_variables(variables, root_rank)
+    return variables if group is None else group
+
+
 def broadcast_object(obj, root_rank=0, name=None, process_set=None):
     """Returns ``root_rank``'s ``obj`` (any picklable object) on every rank (eager only)."""
     name = name or type(obj).__name__

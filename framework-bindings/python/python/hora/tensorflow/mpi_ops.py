@@ -37,6 +37,8 @@ from hora.common.basics import (
     BARRIER,
     BROADCAST,
     REDUCESCATTER,
+    local_rank,
+    local_size,
     rank,
     size,
 )
@@ -590,6 +592,19 @@ def join(device=""):
     return out
 
 
+def grouped_allgather(tensors, name=None, ignore_name_scope=False, process_set=None):
+    """``allgather`` of each tensor in a list (submitted in list order); differentiable."""
+    return [allgather(t, name=f"{name}.{i}" if name else None) for i, t in enumerate(tensors)]
+
+
+def grouped_reducescatter(tensors, device_dense="", compression=Compression.none, op=Average, name=None,
+                          process_set=None, ignore_name_scope=False, prescale_factor=1.0, postscale_factor=1.0):
+    """``reducescatter`` of each tensor in a list (submitted in list order); differentiable."""
+    return [reducescatter(t, compression=compression, op=op, name=f"{name}.{i}" if name else None,
+                          prescale_factor=prescale_factor, postscale_factor=postscale_factor)
+            for i, t in enumerate(tensors)]
+
+
 def size_op(process_set=None, name=None):
     """The number of ranks, as an int32 scalar tensor."""
     return tf.constant(size(), tf.int32)
@@ -598,3 +613,13 @@ def size_op(process_set=None, name=None):
 def rank_op(process_set=None, name=None):
     """This rank, as an int32 scalar tensor."""
     return tf.constant(rank(), tf.int32)
+
+
+def local_size_op(process_set=None, name=None):
+    """The number of ranks on this host, as an int32 scalar tensor."""
+    return tf.constant(local_size(), tf.int32)
+
+
+def local_rank_op(process_set=None, name=None):
+    """This rank's index on its host, as an int32 scalar tensor."""
+    return tf.constant(local_rank(), tf.int32)
