@@ -1,100 +1,97 @@
 #!/usr/bin/env bash
-# Runs hora-bench (shared memory, and TCP with HOROVOD_SHM=0) and plain C MPI_Allreduce
-# (Open MPI, ../shared/bench/peers/mpi_allreduce.c or $MPI_SRC) side by side in one session,
-# f32 sum allreduce, and writes a markdown table to benches/results/compare-<time>.md.
+# hora against its peers in one go: f32 sum allreduce, 4 KiB .. 256 MiB, same timing rule for
+# everyone (barrier, per-call time, max over ranks per iteration, median over iterations;
+# busbw = bytes/t * 2(n-1)/n). Runs hora-bench over shared memory and over TCP, and the peer
+# benchmarks of ../shared/bench/peers (run.py) that are installed: Open MPI (default and TCP
+# only), MPICH, torch.distributed Gloo, Horovod (Gloo). Writes
+#   benches/results/compare-<date>.md   markdown table per np, ratios hora / best peer
+#   benches/results/compare-<date>.png  busbw vs size (log x), one line per implementation
+#   benches/results/compare-<date>.jsonl  every measurement (hora-bench and peer rows)
 #
-#   benches/compare.sh                 # np 2 and 4, one run each
-#   NPS="2" REPS=3 benches/compare.sh  # np 2 only, median of 3 runs per cell
+#   benches/compare.sh                     # np 2, one run of everything
+#   NPS="2 4" REPS=3 benches/compare.sh    # np 2 and 4, median of 3 runs per cell
+#   QUICK=1 benches/compare.sh             # smoke run: up to 1 MiB, fewer iterations
+#   PEERS="ompi-default torch-gloo" ...    # a subset of the peers (names: run.py --list)
+#   NETNS=0 ...                            # peers outside the loopback-only namespace
 #
-# Needs: a Rust toolchain; Open MPI (`apt-get install -y openmpi-bin libopenmpi-dev`, done here
-# when running as root and mpicc is missing). Without MPI the MPI column says "n/a".
+# Peers come from `bash ../shared/bench/peers/setup.sh` (OpenMPI, MPICH, mpi4py, torch and
+# Horovod in ../shared/bench/.venv; heavy: a 3 GB torch download and a Horovod build). Missing
+# ones are skipped and listed. The plot needs matplotlib, installed into that venv on demand.
+# Timings are only comparable on a quiet machine: the result file records the load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NPS=${NPS:-"2 4"}
+ROOT=$(pwd)
+NPS=${NPS:-2}
 REPS=${REPS:-1}
+QUICK=${QUICK:-0}
+NETNS=${NETNS:-1}
+BENCH_DIR=${BENCH_DIR:-$ROOT/../shared/bench}
+[ -d "$BENCH_DIR/peers" ] || BENCH_DIR=/work/shared/bench
+PEERS_DIR=$BENCH_DIR/peers
+VPY=$BENCH_DIR/.venv/bin/python
 BIN=${CARGO_TARGET_DIR:-target}/release
-MPI_SRC=${MPI_SRC:-../shared/bench/peers/mpi_allreduce.c}
-[ -f "$MPI_SRC" ] || MPI_SRC=/work/shared/bench/peers/mpi_allreduce.c
-OUT=benches/results/compare-$(date -u +%Y%m%d-%H%M%S).md
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+OUT=benches/results/compare-$STAMP
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
+if [ "$QUICK" = 1 ]; then
+    HORA_SIZES=(-b 4K -e 1M -f 16)
+    export BENCH_MAX_BYTES=$((1 << 20)) BENCH_ITER_SCALE=0.2
+else
+    HORA_SIZES=(-b 4K -e 256M -f 4)
+fi
+
 cargo build --release -q -p hora-bench -p horovodrun
 
-MPI=""
-if ! command -v mpicc >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null 2>&1 || true
+# Which peers can run here: each needs its launcher and its Python modules in the venv.
+have_py() { [ -x "$VPY" ] && "$VPY" -c "import $1" >/dev/null 2>&1; }
+peer_ready() {
+    case $1 in
+        ompi-*) command -v mpirun.openmpi >/dev/null && have_py mpi4py ;;
+        mpich-*) command -v mpirun.mpich >/dev/null && have_py mpi4py &&
+            [ -e "$PEERS_DIR/build/mpich-abi/libmpi.so.12" ] ;;
+        torch-*) have_py torch ;;
+        horovod-*) have_py horovod.torch && [ -x "$BENCH_DIR/.venv/bin/horovodrun" ] ;;
+        *) return 1 ;;
+    esac
+}
+RUN=()
+SKIPPED=()
+for p in ${PEERS:-ompi-default ompi-tcp mpich-default torch-gloo horovod-gloo}; do
+    if [ -f "$PEERS_DIR/run.py" ] && peer_ready "$p"; then RUN+=("$p"); else SKIPPED+=("$p"); fi
+done
+if [ ${#SKIPPED[@]} -gt 0 ]; then
+    echo "compare: skipping peers not installed: ${SKIPPED[*]} (install: bash $PEERS_DIR/setup.sh)" >&2
 fi
-if command -v mpicc >/dev/null && [ -f "$MPI_SRC" ]; then
-    mpicc -O2 -o "$WORK/mpi_allreduce" "$MPI_SRC" && MPI="$WORK/mpi_allreduce"
-fi
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for np in $NPS; do
     for rep in $(seq "$REPS"); do
-        echo "np=$np run $rep: hora shm" >&2
-        "$BIN/horovodrun" -np "$np" "$BIN/hora-bench" allreduce -b 4K -e 256M -f 4 --check \
-            --json "$WORK/shm-$np-$rep.jsonl" >&2
-        echo "np=$np run $rep: hora tcp" >&2
-        HOROVOD_SHM=0 "$BIN/horovodrun" -np "$np" "$BIN/hora-bench" allreduce -b 4K -e 256M -f 4 \
-            --check --json "$WORK/tcp-$np-$rep.jsonl" >&2
-        if [ -n "$MPI" ]; then
-            echo "np=$np run $rep: Open MPI" >&2
-            mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" "$MPI" \
-                >"$WORK/mpi-$np-$rep.txt"
-        fi
+        for t in shm tcp; do
+            echo "compare: np=$np run $rep: hora $t" >&2
+            "$BIN/horovodrun" -np "$np" "$BIN/hora-bench" allreduce "${HORA_SIZES[@]}" \
+                --transport "$t" --json "$WORK/hora-$t-$np-$rep.jsonl" >&2
+        done
     done
 done
+if [ ${#RUN[@]} -gt 0 ]; then
+    netns=()
+    [ "$NETNS" = 1 ] || netns=(--no-netns)
+    # shellcheck disable=SC2086
+    python3 "$PEERS_DIR/run.py" "${RUN[@]}" --np $NPS --reps "$REPS" --timeout 900 \
+        "${netns[@]}" --out "$WORK/peers.jsonl" >&2 || echo "compare: some peer runs failed" >&2
+fi
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$WORK" "$OUT" "$NPS" "$REPS" <<'PY'
-import json, statistics, sys, os, platform, datetime
-work, out, nps, reps = sys.argv[1], sys.argv[2], sys.argv[3].split(), int(sys.argv[4])
-def load_hora(kind, np):
-    cells = {}
-    for rep in range(1, reps + 1):
-        p = f"{work}/{kind}-{np}-{rep}.jsonl"
-        if not os.path.exists(p):
-            continue
-        for line in open(p):
-            r = json.loads(line)
-            cells.setdefault(r["bytes"], []).append((r["time_us"], r["busbw_gbs"]))
-    return cells
-def load_mpi(np):
-    cells = {}
-    for rep in range(1, reps + 1):
-        p = f"{work}/mpi-{np}-{rep}.txt"
-        if not os.path.exists(p):
-            continue
-        for line in open(p):
-            f = line.split()
-            if len(f) == 3:
-                cells.setdefault(int(f[0]), []).append((float(f[2]), float(f[1])))
-    return cells
-def med(v):
-    if not v:
-        return None
-    return (statistics.median(t for t, _ in v), statistics.median(b for _, b in v))
-def fmt(c):
-    if c is None:
-        return "n/a"
-    t, b = c
-    tt = f"{t:.1f} us" if t < 1000 else f"{t/1000:.2f} ms"
-    return f"{tt} ({b:.2f})"
-lines = [f"# hora vs Open MPI: f32 sum allreduce, one session",
-         "",
-         f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores; "
-         f"median of {reps} run(s) per cell; time per call (busbw GB/s). hora-bench times whole engine "
-         "calls (negotiation included); mpi_allreduce times MPI_Allreduce(MPI_IN_PLACE). "
-         "Ratio = hora shm busbw / MPI busbw.", ""]
-for np in nps:
-    shm, tcp, mpi = load_hora("shm", np), load_hora("tcp", np), load_mpi(np)
-    lines += [f"## np={np}", "", "| size | hora shm | hora tcp | Open MPI | shm/MPI |", "|---:|---|---|---|---:|"]
-    for size in sorted(set(shm) | set(mpi)):
-        s, t, m = med(shm.get(size)), med(tcp.get(size)), med(mpi.get(size))
-        ratio = f"{s[1] / m[1]:.2f}x" if s and m and m[1] > 0 else "–"
-        label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
-        lines.append(f"| {label} | {fmt(s)} | {fmt(t)} | {fmt(m)} | {ratio} |")
-    lines.append("")
-open(out, "w").write("\n".join(lines))
-print("\n".join(lines))
-PY
-echo "written: $OUT" >&2
+# The plot needs matplotlib: the bench venv gets it on demand, else plain python3 if it has it.
+PLOT_PY=python3
+if [ -x "$VPY" ]; then
+    "$VPY" -c "import matplotlib" 2>/dev/null || "$VPY" -m pip install -q matplotlib >&2 || true
+    "$VPY" -c "import matplotlib" 2>/dev/null && PLOT_PY=$VPY
+fi
+
+"$PLOT_PY" benches/python/compare_report.py --work "$WORK" --out "$OUT" --nps "$NPS" --reps "$REPS" \
+    --quick "$QUICK" --skipped "${SKIPPED[*]}" --load "$LOAD_BEFORE" "$LOAD_AFTER" \
+    --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "written: $OUT.md $OUT.png $OUT.jsonl" >&2
