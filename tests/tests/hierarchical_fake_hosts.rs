@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hora_tests::hora_rank;
+use hora_tests::{hora_bench, hora_rank};
 
 /// (local rank, local size, cross rank, cross size) of each rank, in rank order.
 type Place = (usize, usize, usize, usize);
@@ -32,12 +32,21 @@ fn free_port() -> u16 {
 }
 
 fn spawn(places: &[Place], args: &[&str], env: &[(&str, &str)]) -> Vec<Rank> {
+    spawn_program(&hora_rank(), places, args, env)
+}
+
+fn spawn_program(
+    program: &std::path::Path,
+    places: &[Place],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Vec<Rank> {
     let store = format!("127.0.0.1:{}", free_port());
     places
         .iter()
         .enumerate()
         .map(|(r, &(lr, ls, cr, cs))| {
-            let mut cmd = Command::new(hora_rank());
+            let mut cmd = Command::new(program);
             cmd.args(args)
                 .env("HOROVOD_RANK", r.to_string())
                 .env("HOROVOD_SIZE", places.len().to_string())
@@ -197,10 +206,22 @@ fn uneven_hosts_fall_back_to_flat_and_say_why() {
 }
 
 #[test]
-fn a_rank_killed_on_the_other_host_is_named_and_nobody_hangs() {
-    let mut ranks = spawn(&TWO_BY_TWO, &["loop", "100000"], &[]);
-    // Let the loop run a little, then kill -9 rank 3 (host 1, local rank 1).
-    thread::sleep(Duration::from_secs(3));
+fn a_rank_killed_on_the_other_host_mid_allreduce_is_named_and_nobody_hangs() {
+    // Back-to-back 16 MiB allreduces, so the kill lands inside a hierarchical allreduce.
+    let args = [
+        "allreduce",
+        "-b",
+        "16M",
+        "-e",
+        "16M",
+        "-n",
+        "1000000",
+        "-w",
+        "0",
+    ];
+    let mut ranks = spawn_program(&hora_bench(), &TWO_BY_TWO, &args, &[]);
+    // Let it run a little, then kill -9 rank 3 (host 1, local rank 1).
+    thread::sleep(Duration::from_secs(4));
     for r in &mut ranks {
         assert!(
             r.child.try_wait().unwrap().is_none(),
@@ -217,10 +238,11 @@ fn a_rank_killed_on_the_other_host_is_named_and_nobody_hangs() {
             "rank {r} succeeded after the kill:\n{err}"
         );
     }
-    // Rank 1 runs the cross-host ring with rank 3, rank 2 shares its memory: both name it.
+    // Rank 1 runs the cross-host ring with rank 3 (TCP), rank 2 shares its memory (the
+    // shared-memory error, renumbered to the job's rank): both name it.
     for r in [1, 2] {
         assert!(
-            results[r].2.contains("rank 3"),
+            results[r].2.contains("connection to rank 3 lost"),
             "rank {r}:\n{}",
             results[r].2
         );
