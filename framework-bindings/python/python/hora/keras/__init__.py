@@ -93,18 +93,6 @@ def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse=""
     return wrapped
 
 
-def _variables_of(model):
-    out = list(model.variables)
-    opt = getattr(model, "optimizer", None)
-    if opt is not None and getattr(opt, "built", False):
-        out += list(opt.variables)
-    return out
-
-
-def _broadcast_variables(variables, root_rank):
-    _htf.broadcast_variables(variables, root_rank=root_rank)
-
-
 def broadcast_global_variables(root_rank, model=None):
     """Makes every rank's variables equal to ``root_rank``'s.
 
@@ -113,7 +101,7 @@ def broadcast_global_variables(root_rank, model=None):
     own variables of, every built optimizer made by ``DistributedOptimizer`` in this process.
     """
     if model is not None:
-        variables = _variables_of(model)
+        variables = callbacks._variables_of(model)
     else:
         # Dropped models linger in reference cycles until a collection; without it a model from
         # an earlier failed attempt (say, of another shape) would still count as "global".
@@ -131,7 +119,7 @@ def broadcast_global_variables(root_rank, model=None):
             raise ValueError("hora.keras.broadcast_global_variables: no built DistributedOptimizer and no "
                              "model= given, so there is nothing to broadcast; pass model=, or use "
                              "callbacks.BroadcastGlobalVariablesCallback")
-    _broadcast_variables(variables, root_rank)
+    _htf.broadcast_variables(variables, root_rank=root_rank)
 
 
 def _value(tensor):
