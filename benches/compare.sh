@@ -27,6 +27,7 @@ QUICK=${QUICK:-0}
 NETNS=${NETNS:-1}
 BENCH_DIR=${BENCH_DIR:-$ROOT/../shared/bench}
 [ -d "$BENCH_DIR/peers" ] || BENCH_DIR=/work/shared/bench
+BENCH_DIR=$(cd "$BENCH_DIR" 2>/dev/null && pwd || echo "$BENCH_DIR")
 PEERS_DIR=$BENCH_DIR/peers
 VPY=$BENCH_DIR/.venv/bin/python
 BIN=${CARGO_TARGET_DIR:-target}/release

@@ -149,15 +149,24 @@ def main():
     ap.add_argument("--skipped", default="")
     ap.add_argument("--load", nargs=2, default=["?", "?"])
     ap.add_argument("--commit", default="unknown")
+    ap.add_argument("--when", help="time of the measurement (default: now), for --from-jsonl")
     a = ap.parse_args()
     cells, raw = load_raw(a.from_jsonl) if a.from_jsonl else load(a.work)
     now = datetime.datetime.now(datetime.timezone.utc)
+    when = a.when or f"{now:%Y-%m-%d %H:%M} UTC"
     quick = a.quick == "1"
-    cond = (f"{now:%Y-%m-%d %H:%M} UTC, host {platform.node()}, {os.cpu_count()} cores, "
+    try:
+        busy = max(float(a.load[0].split()[0]), float(a.load[1].split()[0])) > (os.cpu_count() or 1)
+    except ValueError:
+        busy = False
+    cond = (f"{when}, host {platform.node()}, {os.cpu_count()} cores, "
             f"hora {a.commit}; load average (1/5/15 min) {a.load[0]} before, {a.load[1]} after; "
             f"{a.reps} run(s) per cell (median of run medians)"
             + ("; SMOKE RUN (QUICK=1: up to 1 MiB, peers at 0.2x iterations) — not a measurement"
-               if quick else ""))
+               if quick else "")
+            + ("; BUSY HOST (1-minute load above the core count): other work shared the cores, "
+               "so these figures show the script working, not how fast anything is"
+               if busy else ""))
     lines = ["# hora vs peers: f32 sum allreduce", "", f"Conditions: {cond}.", "",
              "Each cell: median time per call (busbw GB/s). Timing for every implementation: "
              "barrier, per-call time on each rank, max over ranks per iteration, median over "
