@@ -58,12 +58,15 @@ def main():
     parser.add_argument("--num-iters", type=int, default=6)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow intra-op threads per rank")
+    parser.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow inter-op threads (0: its default)")
     parser.add_argument("--eager", action="store_true", help="run the step eagerly, not as a tf.function")
     parser.add_argument("--fp16-allreduce", action="store_true")
     parser.add_argument("--no-hora", action="store_true", help="one process, plain GradientTape")
     args = parser.parse_args()
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     if args.no_hora:
         hvd, rank, size = None, 0, 1
     else:

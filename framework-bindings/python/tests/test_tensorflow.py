@@ -293,6 +293,12 @@ def test_mismatched_shapes_raise_on_all_ranks(mode):
         assert isinstance(err, hvd.HorovodInternalError)
         assert err.rank == r and err.tensor_name == "tf.allreduce.tf_mismatch"
     assert "shape" in str(err)
+    # in a group too, even where padding to a common size would hide it: [3 + r] vs [3 + r']
+    group = lambda a, b: hvd.grouped_allreduce([a, b], name="tf_group_mismatch")  # noqa: E731
+    call = group if mode == "eager" else tf.function(group)
+    with pytest.raises(hora.MismatchError) as info, hvd.hora_errors():
+        call(tf.ones([2]), tf.ones([3 + r]))
+    assert info.value.tensor_name.endswith("tf_group_mismatch.1")
     # the job goes on afterwards
     assert hvd.allreduce(tf.ones([2]), op=hvd.Sum).numpy().tolist() == [float(n)] * 2
 

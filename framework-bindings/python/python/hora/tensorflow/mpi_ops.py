@@ -306,6 +306,8 @@ def allreduce(tensor, average=None, device_dense="", device_sparse="", compressi
 
 
 def _grouped_eager(ts, base, op, pre, post):
+    # One engine request per tensor (the engine fuses them): packing the group into one buffer
+    # here would hide a rank-dependent shape from the engine's per-tensor checks.
     bufs, handles = [], []
     for i, t in enumerate(ts):
         code = _code(t.dtype, "grouped_allreduce")
