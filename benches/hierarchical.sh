@@ -3,7 +3,10 @@
 # session: each rank is started by hand with the HOROVOD_LOCAL_*/HOROVOD_CROSS_* a launcher gives
 # ranks on two hosts (rank 0 serves the store). Variants, interleaved per repetition:
 #   flat    HOROVOD_HIERARCHICAL_ALLREDUCE=0 (ring over TCP through all 4 ranks)
-#   split   hierarchical, every local rank runs the cross-host ring on its half (the default)
+#   split   hierarchical, every local rank runs the cross-host ring on its half (the default;
+#           allreduces of 16 MiB and more overlap the shared-memory and network steps)
+#   split0  split without that overlap (HORA_HIERARCHICAL_PIPELINE_BYTES=0); only if VARIANTS
+#           names it
 #   leader  hierarchical, local rank 0 of each host runs the cross-host ring on everything
 # Writes a markdown table to benches/results/hierarchical-<time>.md.
 #
@@ -12,12 +15,14 @@
 #                                                 # joined by a veth pair (root, iproute2)
 #   NETNS=1 RATE=1gbit benches/hierarchical.sh    # ... with the link limited by tc (tbf)
 #   REPS=3 MAXBYTES=64M benches/hierarchical.sh
+#   VARIANTS="flat split split0" benches/hierarchical.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-2}
 MINBYTES=${MINBYTES:-1M}
 MAXBYTES=${MAXBYTES:-256M}
 NETNS=${NETNS:-0}
+VARIANTS=${VARIANTS:-"flat split leader"}
 RATE=${RATE:-}
 BIN=${CARGO_TARGET_DIR:-target}/release
 OUT=benches/results/hierarchical-$(date -u +%Y%m%d-%H%M%S).md
@@ -62,6 +67,7 @@ run_job() { # $1 = variant, $2 = json output
     case $variant in
         flat) env_v="HOROVOD_HIERARCHICAL_ALLREDUCE=0" ;;
         split) env_v="HORA_HIERARCHICAL_MODE=split" ;;
+        split0) env_v="HORA_HIERARCHICAL_PIPELINE_BYTES=0" ;;
         leader) env_v="HORA_HIERARCHICAL_MODE=leader" ;;
     esac
     for r in 0 1 2 3; do
@@ -90,7 +96,7 @@ run_job() { # $1 = variant, $2 = json output
 }
 
 for rep in $(seq "$REPS"); do
-    for variant in flat split leader; do
+    for variant in $VARIANTS; do
         echo "run $rep: $variant" >&2
         run_job "$variant" "$WORK/$variant-$rep.jsonl"
     done
@@ -98,9 +104,10 @@ done
 
 where="loopback"
 [ "$NETNS" = 1 ] && where="two network namespaces joined by a veth pair${RATE:+, tc tbf rate $RATE}"
-python3 - "$WORK" "$OUT" "$REPS" "$where" <<'PY'
+python3 - "$WORK" "$OUT" "$REPS" "$where" "$VARIANTS" <<'PY'
 import json, statistics, sys, os, platform, datetime
 work, out, reps, where = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+variants = sys.argv[5].split()
 def load(variant):
     cells = {}
     for rep in range(1, reps + 1):
@@ -109,9 +116,10 @@ def load(variant):
             r = json.loads(line)
             cells.setdefault(r["bytes"], []).append(r["time_us"])
     return cells
-flat, split, leader = load("flat"), load("split"), load("leader")
+data = {v: load(v) for v in variants}
 def fmt(b):
     return f"{b >> 20} MiB" if b >= 1 << 20 else f"{b >> 10} KiB"
+others = [v for v in variants if v != "flat"]
 lines = [
     f"# hierarchical vs flat allreduce, 2 hosts x 2 ranks ({where})",
     "",
@@ -119,12 +127,17 @@ lines = [
     f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; f32 sum, hora-bench --check, "
     f"median time of {reps} interleaved run(s) per cell (each run: hora-bench's own iterations).",
     "",
-    "| size | flat ms | split ms | leader ms | flat/split | flat/leader |",
-    "|---|---|---|---|---|---|",
+    "| size | " + " | ".join(f"{v} ms" for v in variants) + " | "
+    + " | ".join(f"flat/{v}" for v in others) + " |",
+    "|---|" + "---|" * (len(variants) + len(others)),
 ]
-for b in sorted(flat):
-    f, s, l = (statistics.median(c[b]) / 1000 for c in (flat, split, leader))
-    lines.append(f"| {fmt(b)} | {f:.2f} | {s:.2f} | {l:.2f} | {f / s:.2f}x | {f / l:.2f}x |")
+base = data[variants[0]]
+for b in sorted(base):
+    t = {v: statistics.median(data[v][b]) / 1000 for v in variants}
+    cells = [f"{t[v]:.2f}" for v in variants]
+    if "flat" in t:
+        cells += [f"{t['flat'] / t[v]:.2f}x" for v in others]
+    lines.append(f"| {fmt(b)} | " + " | ".join(cells) + " |")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 print(f"\nwritten to {out}", file=sys.stderr)

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::collectives::HierarchicalMode;
+use crate::collectives::{DEFAULT_PIPELINE_BYTES, HierarchicalMode};
 use crate::error::Error;
 
 mod launchers;
@@ -86,6 +86,10 @@ pub struct Tuning {
     pub hierarchical_allgather: Option<bool>,
     /// How hierarchical allreduce splits the work (`HORA_HIERARCHICAL_MODE`: split or leader).
     pub hierarchical_mode: HierarchicalMode,
+    /// Split hierarchical allreduces of at least twice this many bytes overlap the
+    /// shared-memory and network steps in pieces of it (`HORA_HIERARCHICAL_PIPELINE_BYTES`,
+    /// default 8 MiB; 0 = never).
+    pub hierarchical_pipeline_bytes: usize,
 }
 
 impl Default for Tuning {
@@ -107,6 +111,7 @@ impl Default for Tuning {
             hierarchical_allreduce: None,
             hierarchical_allgather: None,
             hierarchical_mode: HierarchicalMode::Split,
+            hierarchical_pipeline_bytes: DEFAULT_PIPELINE_BYTES,
         }
     }
 }
@@ -320,6 +325,12 @@ impl Config {
             if v.get(var).is_some() {
                 *slot = Some(v.flag(var)?);
             }
+        }
+        if let Some(b) = v.parse::<usize>(
+            "HORA_HIERARCHICAL_PIPELINE_BYTES",
+            "a byte count (0 = no pipelining)",
+        )? {
+            t.hierarchical_pipeline_bytes = b;
         }
         if let Some(m) = v.get("HORA_HIERARCHICAL_MODE") {
             t.hierarchical_mode = m.parse().map_err(|()| {

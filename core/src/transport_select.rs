@@ -285,6 +285,7 @@ fn hierarchical(
         Hierarchical::new(layout, Box::new(local), Box::new(cross), Box::new(flat))
             .with_ops(want_ar, want_ag)
             .with_mode(t.hierarchical_mode)
+            .with_pipeline_bytes(t.hierarchical_pipeline_bytes)
             .local_errors_name_local_ranks(),
     ))
 }

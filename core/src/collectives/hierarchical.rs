@@ -204,6 +204,11 @@ impl Layout {
     }
 }
 
+/// Default piece size of a pipelined split allreduce: large enough that the hand-over between
+/// the shared-memory steps and the network step costs nothing next to moving a piece, small
+/// enough that a 16 MiB gradient already overlaps them.
+pub const DEFAULT_PIPELINE_BYTES: usize = 8 << 20;
+
 /// How hierarchical allreduce splits the work (`HORA_HIERARCHICAL_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HierarchicalMode {
@@ -244,6 +249,9 @@ pub struct Hierarchical {
     allreduce: bool,
     allgather: bool,
     mode: HierarchicalMode,
+    /// Split allreduces of at least twice this many bytes are pipelined in pieces of it
+    /// (0: never).
+    pipeline_bytes: usize,
     /// (block or column, packed gather) buffers, reused across calls.
     scratch: Mutex<(Vec<u8>, Vec<u8>)>,
     allreduce_calls: AtomicU64,
@@ -276,6 +284,7 @@ impl Hierarchical {
             allreduce: true,
             allgather: true,
             mode: HierarchicalMode::Split,
+            pipeline_bytes: DEFAULT_PIPELINE_BYTES,
             scratch: Mutex::new((Vec::new(), Vec::new())),
             allreduce_calls: AtomicU64::new(0),
             allgather_calls: AtomicU64::new(0),
@@ -293,6 +302,13 @@ impl Hierarchical {
     /// Chooses how allreduce splits the work.
     pub fn with_mode(mut self, mode: HierarchicalMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Pipelines split allreduces of at least twice `n` bytes in pieces of about `n` bytes
+    /// (0 never pipelines). Every rank must use the same value.
+    pub fn with_pipeline_bytes(mut self, n: usize) -> Self {
+        self.pipeline_bytes = n;
         self
     }
 
@@ -378,6 +394,10 @@ impl Hierarchical {
         seq: u64,
         deadline: Instant,
     ) -> Result<(), TransportError> {
+        let piece = self.pipeline_bytes / dtype.size() * dtype.size();
+        if piece > 0 && buf.len() >= 2 * piece {
+            return self.allreduce_pipelined(buf, piece, dtype, op, seq, deadline);
+        }
         let chunks = split_chunks(buf.len(), dtype.size(), self.layout.local_size());
         let sizes: Vec<usize> = chunks.iter().map(Range::len).collect();
         let mine = sizes[self.local_rank];
@@ -390,6 +410,95 @@ impl Hierarchical {
         self.local
             .allgatherv(block, buf, &sizes, seq, deadline)
             .map_err(|e| self.local_err(e))
+    }
+
+    /// The split allreduce in pieces, the network step of one piece running on a helper
+    /// thread while this thread runs the shared-memory steps of its neighbours: reduce-scatter
+    /// piece `i + 1` and allgather piece `i - 1` while piece `i` crosses hosts.
+    ///
+    /// Every rank runs the shared-memory steps in the same order (RS 0, RS 1, AG 0, RS 2,
+    /// AG 1, ...) and the cross-host allreduces in piece order, one tag for all (messages
+    /// between a pair with one tag arrive in order). A failure on either thread aborts both
+    /// the host group and the transport, so the other thread cannot wait on a peer that is
+    /// itself stuck: the engine stops the job on a failed collective anyway.
+    fn allreduce_pipelined(
+        &self,
+        buf: &mut [u8],
+        piece: usize,
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        use std::sync::mpsc::sync_channel;
+        let local = self.layout.local_size();
+        let mut pieces: Vec<&mut [u8]> = buf.chunks_mut(piece).collect();
+        let n = pieces.len();
+        let sizes: Vec<Vec<usize>> = pieces
+            .iter()
+            .map(|p| {
+                split_chunks(p.len(), dtype.size(), local)
+                    .iter()
+                    .map(Range::len)
+                    .collect()
+            })
+            .collect();
+        let fail_all = |e: TransportError| {
+            self.local.abort(&e.to_string());
+            self.cross.abort(&e.to_string());
+            e
+        };
+        std::thread::scope(|s| {
+            let (to_net, net_in) = sync_channel::<Vec<u8>>(1);
+            let (net_out, from_net) = sync_channel::<Result<Vec<u8>, TransportError>>(2);
+            let cross = &*self.cross;
+            s.spawn(move || {
+                for mut block in net_in {
+                    let r = cross.allreduce(&mut block, dtype, op, seq, deadline);
+                    let failed = r.is_err();
+                    if net_out.send(r.map(|()| block)).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            let gather = |i: usize, pieces: &mut [&mut [u8]]| -> Result<Vec<u8>, TransportError> {
+                let block = from_net.recv().map_err(|_| {
+                    invalid(
+                        self.rank,
+                        "the network step of a pipelined allreduce stopped",
+                    )
+                })??;
+                self.local
+                    .allgatherv(&block, pieces[i], &sizes[i], seq, deadline)
+                    .map_err(|e| self.local_err(e))?;
+                Ok(block)
+            };
+            let result = (|| {
+                for i in 0..n {
+                    let mut block = spare.pop().unwrap_or_default();
+                    block.resize(sizes[i][self.local_rank], 0);
+                    self.local
+                        .reducescatter(pieces[i], &mut block, &sizes[i], dtype, op, seq, deadline)
+                        .map_err(|e| self.local_err(e))?;
+                    if to_net.send(block).is_err() {
+                        // The network step stopped: its error says why.
+                        return Err(from_net.iter().find_map(Result::err).unwrap_or_else(|| {
+                            invalid(
+                                self.rank,
+                                "the network step of a pipelined allreduce stopped",
+                            )
+                        }));
+                    }
+                    if i > 0 {
+                        spare.push(gather(i - 1, &mut pieces)?);
+                    }
+                }
+                gather(n - 1, &mut pieces).map(drop)
+            })();
+            drop(to_net);
+            result.map_err(fail_all)
+        })
     }
 
     fn allreduce_leader(

@@ -44,7 +44,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::types::{DataType, ReduceOp};
 
-pub use hierarchical::{Hierarchical, HierarchicalMode, Layout, Place};
+pub use hierarchical::{DEFAULT_PIPELINE_BYTES, Hierarchical, HierarchicalMode, Layout, Place};
 #[cfg(feature = "mpi")]
 pub use mpi::MpiCollectives;
 pub use shm::ShmCollectives;

@@ -70,8 +70,19 @@ fn on_cluster<R: Send>(
     mode: HierarchicalMode,
     f: impl Fn(&Hierarchical) -> R + Sync,
 ) -> Vec<R> {
+    on_cluster_piped(layout, seg, mode, 0, f)
+}
+
+/// Like [`on_cluster`], pipelining split allreduces in pieces of `pipeline` bytes.
+fn on_cluster_piped<R: Send>(
+    layout: &Layout,
+    seg: usize,
+    mode: HierarchicalMode,
+    pipeline: usize,
+    f: impl Fn(&Hierarchical) -> R + Sync,
+) -> Vec<R> {
     run_ranks(LocalTransport::create(layout.size()), |_, t| {
-        f(&build(layout, t, seg, mode))
+        f(&build(layout, t, seg, mode).with_pipeline_bytes(pipeline))
     })
 }
 
@@ -166,6 +177,46 @@ fn allreduce_matches_the_sequential_reference_for_every_dtype_op_layout_and_size
                             k += 1;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pipelined_allreduce_matches_the_reference_for_every_dtype_and_op() {
+    for (hosts, local) in [(2, 2), (3, 2), (2, 3)] {
+        let lay = layout(hosts, local, hosts == 3);
+        let np = lay.size();
+        // Pieces of 3000 bytes (rounded down to whole elements): from 2 pieces to ~270, the
+        // last one short.
+        let sizes = [1500usize, 20_011, 100_003];
+        let results = on_cluster_piped(&lay, 4096, HierarchicalMode::Split, 3000, |h| {
+            let mut out = Vec::new();
+            for (salt, &elems) in sizes.iter().enumerate() {
+                for (i, dtype) in DataType::ALL.into_iter().enumerate() {
+                    for (j, op) in OPS.into_iter().enumerate() {
+                        let mut buf = input(dtype, op, h.rank(), elems, salt);
+                        let seq = ((salt * 8 + i) * OPS.len() + j) as u64;
+                        h.allreduce(&mut buf, dtype, op, seq, deadline()).unwrap();
+                        out.push(buf);
+                    }
+                }
+            }
+            out
+        });
+        let mut k = 0;
+        for (salt, &elems) in sizes.iter().enumerate() {
+            for dtype in DataType::ALL {
+                for op in OPS {
+                    let want = reference(dtype, op, np, elems, salt);
+                    for (rank, res) in results.iter().enumerate() {
+                        assert!(
+                            res[k] == want,
+                            "{hosts}x{local} {elems} {dtype} {op} rank {rank}"
+                        );
+                    }
+                    k += 1;
                 }
             }
         }
@@ -295,9 +346,13 @@ fn layouts_of_uneven_or_contradictory_hosts_are_refused_with_the_reason() {
 #[test]
 fn a_dead_rank_on_another_host_is_named_and_nobody_hangs() {
     let lay = Layout::uniform(2, 2);
-    for mode in [HierarchicalMode::Split, HierarchicalMode::Leader] {
+    for (mode, pipeline) in [
+        (HierarchicalMode::Split, 0),
+        (HierarchicalMode::Split, 10_000),
+        (HierarchicalMode::Leader, 0),
+    ] {
         let start = Instant::now();
-        let results = on_cluster(&lay, 4096, mode, |h| {
+        let results = on_cluster_piped(&lay, 4096, mode, pipeline, |h| {
             if h.rank() == 3 {
                 h.flat.abort("rank 3 died on purpose");
                 return None;
@@ -356,14 +411,16 @@ fn shm_cluster<R: Send>(f: impl Fn(&Hierarchical) -> R + Sync) -> Vec<R> {
             Box::new(Ring::new(cross).with_segment_bytes(4096)),
             Box::new(Ring::new(job.clone()).with_segment_bytes(4096)),
         )
-        .local_errors_name_local_ranks();
+        .local_errors_name_local_ranks()
+        // Large allreduces below run pipelined in pieces of ~64 KiB.
+        .with_pipeline_bytes(64 << 10);
         f(&hier)
     })
 }
 
 #[test]
 fn over_real_shared_memory_every_dtype_and_op() {
-    let sizes = [1usize, 3, 1001, 30_000];
+    let sizes = [1usize, 3, 1001, 30_000, 70_001];
     let results = shm_cluster(|h| {
         let mut out = Vec::new();
         for (salt, &elems) in sizes.iter().enumerate() {
