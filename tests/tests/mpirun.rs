@@ -255,3 +255,59 @@ fn a_killed_rank_ends_the_job() {
         ran.out
     );
 }
+
+/// The collectives conformance table (`hora::collectives::conformance`) with one process per
+/// rank under mpirun: MPI's native collectives as the engine uses them, and hora's ring over
+/// the MPI transport (default and small segments), at np 2..5.
+#[cfg(feature = "mpi")]
+#[test]
+fn collectives_conformance_over_mpi() {
+    let Some(mpirun) = mpirun() else { return };
+    for mode in ["native", "ring", "ring-small"] {
+        for np in 2..=5 {
+            let mut cmd = mpirun_cmd(&mpirun, np);
+            cmd.arg(env!("CARGO_BIN_EXE_hora-mpi-collectives"))
+                .arg(mode);
+            let ran = run(cmd, LIMIT);
+            let what = format!("{mode} np {np}");
+            assert_eq!(ran.code, Some(0), "{what}:\n{}", ran.out);
+            for r in 0..np {
+                assert!(
+                    ran.out
+                        .contains(&format!("rank {r}: collectives conformance ({mode}) OK")),
+                    "{what}: rank {r} did not pass:\n{}",
+                    ran.out
+                );
+            }
+        }
+    }
+}
+
+/// A rank that fails while its peers are inside a collective (a blocking MPI call for
+/// `native`) ends the job, naming it, instead of hanging: it skips `MPI_Finalize`, so mpirun
+/// stops the others.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_failing_rank_ends_the_job_inside_a_collective() {
+    let Some(mpirun) = mpirun() else { return };
+    for mode in ["native", "ring"] {
+        let mut cmd = mpirun_cmd(&mpirun, 3);
+        cmd.env("HORA_CONFORMANCE_FAIL", "1")
+            .args(["-x", "HORA_CONFORMANCE_FAIL"])
+            .arg(env!("CARGO_BIN_EXE_hora-mpi-collectives"))
+            .arg(mode);
+        let ran = run(cmd, LIMIT);
+        assert_ne!(ran.code, Some(0), "{mode}:\n{}", ran.out);
+        assert!(
+            ran.elapsed < Duration::from_secs(120),
+            "{mode}: took {:?}",
+            ran.elapsed
+        );
+        assert!(
+            ran.out.contains("rank 1: collectives conformance")
+                && ran.out.contains("injected failure"),
+            "{mode}: rank 1's failure is not reported:\n{}",
+            ran.out
+        );
+    }
+}

@@ -306,10 +306,10 @@ impl Comm {
         check(
             unsafe {
                 ffi::MPI_Allgatherv(
-                    input.as_ptr().cast(),
+                    sbuf(input),
                     input.len() as c_int,
                     ffi::RSMPI_UINT8_T,
-                    output.as_mut_ptr().cast(),
+                    rbuf(output),
                     c.as_ptr(),
                     d.as_ptr(),
                     ffi::RSMPI_UINT8_T,
@@ -345,11 +345,11 @@ impl Comm {
         check(
             unsafe {
                 ffi::MPI_Alltoallv(
-                    input.as_ptr().cast(),
+                    sbuf(input),
                     sc.as_ptr(),
                     sd.as_ptr(),
                     ffi::RSMPI_UINT8_T,
-                    output.as_mut_ptr().cast(),
+                    rbuf(output),
                     rc.as_ptr(),
                     rd.as_ptr(),
                     ffi::RSMPI_UINT8_T,
@@ -386,8 +386,8 @@ impl Comm {
         check(
             unsafe {
                 ffi::MPI_Reduce_scatter(
-                    input.as_ptr().cast(),
-                    output.as_mut_ptr().cast(),
+                    sbuf(input),
+                    rbuf(output),
                     c.as_ptr(),
                     ty.raw(),
                     op.raw(),
@@ -396,6 +396,29 @@ impl Comm {
             },
             "MPI_Reduce_scatter",
         )
+    }
+}
+
+/// Stands in for the buffer of an empty slice, whose dangling address (1) is Open MPI's
+/// `MPI_IN_PLACE`: passing it would change what the call means. MPI never touches it (count 0).
+static EMPTY: [u8; 8] = [0; 8];
+
+/// The send-side address of `b` for MPI.
+pub(crate) fn sbuf(b: &[u8]) -> *const c_void {
+    if b.is_empty() {
+        EMPTY.as_ptr().cast()
+    } else {
+        b.as_ptr().cast()
+    }
+}
+
+/// The receive-side address of `b` for MPI.
+pub(crate) fn rbuf(b: &mut [u8]) -> *mut c_void {
+    if b.is_empty() {
+        // Never written: MPI moves no bytes for an empty buffer.
+        EMPTY.as_ptr().cast_mut().cast()
+    } else {
+        b.as_mut_ptr().cast()
     }
 }
 

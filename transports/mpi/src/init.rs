@@ -3,6 +3,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use mpi::ffi;
 
@@ -21,6 +22,29 @@ pub(crate) struct Init {
 
 static INIT: OnceLock<Result<Init, String>> = OnceLock::new();
 
+/// Set once any transport of this process aborted: the job has failed.
+static ABORTED: AtomicBool = AtomicBool::new(false);
+
+/// Records that this process's job failed, so exit skips `MPI_Finalize` (see
+/// `finalize_at_exit`).
+pub(crate) fn mark_aborted() {
+    ABORTED.store(true, Ordering::Release);
+}
+
+/// Finalises MPI now, if it is initialised and not finalised yet; for programs that abort a
+/// transport on purpose and still end cleanly (tests). Nothing may use MPI afterwards.
+pub fn finalize() {
+    let (mut init, mut done): (c_int, c_int) = (0, 0);
+    // SAFETY: both calls may be made at any time.
+    unsafe {
+        ffi::MPI_Initialized(&mut init);
+        ffi::MPI_Finalized(&mut done);
+        if init != 0 && done == 0 {
+            ffi::MPI_Finalize();
+        }
+    }
+}
+
 /// Initialises MPI with `MPI_THREAD_MULTIPLE` (once per process; a library that someone else
 /// initialised is used as it is, if it provides that level). MPI is finalised at process exit
 /// when this call initialised it.
@@ -37,14 +61,12 @@ pub(crate) fn state() -> Result<&'static Init, String> {
     INIT.get_or_init(init).as_ref().map_err(Clone::clone)
 }
 
+/// At exit, a process whose job failed skips `MPI_Finalize`: it would wait for peers that may
+/// be stuck in a blocking collective, hanging the job. The MPI launcher sees a process end
+/// without finalising and ends the whole job.
 extern "C" fn finalize_at_exit() {
-    let mut done: c_int = 0;
-    // SAFETY: MPI_Finalized may be called at any time, even after MPI_Finalize.
-    unsafe {
-        ffi::MPI_Finalized(&mut done);
-        if done == 0 {
-            ffi::MPI_Finalize();
-        }
+    if !ABORTED.load(Ordering::Acquire) {
+        finalize();
     }
 }
 

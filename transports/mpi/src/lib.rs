@@ -25,7 +25,7 @@ mod transport;
 #[cfg(feature = "mpi")]
 pub use comm::{Comm, MpiOp, MpiType};
 #[cfg(feature = "mpi")]
-pub use init::{initialize, library_version};
+pub use init::{finalize, initialize, library_version};
 #[cfg(feature = "mpi")]
 pub use transport::MpiTransport;
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use hora_transport::{Op, OpKind, Rank, Tag, Transport, TransportError, Waker};
 use mpi::ffi;
 
-use crate::comm::{Comm, check};
+use crate::comm::{Comm, check, rbuf, sbuf};
 use crate::init::{error_class, error_string, state};
 
 /// Largest single MPI message (counts are C ints).
@@ -211,15 +211,7 @@ impl MpiTransport {
         let mut body = vec![0u8; n.max(0) as usize];
         let mut st = zeroed_status();
         // SAFETY: the matched message is exactly `n` bytes; `body` holds them.
-        unsafe {
-            ffi::MPI_Mrecv(
-                body.as_mut_ptr().cast(),
-                n,
-                ffi::RSMPI_UINT8_T,
-                &mut msg,
-                &mut st,
-            )
-        };
+        unsafe { ffi::MPI_Mrecv(rbuf(&mut body), n, ffi::RSMPI_UINT8_T, &mut msg, &mut st) };
         Some((status.MPI_SOURCE as Rank, body))
     }
 
@@ -292,7 +284,7 @@ impl MpiTransport {
                     let rc = unsafe {
                         match want {
                             OpKind::Recv => ffi::MPI_Irecv(
-                                op.remaining_recv().as_mut_ptr().add(at).cast(),
+                                rbuf(&mut op.remaining_recv()[at..]),
                                 n as c_int,
                                 ffi::RSMPI_UINT8_T,
                                 peer,
@@ -301,7 +293,7 @@ impl MpiTransport {
                                 req.as_mut_ptr(),
                             ),
                             OpKind::Send => ffi::MPI_Isend(
-                                op.remaining_send().as_ptr().add(at).cast(),
+                                sbuf(&op.remaining_send()[at..]),
                                 n as c_int,
                                 ffi::RSMPI_UINT8_T,
                                 peer,
@@ -504,13 +496,7 @@ impl Transport for MpiTransport {
                 let mut sink = vec![0u8; n.max(0) as usize];
                 // SAFETY: `sink` holds the whole matched message.
                 unsafe {
-                    ffi::MPI_Mrecv(
-                        sink.as_mut_ptr().cast(),
-                        n,
-                        ffi::RSMPI_UINT8_T,
-                        &mut msg,
-                        &mut st,
-                    )
+                    ffi::MPI_Mrecv(rbuf(&mut sink), n, ffi::RSMPI_UINT8_T, &mut msg, &mut st)
                 };
                 return Err(TransportError::Protocol {
                     peer: op.peer(),
@@ -525,7 +511,7 @@ impl Transport for MpiTransport {
             // blocking, so nothing is left in flight.
             let rc = unsafe {
                 ffi::MPI_Mrecv(
-                    op.remaining_recv().as_mut_ptr().cast(),
+                    rbuf(op.remaining_recv()),
                     n,
                     ffi::RSMPI_UINT8_T,
                     &mut msg,
@@ -576,7 +562,7 @@ impl Transport for MpiTransport {
         // not move when the outbox grows).
         let rc = unsafe {
             ffi::MPI_Isend(
-                body.as_ptr().cast(),
+                sbuf(&body),
                 n,
                 ffi::RSMPI_UINT8_T,
                 peer as c_int,
@@ -652,6 +638,7 @@ impl Transport for MpiTransport {
             *a = Some(reason.to_string());
         }
         self.aborted_flag.store(true, Ordering::Release);
+        crate::init::mark_aborted();
         // Tell every peer, so their waits fail naming this rank instead of timing out. The
         // notice buffer is leaked: the request is freed without waiting for it.
         let body: &'static [u8] = Box::leak(reason.as_bytes().to_vec().into_boxed_slice());
@@ -660,7 +647,7 @@ impl Transport for MpiTransport {
             // SAFETY: `body` lives forever; the request is released at once.
             unsafe {
                 if ffi::MPI_Isend(
-                    body.as_ptr().cast(),
+                    sbuf(body),
                     body.len() as c_int,
                     ffi::RSMPI_UINT8_T,
                     peer as c_int,
