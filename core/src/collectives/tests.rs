@@ -335,3 +335,103 @@ fn a_missing_rank_times_out_at_the_deadline() {
     assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// A ring whose rank 1 flips one bit of every allreduce result past 4 KiB.
+#[derive(Debug)]
+struct FlipsABit(Ring<LocalTransport>);
+
+impl Collectives for FlipsABit {
+    fn rank(&self) -> usize {
+        self.0.rank()
+    }
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+    fn allreduce(
+        &self,
+        buf: &mut [u8],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.0.allreduce(buf, dtype, op, seq, deadline)?;
+        if self.rank() == 1 && buf.len() > 4096 {
+            buf[4097] ^= 1;
+        }
+        Ok(())
+    }
+    fn allgatherv(
+        &self,
+        input: &[u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.0
+            .allgatherv(input, output, bytes_per_rank, seq, deadline)
+    }
+    fn broadcast(
+        &self,
+        buf: &mut [u8],
+        root: usize,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.0.broadcast(buf, root, seq, deadline)
+    }
+    fn alltoallv(
+        &self,
+        input: &[u8],
+        send_bytes: &[usize],
+        output: &mut [u8],
+        recv_bytes: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.0
+            .alltoallv(input, send_bytes, output, recv_bytes, seq, deadline)
+    }
+    fn reducescatter(
+        &self,
+        input: &mut [u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        self.0
+            .reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
+    }
+    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError> {
+        self.0.barrier(seq, deadline)
+    }
+}
+
+#[test]
+fn the_conformance_table_catches_a_wrong_bit() {
+    let job = |n: usize| -> Vec<conformance::Member> {
+        LocalTransport::create(n)
+            .into_iter()
+            .map(|t| {
+                let t = Arc::new(t);
+                let c: Arc<dyn Collectives> = Arc::new(FlipsABit(Ring::new(t.clone())));
+                conformance::Member::new(c, move |reason| t.abort(reason))
+            })
+            .collect()
+    };
+    let caught = std::panic::catch_unwind(|| {
+        conformance::run_on_threads(&job, "allreduce_large", conformance::allreduce_large, 2..=3)
+    })
+    .expect_err("a flipped bit must fail the table");
+    let msg = caught.downcast_ref::<String>().cloned().unwrap_or_default();
+    // Rank 1 reports the element; the others fail because rank 1 aborted, not by hanging.
+    assert!(
+        msg.contains("np 2 rank 1: allreduce_large: allreduce u8 sum")
+            && msg.contains("element 4097"),
+        "{msg}"
+    );
+}
