@@ -293,6 +293,18 @@ def test_broadcast_callback_makes_initial_weights_agree():
     np.testing.assert_allclose(flat_weights(model), flat_weights(reference), rtol=1e-9, atol=1e-12)
 
 
+def test_broadcast_callback_on_a_model_built_by_its_first_step():
+    r, n = hvd.rank(), hvd.size()
+    keras.utils.set_random_seed(400 + r)
+    model = keras.Sequential([keras.layers.Dense(3, dtype="float64"), keras.layers.Dense(2, dtype="float64")])
+    assert not model.built  # no input shape: Keras builds it while tracing the first step
+    model.compile(optimizer=hvd.DistributedOptimizer(keras.optimizers.SGD(0.0)), loss="mse", jit_compile=False)
+    x, y = global_data(batches=2, n=n)
+    model.fit(shard(x, n, r), shard(y, n, r), batch_size=PER_RANK, epochs=1, verbose=0,
+              callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0)])
+    assert_same_on_all_ranks(flat_weights(model))
+
+
 def test_metric_average_callback_logs_the_mean():
     r, n = hvd.rank(), hvd.size()
     model = make_model(seed=6)
