@@ -24,7 +24,10 @@ import weakref
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import record as _record
+try:
+    from tensorflow.python.eager import record as _record
+except ImportError:  # TensorFlow < 2.12 kept could_possibly_record in eager.tape
+    from tensorflow.python.eager import tape as _record
 from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
 from tensorflow.python.ops import control_flow_util as _cf_util
 
