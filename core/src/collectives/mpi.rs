@@ -1,6 +1,6 @@
 //! Collectives of a job started by `mpirun`: MPI's own blocking collectives where MPI has the
-//! dtype and op natively, hora's ring over the MPI transport where it has not (f16, bf16, and
-//! sizes beyond MPI's C-int counts).
+//! dtype and op natively, hora's ring over the MPI transport where it has not (f16, bf16, u8
+//! min/max on MPICH, and sizes beyond MPI's C-int counts).
 //!
 //! How it works. The MPI library picks its algorithm per size and network (shared memory on
 //! one host), which is what an MPI user already gets, so allreduce, broadcast, allgatherv,
@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hora_mpi::{MpiOp, MpiTransport, MpiType};
+use hora_mpi::{Comm, MpiOp, MpiTransport, MpiType};
 use hora_transport::{Transport, TransportError};
 
 use super::{Collectives, Ring};
@@ -35,6 +35,14 @@ impl MpiCollectives {
             ring: Ring::new(dyn_t).with_segment_bytes(segment_bytes),
         }
     }
+}
+
+/// MPI's element type and reduction for `dtype` and `op`, when MPI reduces them correctly
+/// (no half precision in MPI; see `Comm::reduces_natively`).
+fn native(dtype: DataType, op: ReduceOp) -> Option<(MpiType, MpiOp)> {
+    let t = mpi_type(dtype)?;
+    let o = mpi_op(op);
+    Comm::reduces_natively(t, o).then_some((t, o))
 }
 
 /// MPI's element type for `dtype`, when it has one (no half precision in MPI).
@@ -82,8 +90,8 @@ impl Collectives for MpiCollectives {
         seq: u64,
         deadline: Instant,
     ) -> Result<(), TransportError> {
-        match mpi_type(dtype) {
-            Some(t) => self.mpi.collectives_comm().allreduce(buf, t, mpi_op(op)),
+        match native(dtype, op) {
+            Some((t, o)) => self.mpi.collectives_comm().allreduce(buf, t, o),
             None => self.ring.allreduce(buf, dtype, op, seq, deadline),
         }
     }
@@ -146,14 +154,14 @@ impl Collectives for MpiCollectives {
         deadline: Instant,
     ) -> Result<(), TransportError> {
         let esize = dtype.size();
-        let native = mpi_type(dtype)
+        let native = native(dtype, op)
             .filter(|_| fits(input.len() / esize) && bytes_per_rank.iter().all(|b| b % esize == 0));
         match native {
-            Some(t) => {
+            Some((t, o)) => {
                 let counts: Vec<usize> = bytes_per_rank.iter().map(|b| b / esize).collect();
                 self.mpi
                     .collectives_comm()
-                    .reduce_scatter(input, output, &counts, t, mpi_op(op))
+                    .reduce_scatter(input, output, &counts, t, o)
             }
             None => {
                 self.ring

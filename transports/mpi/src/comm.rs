@@ -221,6 +221,13 @@ impl Comm {
         check(unsafe { ffi::MPI_Barrier(self.raw) }, "MPI_Barrier")
     }
 
+    /// Whether this MPI library reduces `ty` with `op` correctly; when not, use another
+    /// reduction (MPICH's `MPI_MAX`/`MPI_MIN` treat `MPI_UINT8_T` as signed).
+    pub fn reduces_natively(ty: MpiType, op: MpiOp) -> bool {
+        let broken_u8 = state().is_ok_and(|s| s.signed_u8_minmax);
+        !(broken_u8 && ty == MpiType::U8 && matches!(op, MpiOp::Min | MpiOp::Max))
+    }
+
     /// In-place `MPI_Allreduce` of `buf`, whole elements of `ty`.
     pub fn allreduce(&self, buf: &mut [u8], ty: MpiType, op: MpiOp) -> Result<(), TransportError> {
         let esize = ty.size();

@@ -18,6 +18,9 @@ pub(crate) struct Init {
     pub(crate) tag_ub: c_int,
     /// `MPI_Get_library_version`.
     pub(crate) version: String,
+    /// MPICH (4.0.2 as Debian ships it) compares `MPI_UINT8_T` as signed in `MPI_MAX` and
+    /// `MPI_MIN` (max(172, 0) = 0), so those go to hora's own reduction.
+    pub(crate) signed_u8_minmax: bool,
 }
 
 static INIT: OnceLock<Result<Init, String>> = OnceLock::new();
@@ -135,10 +138,12 @@ fn init() -> Result<Init, String> {
     } else {
         32767
     };
+    let signed_u8_minmax = version.contains("MPICH");
     Ok(Init {
         in_place,
         tag_ub,
         version,
+        signed_u8_minmax,
     })
 }
 
