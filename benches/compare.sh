@@ -13,6 +13,8 @@
 #   QUICK=1 benches/compare.sh             # smoke run: up to 1 MiB, fewer iterations
 #   PEERS="ompi-default torch-gloo" ...    # a subset of the peers (names: run.py --list)
 #   NETNS=0 ...                            # peers outside the loopback-only namespace
+#   HORA_MPI_BENCH=path/to/hora-bench ...  # also hora over MPI: a hora-bench built with
+#                                          # --features mpi, run under Open MPI's mpirun
 #
 # Peers come from `bash ../shared/bench/peers/setup.sh` (OpenMPI, MPICH, mpi4py, torch and
 # Horovod in ../shared/bench/.venv; heavy: a 3 GB torch download and a Horovod build). Missing
@@ -74,6 +76,12 @@ for np in $NPS; do
             "$BIN/horovodrun" -np "$np" "$BIN/hora-bench" allreduce "${HORA_SIZES[@]}" \
                 --transport "$t" --json "$WORK/hora-$t-$np-$rep.jsonl" >&2
         done
+        if [ -n "${HORA_MPI_BENCH:-}" ]; then
+            echo "compare: np=$np run $rep: hora mpi" >&2
+            mpirun.openmpi --allow-run-as-root --oversubscribe --bind-to none -np "$np" \
+                "$HORA_MPI_BENCH" allreduce "${HORA_SIZES[@]}" --transport mpi \
+                --json "$WORK/hora-mpi-$np-$rep.jsonl" >&2 || echo "compare: hora mpi failed" >&2
+        fi
     done
 done
 if [ ${#RUN[@]} -gt 0 ]; then

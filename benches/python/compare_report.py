@@ -78,15 +78,17 @@ def fmt(c):
 
 
 def table(np_, impls):
-    hora = [i for i in ("hora shm", "hora tcp") if i in impls]
+    hora = [i for i in ("hora shm", "hora tcp", "hora mpi") if i in impls]
     peers = sorted(i for i in impls if not i.startswith("hora"))
     sizes = sorted({b for i in impls.values() for b in i})
     if peers:
         # hora-bench steps by 4; compare at the peers' sizes.
         sizes = [b for b in sizes if any(b in impls[p] for p in peers)]
     head = ["size"] + hora + peers + ["best peer", "hora shm / best", "hora tcp / best TCP peer"]
+    if "hora mpi" in impls:
+        head.append("hora mpi / best")
     lines = [f"## np={np_}", "", "| " + " | ".join(head) + " |",
-             "|---:|" + "---|" * (len(head) - 3) + "---:|---:|"]
+             "|---:|" + "---|" * (len(hora) + len(peers) + 1) + "---:|" * (len(head) - len(hora) - len(peers) - 2)]
     for size in sizes:
         row = [human(size)]
         got = {i: med(impls[i].get(size)) for i in impls}
@@ -103,6 +105,8 @@ def table(np_, impls):
             return f"{got[h][1] / ref[0]:.2f}x"
         row.append(ratio("hora shm", best))
         row.append(ratio("hora tcp", best_tcp) + (f" ({best_tcp[1]})" if best_tcp else ""))
+        if "hora mpi" in impls:
+            row.append(ratio("hora mpi", best))
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

@@ -500,6 +500,7 @@ fn run(args: Args) -> Result<bool, hora::Error> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let forced = args.transport;
     match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
@@ -507,7 +508,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("hora-bench: {e}");
+            match forced {
+                Some(t) => eprintln!(
+                    "hora-bench (--transport {}): {e}",
+                    format!("{t:?}").to_lowercase()
+                ),
+                None => eprintln!("hora-bench: {e}"),
+            }
             ExitCode::FAILURE
         }
     }
