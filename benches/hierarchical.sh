@@ -3,10 +3,10 @@
 # session: each rank is started by hand with the HOROVOD_LOCAL_*/HOROVOD_CROSS_* a launcher gives
 # ranks on two hosts (rank 0 serves the store). Variants, interleaved per repetition:
 #   flat    HOROVOD_HIERARCHICAL_ALLREDUCE=0 (ring over TCP through all 4 ranks)
-#   split   hierarchical, every local rank runs the cross-host ring on its half (the default;
-#           allreduces of 16 MiB and more overlap the shared-memory and network steps)
-#   split0  split without that overlap (HORA_HIERARCHICAL_PIPELINE_BYTES=0); only if VARIANTS
-#           names it
+#   split   hierarchical, every local rank runs the cross-host ring on its half (the default
+#           settings; pipelining is automatic: off on a host with fewer than 2 cores per rank)
+#   split0  split, never pipelined (HORA_HIERARCHICAL_PIPELINE_BYTES=0)    } only if VARIANTS
+#   split8  split, pipelined in 8 MiB pieces (=8388608)                   } names them
 #   leader  hierarchical, local rank 0 of each host runs the cross-host ring on everything
 # Writes a markdown table to benches/results/hierarchical-<time>.md.
 #
@@ -15,7 +15,7 @@
 #                                                 # joined by a veth pair (root, iproute2)
 #   NETNS=1 RATE=1gbit benches/hierarchical.sh    # ... with the link limited by tc (tbf)
 #   REPS=3 MAXBYTES=64M benches/hierarchical.sh
-#   VARIANTS="flat split split0" benches/hierarchical.sh
+#   VARIANTS="flat split0 split8" benches/hierarchical.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-2}
@@ -68,6 +68,7 @@ run_job() { # $1 = variant, $2 = json output
         flat) env_v="HOROVOD_HIERARCHICAL_ALLREDUCE=0" ;;
         split) env_v="HORA_HIERARCHICAL_MODE=split" ;;
         split0) env_v="HORA_HIERARCHICAL_PIPELINE_BYTES=0" ;;
+        split8) env_v="HORA_HIERARCHICAL_PIPELINE_BYTES=8388608" ;;
         leader) env_v="HORA_HIERARCHICAL_MODE=leader" ;;
     esac
     for r in 0 1 2 3; do

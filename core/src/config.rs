@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::collectives::{DEFAULT_PIPELINE_BYTES, HierarchicalMode};
+use crate::collectives::HierarchicalMode;
 use crate::error::Error;
 
 mod launchers;
@@ -87,9 +87,10 @@ pub struct Tuning {
     /// How hierarchical allreduce splits the work (`HORA_HIERARCHICAL_MODE`: split or leader).
     pub hierarchical_mode: HierarchicalMode,
     /// Split hierarchical allreduces of at least twice this many bytes overlap the
-    /// shared-memory and network steps in pieces of it (`HORA_HIERARCHICAL_PIPELINE_BYTES`,
-    /// default 8 MiB; 0 = never).
-    pub hierarchical_pipeline_bytes: usize,
+    /// shared-memory and network steps in pieces of it (`HORA_HIERARCHICAL_PIPELINE_BYTES`;
+    /// 0 = never). `None`: 8 MiB when the host has a core for each rank's two threads, else
+    /// never.
+    pub hierarchical_pipeline_bytes: Option<usize>,
 }
 
 impl Default for Tuning {
@@ -111,7 +112,7 @@ impl Default for Tuning {
             hierarchical_allreduce: None,
             hierarchical_allgather: None,
             hierarchical_mode: HierarchicalMode::Split,
-            hierarchical_pipeline_bytes: DEFAULT_PIPELINE_BYTES,
+            hierarchical_pipeline_bytes: None,
         }
     }
 }
@@ -330,7 +331,7 @@ impl Config {
             "HORA_HIERARCHICAL_PIPELINE_BYTES",
             "a byte count (0 = no pipelining)",
         )? {
-            t.hierarchical_pipeline_bytes = b;
+            t.hierarchical_pipeline_bytes = Some(b);
         }
         if let Some(m) = v.get("HORA_HIERARCHICAL_MODE") {
             t.hierarchical_mode = m.parse().map_err(|()| {

@@ -219,7 +219,15 @@ fn a_rank_killed_on_the_other_host_mid_allreduce_is_named_and_nobody_hangs() {
         "-w",
         "0",
     ];
-    let mut ranks = spawn_program(&hora_bench(), &TWO_BY_TWO, &args, &[]);
+    // Plain, and pipelined in 4 MiB pieces (a helper thread per rank runs the network step).
+    for pipeline in ["0", "4194304"] {
+        killed_mid_allreduce(&args, pipeline);
+    }
+}
+
+fn killed_mid_allreduce(args: &[&str], pipeline: &str) {
+    let env = [("HORA_HIERARCHICAL_PIPELINE_BYTES", pipeline)];
+    let mut ranks = spawn_program(&hora_bench(), &TWO_BY_TWO, args, &env);
     // Let it run a little, then kill -9 rank 3 (host 1, local rank 1).
     thread::sleep(Duration::from_secs(4));
     for r in &mut ranks {
@@ -235,7 +243,7 @@ fn a_rank_killed_on_the_other_host_mid_allreduce_is_named_and_nobody_hangs() {
     for (r, (status, _, err)) in results.iter().enumerate().take(3) {
         assert!(
             !status.success(),
-            "rank {r} succeeded after the kill:\n{err}"
+            "pipeline {pipeline}: rank {r} succeeded after the kill:\n{err}"
         );
     }
     // Rank 1 runs the cross-host ring with rank 3 (TCP), rank 2 shares its memory (the
@@ -243,7 +251,7 @@ fn a_rank_killed_on_the_other_host_mid_allreduce_is_named_and_nobody_hangs() {
     for r in [1, 2] {
         assert!(
             results[r].2.contains("connection to rank 3 lost"),
-            "rank {r}:\n{}",
+            "pipeline {pipeline}: rank {r}:\n{}",
             results[r].2
         );
     }

@@ -100,7 +100,9 @@ fn hierarchical_settings_are_automatic_unless_set() {
     assert_eq!(t.hierarchical_allreduce, None);
     assert_eq!(t.hierarchical_allgather, None);
     assert_eq!(t.hierarchical_mode, HierarchicalMode::Split);
+    assert_eq!(t.hierarchical_pipeline_bytes, None);
     let t = Config::from_vars(&launched(&[
+        ("HORA_HIERARCHICAL_PIPELINE_BYTES", "0"),
         ("HOROVOD_HIERARCHICAL_ALLREDUCE", "0"),
         ("HOROVOD_HIERARCHICAL_ALLGATHER", "true"),
         ("HORA_HIERARCHICAL_MODE", "Leader"),
@@ -110,6 +112,7 @@ fn hierarchical_settings_are_automatic_unless_set() {
     assert_eq!(t.hierarchical_allreduce, Some(false));
     assert_eq!(t.hierarchical_allgather, Some(true));
     assert_eq!(t.hierarchical_mode, HierarchicalMode::Leader);
+    assert_eq!(t.hierarchical_pipeline_bytes, Some(0));
 }
 
 #[test]
@@ -118,6 +121,7 @@ fn bad_hierarchical_settings_name_the_variable() {
         ("HOROVOD_HIERARCHICAL_ALLREDUCE", "2"),
         ("HOROVOD_HIERARCHICAL_ALLGATHER", "maybe"),
         ("HORA_HIERARCHICAL_MODE", "tree"),
+        ("HORA_HIERARCHICAL_PIPELINE_BYTES", "8M"),
     ] {
         let e = Config::from_vars(&launched(&[(var, value)]))
             .unwrap_err()
