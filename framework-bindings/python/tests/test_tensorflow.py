@@ -311,6 +311,32 @@ def test_xla_is_refused_at_trace_time():
     assert hvd.allreduce(tf.ones([2]), op=hvd.Sum).numpy().tolist() == [float(hvd.size())] * 2
 
 
+def test_graph_names_agree_even_when_one_rank_traced_more(monkeypatch):
+    from hora import _core
+
+    r, n = rs()
+
+    @tf.function
+    def f(x):
+        return hvd.allreduce(x, op=hvd.Sum), hvd.allgather(x), hvd.grouped_allreduce([x, x])
+
+    if r == 0:  # an extra trace (never run) on one rank only must not shift the names
+        f.get_concrete_function(tf.TensorSpec([5], tf.float32))
+    seen = []
+    real = _core.enqueue
+
+    def spy(kind, name, *args):
+        seen.append(name)
+        return real(kind, name, *args)
+
+    monkeypatch.setattr(_core, "enqueue", spy)
+    out = f(tf.fill([3], float(r)))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(out[0].numpy(), np.full(3, float(sum(range(n)))))
+    assert len(seen) == 4 and seen[0].startswith("tf.allreduce.noname"), seen
+    assert hvd.allgather_object(seen) == [seen] * n
+
+
 def test_graph_collectives_run_in_program_order():
     r, n = rs()
 
