@@ -170,11 +170,7 @@ def test_embedding_gradients_sparse_and_dense(sparse_as_dense):
     model.fit(shard(x, n, r), shard(y, n, r), batch_size=PER_RANK, epochs=1, shuffle=False, verbose=0)
     reference.fit(x, y, batch_size=n * PER_RANK, epochs=1, shuffle=False, verbose=0)
     assert_same_on_all_ranks(flat_weights(model))
-    # The allgather path scales the gathered values by 1/size rounded to float32 (hora.tensorflow
-    # casts the Python factor through a float32 constant), so it agrees to ~1e-7 when size is not
-    # a power of two; reducing densely agrees to float64 precision.
-    rtol = 1e-9 if sparse_as_dense else 1e-6
-    np.testing.assert_allclose(flat_weights(model), flat_weights(reference), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(flat_weights(model), flat_weights(reference), rtol=1e-9, atol=1e-12)
 
 
 def test_xla_step_is_refused_with_advice():

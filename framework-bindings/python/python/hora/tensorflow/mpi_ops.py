@@ -289,7 +289,7 @@ def _allreduce_sparse(slices, name, op, pre, post):
     indices = allgather(slices.indices, name=f"{name}.indices" if name else None)
     scale = pre * post / (size() if op == Average else 1)
     if scale != 1:
-        values = values * tf.cast(scale, values.dtype)
+        values = values * tf.constant(scale, dtype=values.dtype)
     return tf.IndexedSlices(values, indices, dense_shape=slices.dense_shape)
 
 
@@ -562,7 +562,7 @@ def reducescatter(tensor, device_dense="", compression=Compression.none, op=Aver
         def fn(x):
             def grad(dy):
                 g = _allgather_raw(tf.convert_to_tensor(dy), _grad_name(name))
-                return g * tf.cast(scale, g.dtype) if scale != 1 else g
+                return g * tf.constant(scale, dtype=g.dtype) if scale != 1 else g
 
             return _reducescatter_raw(x, name, op, prescale_factor, postscale_factor), grad
 
