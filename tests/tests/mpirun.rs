@@ -190,12 +190,43 @@ fn engine_collectives_over_mpi() {
     }
 }
 
+/// hora-bench built with the `mpi` feature into this test's target dir (the shared helper
+/// would build it without the feature when it is missing).
+#[cfg(feature = "mpi")]
+fn mpi_bench() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> -> target/<profile>, target
+    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+    let target = profile_dir.parent().expect("target dir");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "hora-bench",
+        "--features",
+        "mpi",
+        "--bin",
+        "hora-bench",
+    ])
+    .arg("--target-dir")
+    .arg(target);
+    if profile_dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    assert!(
+        cmd.status().expect("run cargo build").success(),
+        "building hora-bench with --features mpi failed"
+    );
+    profile_dir.join("hora-bench")
+}
+
 /// hora-bench's own result check for each collective and several dtypes at odd sizes.
 #[cfg(feature = "mpi")]
 #[test]
 fn bench_check_over_mpi() {
     let Some(mpirun) = mpirun() else { return };
-    let bench = hora_tests::hora_bench();
+    let bench = mpi_bench();
     let cases: &[(&str, &[&str])] = &[
         (
             "allreduce",
