@@ -342,3 +342,43 @@ fn a_failing_rank_ends_the_job_inside_a_collective() {
         );
     }
 }
+
+/// Under mpirun an MPI build picks the MPI transport by itself, and `HOROVOD_CONTROLLER=gloo`
+/// keeps TCP (+ shared memory); hora-bench's header names the transport the job chose.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_selects_mpi_unless_told_gloo() {
+    let Some(mpirun) = mpirun() else { return };
+    let bench = mpi_bench();
+    for (controller, want) in [("auto", "transport mpi"), ("gloo", "transport tcp")] {
+        let mut cmd = Command::new(&mpirun);
+        cmd.args(["--oversubscribe", "--bind-to", "none", "-np", "2"])
+            .args(["-x", &format!("HOROVOD_CONTROLLER={controller}")])
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .arg(&bench)
+            .args([
+                "allreduce",
+                "-b",
+                "4K",
+                "-e",
+                "4K",
+                "-n",
+                "2",
+                "-w",
+                "1",
+                "--check",
+            ]);
+        let ran = run(cmd, LIMIT);
+        assert_eq!(ran.code, Some(0), "{controller}:\n{}", ran.out);
+        let header = ran
+            .out
+            .lines()
+            .find(|l| l.starts_with("# hora-bench"))
+            .unwrap_or_default();
+        assert!(
+            header.contains(want),
+            "HOROVOD_CONTROLLER={controller}: expected `{want}` in {header:?}"
+        );
+    }
+}
