@@ -100,6 +100,16 @@ pub(crate) struct Args {
     /// launcher's store.
     #[arg(long, help_heading = "Transport")]
     pub(crate) mpi: bool,
+    /// Extra mpirun arguments for --mpi, split at spaces, e.g. "--bind-to core" (replaces
+    /// horovodrun's `--bind-to none`) or "--mca btl self,vader".
+    #[arg(
+        long,
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        requires = "mpi",
+        help_heading = "Transport"
+    )]
+    pub(crate) mpi_args: Option<String>,
 
     /// Turn the response cache off (HOROVOD_CACHE_CAPACITY=0).
     #[arg(long, help_heading = "Tuning")]
@@ -211,6 +221,7 @@ const TAKES_VALUE: &[&str] = &[
     "--cache-capacity",
     "--timeline-filename",
     "--log-level",
+    "--mpi-args",
 ];
 
 /// Rewrites Horovod's `-np N` / `-np=N` into `--num-proc`, leaving the rank command untouched:

@@ -41,6 +41,8 @@ pub(crate) struct MpiPlan {
     pub(crate) nic: Option<String>,
     pub(crate) start_timeout_secs: u64,
     pub(crate) extra_env: Vec<(String, String)>,
+    /// `--mpi-args`, placed before the command.
+    pub(crate) extra_args: Vec<String>,
 }
 
 impl MpiPlan {
@@ -182,7 +184,16 @@ pub(crate) fn arguments(
             if root {
                 push("--allow-run-as-root");
             }
-            for f in ["--bind-to", "none", "--map-by", "slot", "--tag-output"] {
+            // The user's own binding replaces ours (Open MPI refuses two).
+            if !plan
+                .extra_args
+                .iter()
+                .any(|a| a == "--bind-to" || a == "-bind-to")
+            {
+                push("--bind-to");
+                push("none");
+            }
+            for f in ["--map-by", "slot", "--tag-output"] {
                 push(f);
             }
             if let Some(nic) = &plan.nic {
@@ -208,15 +219,22 @@ pub(crate) fn arguments(
                 push("-iface");
                 push(nic);
             }
-            for f in ["-bind-to", "none", "-prepend-rank"] {
-                push(f);
+            if !plan
+                .extra_args
+                .iter()
+                .any(|a| a == "--bind-to" || a == "-bind-to")
+            {
+                push("-bind-to");
+                push("none");
             }
+            push("-prepend-rank");
             if !env_names.is_empty() {
                 push("-genvlist");
                 push(&env_names.join(","));
             }
         }
     }
+    a.extend(plan.extra_args.iter().map(OsString::from));
     a.extend(plan.command.iter().cloned());
     a
 }
@@ -319,6 +337,7 @@ mod tests {
             nic: None,
             start_timeout_secs: 30,
             extra_env: vec![("HOROVOD_CYCLE_TIME".into(), "2".into())],
+            extra_args: Vec::new(),
         }
     }
 
@@ -388,6 +407,32 @@ mod tests {
                 "-prepend-rank",
                 "-genvlist",
                 "A,B",
+                "python",
+                "train.py"
+            ]
+        );
+    }
+
+    #[test]
+    fn mpi_args_go_before_the_command_and_replace_our_binding() {
+        let mut p = plan(None, 2);
+        p.extra_args = vec![
+            "--bind-to".into(),
+            "core".into(),
+            "--mca".into(),
+            "btl".into(),
+            "self,vader".into(),
+        ];
+        let a = strings(arguments(Flavor::OpenMpi, &p, &[], false, 2));
+        assert_eq!(a.iter().filter(|s| *s == "--bind-to").count(), 1, "{a:?}");
+        assert_eq!(
+            &a[a.len() - 7..],
+            [
+                "--bind-to",
+                "core",
+                "--mca",
+                "btl",
+                "self,vader",
                 "python",
                 "train.py"
             ]

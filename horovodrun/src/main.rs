@@ -131,6 +131,13 @@ fn main() -> ExitCode {
             nic: args.network_interface.clone(),
             start_timeout_secs: args.start_timeout,
             extra_env: extra_env(&args),
+            extra_args: args
+                .mpi_args
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
         };
         ssh.close();
         let code = launch_mpi::run(&plan, &secret);
