@@ -2,31 +2,7 @@
 
 import tensorflow as tf
 
-
-class Compressor:
-    """Interface: compress before the collective, decompress after."""
-
-    @staticmethod
-    def compress(tensor):
-        """Returns (tensor to send, context for decompress)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def decompress(tensor, ctx):
-        """Returns the tensor in its original form."""
-        raise NotImplementedError
-
-
-class NoneCompressor(Compressor):
-    """Sends tensors unchanged."""
-
-    @staticmethod
-    def compress(tensor):
-        return tensor, None
-
-    @staticmethod
-    def decompress(tensor, ctx):
-        return tensor
+from hora.common.compression import Compressor, NoneCompressor  # noqa: F401  (re-exported)
 
 
 class FP16Compressor(Compressor):
