@@ -138,6 +138,41 @@ fn reference(dtype: DataType, op: ReduceOp, np: usize, elems: usize, salt: usize
     acc
 }
 
+/// One allreduce per size × dtype × op, in that order, each under its own sequence number;
+/// returns the results in the same order.
+fn allreduce_every_case(h: &Hierarchical, sizes: &[usize]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (salt, &elems) in sizes.iter().enumerate() {
+        for (i, dtype) in DataType::ALL.into_iter().enumerate() {
+            for (j, op) in OPS.into_iter().enumerate() {
+                let mut buf = input(dtype, op, h.rank(), elems, salt);
+                let seq = ((salt * 8 + i) * OPS.len() + j) as u64;
+                h.allreduce(&mut buf, dtype, op, seq, deadline()).unwrap();
+                out.push(buf);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that each rank's [`allreduce_every_case`] results equal the sequential reference
+/// over `np` ranks; `what` names the layout in a failure.
+fn assert_every_case(per_rank: &[&Vec<Vec<u8>>], np: usize, sizes: &[usize], what: &str) {
+    let mut k = 0;
+    for (salt, &elems) in sizes.iter().enumerate() {
+        for dtype in DataType::ALL {
+            for op in OPS {
+                // Computed once per case, not once per rank: the reference is the slow part.
+                let want = reference(dtype, op, np, elems, salt);
+                for (rank, res) in per_rank.iter().enumerate() {
+                    assert!(res[k] == want, "{what} {elems} {dtype} {op} rank {rank}");
+                }
+                k += 1;
+            }
+        }
+    }
+}
+
 #[test]
 fn allreduce_matches_the_sequential_reference_for_every_dtype_op_layout_and_size() {
     for (hosts, local) in [(2, 1), (2, 2), (2, 3), (3, 1), (3, 2), (3, 3)] {
@@ -148,36 +183,9 @@ fn allreduce_matches_the_sequential_reference_for_every_dtype_op_layout_and_size
                 // Sizes below, at and around the number of local ranks, ragged and larger
                 // than the recursive-doubling threshold of the cross ring.
                 let sizes = [0usize, 1, local + 1, 13, 997, 20_011];
-                let results = on_cluster(&lay, 4096, mode, |h| {
-                    let mut out = Vec::new();
-                    for (salt, &elems) in sizes.iter().enumerate() {
-                        for (i, dtype) in DataType::ALL.into_iter().enumerate() {
-                            for (j, op) in OPS.into_iter().enumerate() {
-                                let mut buf = input(dtype, op, h.rank(), elems, salt);
-                                let seq = ((salt * 8 + i) * OPS.len() + j) as u64;
-                                h.allreduce(&mut buf, dtype, op, seq, deadline()).unwrap();
-                                out.push(buf);
-                            }
-                        }
-                    }
-                    out
-                });
-                let mut k = 0;
-                for (salt, &elems) in sizes.iter().enumerate() {
-                    for dtype in DataType::ALL {
-                        for op in OPS {
-                            let want = reference(dtype, op, np, elems, salt);
-                            for (rank, res) in results.iter().enumerate() {
-                                assert!(
-                                    res[k] == want,
-                                    "{hosts}x{local} rr={round_robin} {mode:?} {elems} \
-                                     {dtype} {op} rank {rank}"
-                                );
-                            }
-                            k += 1;
-                        }
-                    }
-                }
+                let results = on_cluster(&lay, 4096, mode, |h| allreduce_every_case(h, &sizes));
+                let what = format!("{hosts}x{local} rr={round_robin} {mode:?}");
+                assert_every_case(&results.iter().collect::<Vec<_>>(), np, &sizes, &what);
             }
         }
     }
@@ -192,34 +200,10 @@ fn pipelined_allreduce_matches_the_reference_for_every_dtype_and_op() {
         // last one short.
         let sizes = [1500usize, 20_011, 100_003];
         let results = on_cluster_piped(&lay, 4096, HierarchicalMode::Split, 3000, |h| {
-            let mut out = Vec::new();
-            for (salt, &elems) in sizes.iter().enumerate() {
-                for (i, dtype) in DataType::ALL.into_iter().enumerate() {
-                    for (j, op) in OPS.into_iter().enumerate() {
-                        let mut buf = input(dtype, op, h.rank(), elems, salt);
-                        let seq = ((salt * 8 + i) * OPS.len() + j) as u64;
-                        h.allreduce(&mut buf, dtype, op, seq, deadline()).unwrap();
-                        out.push(buf);
-                    }
-                }
-            }
-            out
+            allreduce_every_case(h, &sizes)
         });
-        let mut k = 0;
-        for (salt, &elems) in sizes.iter().enumerate() {
-            for dtype in DataType::ALL {
-                for op in OPS {
-                    let want = reference(dtype, op, np, elems, salt);
-                    for (rank, res) in results.iter().enumerate() {
-                        assert!(
-                            res[k] == want,
-                            "{hosts}x{local} {elems} {dtype} {op} rank {rank}"
-                        );
-                    }
-                    k += 1;
-                }
-            }
-        }
+        let what = format!("{hosts}x{local}");
+        assert_every_case(&results.iter().collect::<Vec<_>>(), np, &sizes, &what);
     }
 }
 
@@ -422,17 +406,7 @@ fn shm_cluster<R: Send>(f: impl Fn(&Hierarchical) -> R + Sync) -> Vec<R> {
 fn over_real_shared_memory_every_dtype_and_op() {
     let sizes = [1usize, 3, 1001, 30_000, 70_001];
     let results = shm_cluster(|h| {
-        let mut out = Vec::new();
-        for (salt, &elems) in sizes.iter().enumerate() {
-            for (i, dtype) in DataType::ALL.into_iter().enumerate() {
-                for (j, op) in OPS.into_iter().enumerate() {
-                    let mut buf = input(dtype, op, h.rank(), elems, salt);
-                    let seq = ((salt * 8 + i) * OPS.len() + j) as u64;
-                    h.allreduce(&mut buf, dtype, op, seq, deadline()).unwrap();
-                    out.push(buf);
-                }
-            }
-        }
+        let out = allreduce_every_case(h, &sizes);
         let sizes = [5usize, 0, 70_000, 3];
         let mut gathered = vec![0u8; sizes.iter().sum()];
         let mine = vec![h.rank() as u8 + 1; sizes[h.rank()]];
@@ -445,18 +419,12 @@ fn over_real_shared_memory_every_dtype_and_op() {
         .enumerate()
         .flat_map(|(r, &n)| vec![r as u8 + 1; n])
         .collect();
-    let mut k = 0;
-    for (salt, &elems) in sizes.iter().enumerate() {
-        for dtype in DataType::ALL {
-            for op in OPS {
-                let want = reference(dtype, op, 4, elems, salt);
-                for (rank, res) in results.iter().enumerate() {
-                    assert!(res.0[k] == want, "{elems} {dtype} {op} rank {rank}");
-                }
-                k += 1;
-            }
-        }
-    }
+    assert_every_case(
+        &results.iter().map(|r| &r.0).collect::<Vec<_>>(),
+        4,
+        &sizes,
+        "shm",
+    );
     let calls = (sizes.len() * 8 * OPS.len()) as u64;
     for (_, gathered, c) in &results {
         assert!(*gathered == want_gather);
