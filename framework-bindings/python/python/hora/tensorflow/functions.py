@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from hora.common.basics import rank
+from hora.common.handles import wait_all
 from hora.tensorflow import mpi_ops
 
 try:  # cloudpickle handles lambdas and local classes; plain pickle is the fallback
@@ -27,17 +28,7 @@ def _eager_broadcast_group(values, root, base):
         bufs.append((buf, ptr, v.dtype))
         handles.append(mpi_ops._core.enqueue(mpi_ops.BROADCAST, f"{base}.{i}", buf, ptr, buf.nbytes, code,
                                              list(buf.shape), 0, root, 1.0, 1.0, []))
-    first_error = None
-    for h in handles:
-        try:
-            h.wait()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:  # keep waiting so no buffer is left lent out
-            if first_error is None:
-                first_error = e
-    if first_error is not None:
-        raise first_error
+    wait_all(handles)
     return [mpi_ops._to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
 
 

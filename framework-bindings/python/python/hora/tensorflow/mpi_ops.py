@@ -45,6 +45,7 @@ from hora.common.basics import (
     rank,
     size,
 )
+from hora.common.handles import wait_all
 from hora.tensorflow.compression import Compression
 
 
@@ -318,17 +319,7 @@ def _grouped_eager(ts, base, op, pre, post):
         bufs.append((buf, ptr, t.dtype))
         handles.append(_core.enqueue(ALLREDUCE, f"{base}.{i}", buf, ptr, buf.nbytes, code, list(buf.shape),
                                      int(op), 0, float(pre), float(post), []))
-    first_error = None
-    for h in handles:
-        try:
-            h.wait()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:  # keep waiting so no buffer is left lent out
-            if first_error is None:
-                first_error = e
-    if first_error is not None:
-        raise first_error
+    wait_all(handles)
     return [_to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
 
 

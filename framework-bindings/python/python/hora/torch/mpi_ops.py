@@ -25,6 +25,7 @@ from hora.common.basics import (
     rank,
     size,
 )
+from hora.common.handles import wait_all
 from hora.torch.compression import Compression
 
 
@@ -203,17 +204,7 @@ class _Group:
         return all(h.poll() for h in self.handles)
 
     def wait(self):
-        first_error = None
-        for h in self.handles:
-            try:
-                h.wait()
-            except KeyboardInterrupt:
-                raise
-            except BaseException as e:  # keep waiting so no tensor is left lent out
-                if first_error is None:
-                    first_error = e
-        if first_error is not None:
-            raise first_error
+        wait_all(self.handles)
 
 
 def _grouped(tensors, name, op, pre, post, in_place):
