@@ -30,38 +30,10 @@ import gc
 import weakref
 
 import hora.tensorflow as _htf
-from hora._core import (
-    ConfigError,
-    HoraError,
-    InternalError,
-    InvalidArgumentError,
-    MismatchError,
-    NotInitializedError,
-    PeerFailedError,
-    RendezvousError,
-    ShutDownError,
-)
-from hora.common.basics import (
-    cross_rank,
-    cross_size,
-    gloo_enabled,
-    init,
-    is_initialized,
-    local_rank,
-    local_size,
-    mpi_enabled,
-    mpi_threads_supported,
-    nccl_built,
-    rank,
-    shutdown,
-    size,
-)
+from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
 from hora.keras import callbacks
 from hora.keras import optimizer as _opt
 from hora.tensorflow import Average, Compression, Max, Min, Product, Sum, engine_error, hora_errors
-
-# Horovod's name for collective failures; elastic-style handlers catch it.
-HorovodInternalError = HoraError
 
 # Weak references to the optimizers made by DistributedOptimizer or load_model, in creation
 # order (for broadcast_global_variables); they do not keep dropped models alive.

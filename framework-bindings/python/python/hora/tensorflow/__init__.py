@@ -20,32 +20,7 @@ except ImportError as _e:  # pragma: no cover - exercised in a TensorFlow-less i
         "(pip install tensorflow-cpu); the rest of hora imports without it"
     ) from _e
 
-from hora._core import (
-    ConfigError,
-    HoraError,
-    InternalError,
-    InvalidArgumentError,
-    MismatchError,
-    NotInitializedError,
-    PeerFailedError,
-    RendezvousError,
-    ShutDownError,
-)
-from hora.common.basics import (
-    cross_rank,
-    cross_size,
-    gloo_enabled,
-    init,
-    is_initialized,
-    local_rank,
-    local_size,
-    mpi_enabled,
-    mpi_threads_supported,
-    nccl_built,
-    rank,
-    shutdown,
-    size,
-)
+from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
 from hora.tensorflow.compression import Compression
 from hora.tensorflow.gradient_tape import DistributedGradientTape, DistributedOptimizer
 from hora.tensorflow.functions import allgather_object, broadcast_, broadcast_object, broadcast_variables
@@ -74,8 +49,5 @@ from hora.tensorflow.mpi_ops import (
     reducescatter,
     size_op,
 )
-
-# Horovod's name for collective failures; elastic-style handlers catch it.
-HorovodInternalError = HoraError
 
 __all__ = [name for name in dir() if not name.startswith("_")]

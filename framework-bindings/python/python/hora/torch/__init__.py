@@ -14,32 +14,7 @@ except ImportError as _e:  # pragma: no cover - exercised in a torch-less interp
         "(pip install torch); the rest of hora imports without it"
     ) from _e
 
-from hora._core import (
-    ConfigError,
-    HoraError,
-    InternalError,
-    InvalidArgumentError,
-    MismatchError,
-    NotInitializedError,
-    PeerFailedError,
-    RendezvousError,
-    ShutDownError,
-)
-from hora.common.basics import (
-    cross_rank,
-    cross_size,
-    gloo_enabled,
-    init,
-    is_initialized,
-    local_rank,
-    local_size,
-    mpi_enabled,
-    mpi_threads_supported,
-    nccl_built,
-    rank,
-    shutdown,
-    size,
-)
+from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
 from hora.torch.compression import Compression
 from hora.torch.functions import (
     allgather_object,
@@ -79,8 +54,5 @@ from hora.torch.mpi_ops import (
 )
 from hora.torch.optimizer import DistributedOptimizer
 from hora.torch.sync_batch_norm import SyncBatchNorm
-
-# Horovod's name for collective failures; elastic-style handlers catch it.
-HorovodInternalError = HoraError
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,34 @@
+"""The process-level calls and exception classes that every framework module (``hora.torch``,
+``hora.tensorflow``, ``hora.keras``) re-exports with ``from hora.common.api import *``."""
+
+from hora._core import (
+    ConfigError,
+    HoraError,
+    InternalError,
+    InvalidArgumentError,
+    MismatchError,
+    NotInitializedError,
+    PeerFailedError,
+    RendezvousError,
+    ShutDownError,
+)
+from hora.common.basics import (
+    cross_rank,
+    cross_size,
+    gloo_enabled,
+    init,
+    is_initialized,
+    local_rank,
+    local_size,
+    mpi_enabled,
+    mpi_threads_supported,
+    nccl_built,
+    rank,
+    shutdown,
+    size,
+)
+
+# Horovod's name for collective failures; elastic-style handlers catch it.
+HorovodInternalError = HoraError
+
+__all__ = [name for name in dir() if not name.startswith("_")]
