@@ -384,21 +384,36 @@ fn same(what: impl fmt::Display, got: &[u8], want: &[u8], elem: usize) -> Result
 // ---------------------------------------------------------------------------------------
 // The checks
 
+/// One allreduce of this rank's [`input`] (prescaled and postscaled by `scale`) checked
+/// against the [`reference`]; `what` names it in a failure.
+#[allow(clippy::too_many_arguments)]
+fn check_allreduce(
+    c: &dyn Collectives,
+    seq: &mut Seq,
+    dtype: DataType,
+    op: ReduceOp,
+    elems: usize,
+    salt: usize,
+    (pre, post): (f64, f64),
+    what: &str,
+) -> Result<(), String> {
+    let mut buf = input(dtype, op, c.rank(), elems, salt);
+    allreduce_scaled(c, &mut buf, dtype, op, pre, post, seq.take(), deadline())
+        .map_err(|e| call_err(what, e))?;
+    let want = reference(dtype, op, c.size(), elems, salt, pre, post);
+    same(what, &buf, &want, dtype.size())
+}
+
 /// Element counts for the many-combination checks: empty, one, primes, past 32 KiB.
 const SMALL_ELEMS: [usize; 8] = [0, 1, 2, 7, 13, 61, 1031, 4099];
 
 /// Every dtype × op × small size (0, 1, primes; up to 32 KiB), against the reference.
 pub fn allreduce_every_dtype_op_and_size(c: &dyn Collectives, seq: &mut Seq) -> Result<(), String> {
-    let (me, np) = (c.rank(), c.size());
     for (salt, &elems) in SMALL_ELEMS.iter().enumerate() {
         for dtype in DataType::ALL {
             for op in ReduceOp::ALL {
-                let mut buf = input(dtype, op, me, elems, salt);
                 let what = format!("allreduce {dtype} {op} of {elems} elements");
-                allreduce_scaled(c, &mut buf, dtype, op, 1.0, 1.0, seq.take(), deadline())
-                    .map_err(|e| call_err(&what, e))?;
-                let want = reference(dtype, op, np, elems, salt, 1.0, 1.0);
-                same(&what, &buf, &want, dtype.size())?;
+                check_allreduce(c, seq, dtype, op, elems, salt, (1.0, 1.0), &what)?;
             }
         }
     }
@@ -408,17 +423,12 @@ pub fn allreduce_every_dtype_op_and_size(c: &dyn Collectives, seq: &mut Seq) -> 
 /// One allreduce per dtype past 1 MiB (several ring segments and shared-memory slices; an
 /// odd element count), cycling through the ops.
 pub fn allreduce_large(c: &dyn Collectives, seq: &mut Seq) -> Result<(), String> {
-    let (me, np) = (c.rank(), c.size());
     for (i, dtype) in DataType::ALL.into_iter().enumerate() {
         let op = ReduceOp::ALL[i % ReduceOp::ALL.len()];
         let elems = (1 << 20) / dtype.size() + 2 * 4099 + 1;
         let salt = 100 + i;
-        let mut buf = input(dtype, op, me, elems, salt);
         let what = format!("allreduce {dtype} {op} of {elems} elements");
-        allreduce_scaled(c, &mut buf, dtype, op, 1.0, 1.0, seq.take(), deadline())
-            .map_err(|e| call_err(&what, e))?;
-        let want = reference(dtype, op, np, elems, salt, 1.0, 1.0);
-        same(&what, &buf, &want, dtype.size())?;
+        check_allreduce(c, seq, dtype, op, elems, salt, (1.0, 1.0), &what)?;
     }
     Ok(())
 }
@@ -428,7 +438,6 @@ pub fn allreduce_average_prescale_postscale(
     c: &dyn Collectives,
     seq: &mut Seq,
 ) -> Result<(), String> {
-    let (me, np) = (c.rank(), c.size());
     let cases = [
         (ReduceOp::Average, 1.0, 1.0),
         (ReduceOp::Sum, 2.0, 0.5),
@@ -440,12 +449,8 @@ pub fn allreduce_average_prescale_postscale(
         for (k, &(op, pre, post)) in cases.iter().enumerate() {
             let elems = 1031;
             let salt = 200 + k;
-            let mut buf = input(dtype, op, me, elems, salt);
             let what = format!("allreduce {dtype} {op} prescale {pre} postscale {post}");
-            allreduce_scaled(c, &mut buf, dtype, op, pre, post, seq.take(), deadline())
-                .map_err(|e| call_err(&what, e))?;
-            let want = reference(dtype, op, np, elems, salt, pre, post);
-            same(&what, &buf, &want, dtype.size())?;
+            check_allreduce(c, seq, dtype, op, elems, salt, (pre, post), &what)?;
         }
     }
     Ok(())
