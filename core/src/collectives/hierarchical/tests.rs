@@ -11,6 +11,7 @@ use hora_transport::conformance::run_ranks;
 use hora_transport::{LocalTransport, Transport, TransportError, deadline_after};
 
 use super::*;
+use crate::collectives::conformance::mix;
 use crate::collectives::{Ring, ShmCollectives, SubTransport};
 use crate::config::{Topology, Tuning};
 use crate::engine::{Engine, OpOptions};
@@ -84,15 +85,6 @@ fn on_cluster_piped<R: Send>(
     run_ranks(LocalTransport::create(layout.size()), |_, t| {
         f(&build(layout, t, seg, mode).with_pipeline_bytes(pipeline))
     })
-}
-
-fn mix(a: usize, b: usize, c: usize) -> u64 {
-    let mut x = (a as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (b as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
-        ^ (c as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
-    x ^= x >> 29;
-    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x ^ (x >> 32)
 }
 
 fn encode(dtype: DataType, v: i64) -> Vec<u8> {
