@@ -30,7 +30,22 @@ pub(super) fn allgatherv<T: Transport + ?Sized>(
     deadline: Instant,
 ) -> Result<(), TransportError> {
     let t = &**ring.transport();
-    let (me, size) = (t.rank(), t.size());
+    let me = t.rank();
+    check_allgatherv(me, t.size(), input, output, bytes_per_rank)?;
+    let blocks = blocks_from_sizes(bytes_per_rank);
+    output[blocks[me].clone()].copy_from_slice(input);
+    allgather_phase(t, tag, output, &blocks, ring.segment_bytes(), deadline)
+}
+
+/// `allgatherv`'s argument checks (one block size per rank, this rank's input its block, the
+/// output their sum); returns the output's length.
+pub(super) fn check_allgatherv(
+    me: usize,
+    size: usize,
+    input: &[u8],
+    output: &[u8],
+    bytes_per_rank: &[usize],
+) -> Result<usize, TransportError> {
     if bytes_per_rank.len() != size {
         return Err(invalid(
             me,
@@ -54,9 +69,7 @@ pub(super) fn allgatherv<T: Transport + ?Sized>(
             format_args!("output is {} bytes, blocks sum to {total}", output.len()),
         ));
     }
-    let blocks = blocks_from_sizes(bytes_per_rank);
-    output[blocks[me].clone()].copy_from_slice(input);
-    allgather_phase(t, tag, output, &blocks, ring.segment_bytes(), deadline)
+    Ok(total)
 }
 
 /// Runs the ring allgather over `buf` cut into `blocks` (one per rank): on entry rank `r`'s

@@ -36,6 +36,7 @@ use std::time::Instant;
 use hora_transport::{Rank, TransportError};
 use parking_lot::Mutex;
 
+use super::allgather_ring::check_allgatherv;
 use super::segments::{blocks_from_sizes, split_chunks};
 use super::{Collectives, invalid};
 use crate::types::{DataType, ReduceOp};
@@ -623,30 +624,7 @@ impl Collectives for Hierarchical {
                 .flat
                 .allgatherv(input, output, bytes_per_rank, seq, deadline);
         }
-        let size = self.size();
-        if bytes_per_rank.len() != size {
-            return Err(invalid(
-                self.rank,
-                format_args!("{} block sizes for {size} ranks", bytes_per_rank.len()),
-            ));
-        }
-        if input.len() != bytes_per_rank[self.rank] {
-            return Err(invalid(
-                self.rank,
-                format_args!(
-                    "input is {} bytes, this rank's block is {}",
-                    input.len(),
-                    bytes_per_rank[self.rank]
-                ),
-            ));
-        }
-        let total: usize = bytes_per_rank.iter().sum();
-        if output.len() != total {
-            return Err(invalid(
-                self.rank,
-                format_args!("output is {} bytes, blocks sum to {total}", output.len()),
-            ));
-        }
+        let total = check_allgatherv(self.rank, self.size(), input, output, bytes_per_rank)?;
         self.note_first("allgather", total);
         self.allgather_calls.fetch_add(1, Ordering::Relaxed);
         self.allgatherv_split(input, output, bytes_per_rank, seq, deadline)
