@@ -59,8 +59,12 @@ impl SubTransport {
         f: impl FnOnce(&mut [Op<'_>]) -> Result<R, TransportError>,
     ) -> Result<R, TransportError> {
         let original: Vec<Rank> = ops.iter().map(Op::peer).collect();
-        for op in ops.iter_mut() {
-            let job = self.to_job(op.peer())?;
+        // Map every peer before renumbering any, so a bad one leaves the ops as given.
+        let jobs = original
+            .iter()
+            .map(|&p| self.to_job(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (op, job) in ops.iter_mut().zip(jobs) {
             op.set_peer(job);
         }
         let r = f(ops);
@@ -125,5 +129,38 @@ impl Transport for SubTransport {
 
     fn register(&self, buf: &[u8]) -> Result<(), TransportError> {
         self.inner.register(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hora_transport::{LocalTransport, TransportError};
+
+    #[test]
+    fn a_bad_peer_leaves_every_op_as_given() {
+        let job: Arc<dyn Transport> = Arc::new(LocalTransport::create(3).remove(0));
+        let sub = SubTransport::new(job, vec![0, 2]).unwrap();
+        let mut buf = [0u8; 4];
+        let data = [1u8; 4];
+        let mut ops = [
+            Op::send(1, Tag::new(1, 0), &data),
+            Op::recv(5, Tag::new(1, 0), &mut buf),
+        ];
+        let err = sub
+            .wait(&mut ops, Instant::now() + std::time::Duration::from_secs(5))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransportError::InvalidPeer {
+                    peer: 5,
+                    size: 2,
+                    me: 0
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(ops.iter().map(Op::peer).collect::<Vec<_>>(), [1, 5]);
     }
 }
