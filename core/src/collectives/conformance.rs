@@ -235,18 +235,9 @@ pub fn mix(a: usize, b: usize, c: usize) -> u64 {
     x ^ (x >> 32)
 }
 
-/// Deterministic, seed-dependent bytes for the data-moving collectives.
-pub fn pattern(seed: usize, len: usize) -> Vec<u8> {
-    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+/// Deterministic, seed-dependent bytes for the data-moving collectives (the transport
+/// table's generator).
+pub use hora_transport::conformance::pattern;
 
 /// Writes a small integer as element `i` of `buf` (exact in every dtype).
 fn put(buf: &mut [u8], dtype: DataType, i: usize, v: i64) {
