@@ -166,6 +166,11 @@ pub(crate) fn arguments(
     root: bool,
     cores: usize,
 ) -> Vec<OsString> {
+    // The user's own binding replaces ours (Open MPI refuses two).
+    let user_binds = plan
+        .extra_args
+        .iter()
+        .any(|a| a == "--bind-to" || a == "-bind-to");
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
     match flavor {
@@ -184,12 +189,7 @@ pub(crate) fn arguments(
             if root {
                 push("--allow-run-as-root");
             }
-            // The user's own binding replaces ours (Open MPI refuses two).
-            if !plan
-                .extra_args
-                .iter()
-                .any(|a| a == "--bind-to" || a == "-bind-to")
-            {
+            if !user_binds {
                 push("--bind-to");
                 push("none");
             }
@@ -219,11 +219,7 @@ pub(crate) fn arguments(
                 push("-iface");
                 push(nic);
             }
-            if !plan
-                .extra_args
-                .iter()
-                .any(|a| a == "--bind-to" || a == "-bind-to")
-            {
+            if !user_binds {
                 push("-bind-to");
                 push("none");
             }
