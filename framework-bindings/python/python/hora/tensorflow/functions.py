@@ -8,7 +8,6 @@ import numpy as np
 import tensorflow as tf
 
 from hora.common.basics import rank
-from hora.common.handles import wait_all
 from hora.tensorflow import mpi_ops
 
 try:  # cloudpickle handles lambdas and local classes; plain pickle is the fallback
@@ -20,16 +19,7 @@ _groups = itertools.count()
 
 
 def _eager_broadcast_group(values, root, base):
-    """Broadcasts several eager tensors at once (all submitted, then all waited on)."""
-    bufs, handles = [], []
-    for i, v in enumerate(values):
-        code = mpi_ops._code(v.dtype, "broadcast_variables")
-        buf, ptr = mpi_ops._aligned_copy(mpi_ops._eager_view(v, "broadcast_variables"))
-        bufs.append((buf, ptr, v.dtype))
-        handles.append(mpi_ops._core.enqueue(mpi_ops.BROADCAST, f"{base}.{i}", buf, ptr, buf.nbytes, code,
-                                             list(buf.shape), 0, root, 1.0, 1.0, []))
-    wait_all(handles)
-    return [mpi_ops._to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
+    return mpi_ops._eager_group(mpi_ops.BROADCAST, "broadcast_variables", values, base, root=root)
 
 
 def broadcast_variables(variables, root_rank, process_set=None, inplace=False):

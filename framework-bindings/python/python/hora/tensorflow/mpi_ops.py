@@ -309,16 +309,18 @@ def allreduce(tensor, average=None, device_dense="", device_sparse="", compressi
     return compression.decompress(out, ctx)
 
 
-def _grouped_eager(ts, base, op, pre, post):
+def _eager_group(kind, what, ts, base, op=0, root=0, pre=1.0, post=1.0):
+    """Runs an in-place collective (allreduce or broadcast) on each eager tensor of ``ts``, all
+    submitted before any is waited on, as tensors ``<base>.<i>``."""
     # One engine request per tensor (the engine fuses them): packing the group into one buffer
     # here would hide a rank-dependent shape from the engine's per-tensor checks.
     bufs, handles = [], []
     for i, t in enumerate(ts):
-        code = _code(t.dtype, "grouped_allreduce")
-        buf, ptr = _aligned_copy(_eager_view(t, "grouped_allreduce"))
+        code = _code(t.dtype, what)
+        buf, ptr = _aligned_copy(_eager_view(t, what))
         bufs.append((buf, ptr, t.dtype))
-        handles.append(_core.enqueue(ALLREDUCE, f"{base}.{i}", buf, ptr, buf.nbytes, code, list(buf.shape),
-                                     int(op), 0, float(pre), float(post), []))
+        handles.append(_core.enqueue(kind, f"{base}.{i}", buf, ptr, buf.nbytes, code, list(buf.shape),
+                                     int(op), root, float(pre), float(post), []))
     wait_all(handles)
     return [_to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
 
@@ -326,11 +328,14 @@ def _grouped_eager(ts, base, op, pre, post):
 def _grouped_raw(ts, name, op, pre, post):
     if not ts:
         return []
+
+    def run(xs, base):
+        return _eager_group(ALLREDUCE, "grouped_allreduce", xs, base, op, 0, pre, post)
+
     if not _graph_mode():
-        base = f"grouped_allreduce.{name}" if name else f"tf.grouped_allreduce.noname.{next(_noname)}"
-        return _grouped_eager(ts, base, op, pre, post)
+        return run(ts, f"grouped_allreduce.{name}" if name else f"tf.grouped_allreduce.noname.{next(_noname)}")
     base = _graph_name("grouped_allreduce", name)
-    outs = _py_function(lambda *xs: _grouped_eager(xs, base, op, pre, post), list(ts), [t.dtype for t in ts])
+    outs = _py_function(lambda *xs: run(xs, base), list(ts), [t.dtype for t in ts])
     for o, t in zip(outs, ts):
         o.set_shape(t.shape)
     return list(outs)
