@@ -165,7 +165,8 @@ impl MpiTransport {
     /// Takes in abort notices from peers, recording the first.
     fn poll_notices(&self) {
         loop {
-            let Some((src, body)) = self.try_take(None, self.abort_tag) else {
+            // An MPI error here surfaces in the caller's next receive or wait.
+            let Ok(Some((src, body))) = self.try_take(None, self.abort_tag) else {
                 return;
             };
             let mut failed = self.peer_failed.lock().unwrap_or_else(|e| e.into_inner());
@@ -180,7 +181,11 @@ impl MpiTransport {
 
     /// Receives one waiting control message with `tag` (from `from` or anyone), if there is
     /// one.
-    fn try_take(&self, from: Option<Rank>, tag: c_int) -> Option<(Rank, Vec<u8>)> {
+    fn try_take(
+        &self,
+        from: Option<Rank>,
+        tag: c_int,
+    ) -> Result<Option<(Rank, Vec<u8>)>, TransportError> {
         let src = match from {
             Some(p) => p as c_int,
             // SAFETY: reading a link-time constant.
@@ -200,8 +205,9 @@ impl MpiTransport {
                 &mut status,
             )
         };
-        if rc != ffi::MPI_SUCCESS as c_int || flag == 0 {
-            return None;
+        check(rc, "MPI_Improbe")?;
+        if flag == 0 {
+            return Ok(None);
         }
         // SAFETY: the MPI call above succeeded, so it wrote this handle (or value).
         let mut msg = unsafe { msg.assume_init() };
@@ -211,8 +217,10 @@ impl MpiTransport {
         let mut body = vec![0u8; n.max(0) as usize];
         let mut st = zeroed_status();
         // SAFETY: the matched message is exactly `n` bytes; `body` holds them.
-        unsafe { ffi::MPI_Mrecv(rbuf(&mut body), n, ffi::RSMPI_UINT8_T, &mut msg, &mut st) };
-        Some((status.MPI_SOURCE as Rank, body))
+        let rc =
+            unsafe { ffi::MPI_Mrecv(rbuf(&mut body), n, ffi::RSMPI_UINT8_T, &mut msg, &mut st) };
+        check(rc, "MPI_Mrecv")?;
+        Ok(Some((status.MPI_SOURCE as Rank, body)))
     }
 
     /// Frees the buffers of control messages that have left.
@@ -600,7 +608,7 @@ impl Transport for MpiTransport {
         let mut first = true;
         loop {
             self.check_alive()?;
-            if let Some(got) = self.try_take(from, mpi_tag) {
+            if let Some(got) = self.try_take(from, mpi_tag)? {
                 return Ok(Some(got));
             }
             if self.woken.swap(false, Ordering::AcqRel) {
