@@ -177,30 +177,6 @@ impl Comm {
         }
     }
 
-    /// This rank's index and the count of ranks that share its host (collective).
-    pub fn local_rank_size(&self) -> Result<(usize, usize), TransportError> {
-        let mut out = std::mem::MaybeUninit::<ffi::MPI_Comm>::uninit();
-        // SAFETY: valid communicator; MPI writes the new handle.
-        check(
-            unsafe {
-                ffi::MPI_Comm_split_type(
-                    self.raw,
-                    ffi::RSMPI_COMM_TYPE_SHARED,
-                    self.rank as c_int,
-                    ffi::RSMPI_INFO_NULL,
-                    out.as_mut_ptr(),
-                )
-            },
-            "MPI_Comm_split_type",
-        )?;
-        // SAFETY: MPI wrote the handle (the call succeeded).
-        let mut local = Self::wrap(unsafe { out.assume_init() })?;
-        let r = (local.rank, local.size);
-        // SAFETY: every member frees it right here, once.
-        unsafe { ffi::MPI_Comm_free(&mut local.raw) };
-        Ok(r)
-    }
-
     /// This process's rank in the communicator.
     pub fn rank(&self) -> usize {
         self.rank
