@@ -31,9 +31,13 @@ FEATURES, PER_RANK = 6, 4
 def float64_everywhere():
     """Keras computes losses (and so the first backward step) in floatx; float64 there keeps the
     distributed and single-process runs equal to ~1e-12 instead of float32's ~1e-7."""
-    before = keras.backend.floatx()
+    before, before_policy = keras.backend.floatx(), keras.config.dtype_policy()
     keras.backend.set_floatx("float64")
+    # Keras keeps the global dtype policy made at its first layer: once another module has built
+    # a float32 layer, floatx alone leaves dtype-less layers (Flatten) computing in float32.
+    keras.config.set_dtype_policy("float64")
     yield
+    keras.config.set_dtype_policy(before_policy)
     keras.backend.set_floatx(before)
 
 
