@@ -236,6 +236,9 @@ def test_objects_and_parameters():
     obj = hvd.broadcast_object({"rank": r, "data": list(range(r + 3))}, root_rank=n - 1)
     assert obj == {"rank": n - 1, "data": list(range(n + 2))}
     assert hvd.allgather_object(("r", r)) == [("r", k) for k in range(n)]
+    # The usual pattern passes None off the root (and objects whose type differs by rank).
+    assert hvd.broadcast_object({"a": 1} if r == 0 else None, root_rank=0) == {"a": 1}
+    assert hvd.allgather_object(r if r % 2 else str(r)) == [k if k % 2 else str(k) for k in range(n)]
     torch.manual_seed(r)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)

@@ -510,3 +510,6 @@ def test_objects():
     r, n = rs()
     assert hvd.broadcast_object({"a": r, "b": [1, 2]}, root_rank=n - 1) == {"a": n - 1, "b": [1, 2]}
     assert hvd.allgather_object(("rank", r)) == [("rank", k) for k in range(n)]
+    # The usual pattern passes None off the root (and objects whose type differs by rank).
+    assert hvd.broadcast_object({"a": 1} if r == 0 else None, root_rank=0) == {"a": 1}
+    assert hvd.allgather_object(r if r % 2 else str(r)) == [k if k % 2 else str(k) for k in range(n)]

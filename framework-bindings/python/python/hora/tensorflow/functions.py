@@ -60,7 +60,8 @@ def broadcast_(variables, root_rank, name=None, process_set=None):
 
 def broadcast_object(obj, root_rank=0, name=None, process_set=None):
     """Returns ``root_rank``'s ``obj`` (any picklable object) on every rank (eager only)."""
-    name = name or type(obj).__name__
+    # Not the type of obj: ranks other than the root often pass None, and the name must agree.
+    name = name or "broadcast_object"
     if rank() == root_rank:
         buf = io.BytesIO()
         _pickler.dump(obj, buf)
@@ -78,7 +79,8 @@ def broadcast_object(obj, root_rank=0, name=None, process_set=None):
 
 def allgather_object(obj, name=None, process_set=None):
     """Returns the list of every rank's ``obj``, in rank order (eager only)."""
-    name = name or type(obj).__name__
+    # Not the type of obj: it may differ by rank, and the name must agree.
+    name = name or "allgather_object"
     payload = _pickler.dumps(obj)
     data = tf.constant(np.frombuffer(payload, dtype=np.uint8))
     sizes = mpi_ops.allgather(tf.constant([len(payload)], tf.int64), name=f"{name}.sz").numpy().tolist()

@@ -37,7 +37,8 @@ def broadcast_parameters(params, root_rank=0):
 
 def broadcast_object(obj, root_rank=0, name=None):
     """Returns ``root_rank``'s ``obj`` (any picklable object) on every rank."""
-    name = name or type(obj).__name__
+    # Not the type of obj: ranks other than the root often pass None, and the name must agree.
+    name = name or "broadcast_object"
     if rank() == root_rank:
         buf = io.BytesIO()
         _pickler.dump(obj, buf)
@@ -57,7 +58,8 @@ def broadcast_object(obj, root_rank=0, name=None):
 
 def allgather_object(obj, name=None):
     """Returns the list of every rank's ``obj``, in rank order."""
-    name = name or type(obj).__name__
+    # Not the type of obj: it may differ by rank, and the name must agree.
+    name = name or "allgather_object"
     payload = _pickler.dumps(obj)
     data = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
     sizes = allgather(torch.tensor([data.numel()], dtype=torch.int64), name=f"{name}.sz").tolist()
