@@ -125,8 +125,9 @@ class _DistributedMixin:
         keras.ops.cond(tf.equal(self._hora_passes % n, 0), update, lambda: None)
 
 
-def _distributed_class(base, settings):
-    """A subclass of ``base`` (an optimizer class) whose apply reduces gradients first."""
+def wrap_class(base, settings):
+    """The distributed subclass of ``base`` (an optimizer class) for ``settings``: its apply
+    reduces the gradients first."""
     if issubclass(base, _DistributedMixin):
         raise ValueError("hora.keras.DistributedOptimizer: the optimizer is already distributed")
     if not issubclass(base, keras.optimizers.Optimizer):
@@ -149,11 +150,6 @@ def make_settings(compression, op, gradient_predivide_factor, backward_passes_pe
                          f"got {backward_passes_per_step}")
     return _Settings(compression, op, float(gradient_predivide_factor), int(backward_passes_per_step),
                      bool(average_aggregated_gradients), bool(sparse_as_dense), groups, int(num_groups or 0), name)
-
-
-def wrap_class(base, settings):
-    """The distributed subclass of ``base`` for ``settings``."""
-    return _distributed_class(base, settings)
 
 
 def is_distributed(optimizer):
