@@ -65,8 +65,8 @@ pub fn engine() -> Result<Arc<Engine>> {
     GLOBAL.read().clone().ok_or(Error::NotInitialized)
 }
 
-/// The transport this process runs on, as chosen at `init`: `local`, `tcp`, `tcp+shm`
-/// (shared-memory collectives, control messages over TCP), `mpi`, ...
+/// The transport this process runs on, as chosen at `init`: `local`, `tcp`, `shm` (every rank on
+/// this host), `tcp+shm hierarchical`, `mpi`.
 pub fn transport_name() -> Result<&'static str> {
     engine()?;
     Ok(*TRANSPORT.read())

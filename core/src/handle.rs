@@ -2,14 +2,15 @@
 //!
 //! A handle owns the caller's tensor while the operation runs (the engine thread reads and
 //! writes it) and gives it back on completion, so no buffer is ever shared mutably between
-//! threads. Waiting spins briefly before sleeping: on this class of machine a sleeping
-//! thread costs tens of microseconds to wake, which would dominate small collectives.
+//! threads. Waiting spins briefly before sleeping, while recent spins paid off: a sleeping
+//! thread costs microseconds to wake, which would dominate small collectives.
 
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hora_transport::AdaptiveSpin;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
@@ -128,11 +129,11 @@ pub(crate) struct HandleState {
     done: AtomicBool,
     result: Mutex<Option<Result<Completion>>>,
     cv: Condvar,
-    spin: Duration,
+    spin: Arc<AdaptiveSpin>,
 }
 
 impl HandleState {
-    pub(crate) fn new(name: String, spin: Duration) -> Arc<Self> {
+    pub(crate) fn new(name: String, spin: Arc<AdaptiveSpin>) -> Arc<Self> {
         Arc::new(Self {
             name,
             done: AtomicBool::new(false),
@@ -170,7 +171,10 @@ impl Handle {
 
     /// A handle that has already failed.
     pub(crate) fn failed(name: &str, err: Error) -> Self {
-        let state = HandleState::new(name.to_string(), Duration::ZERO);
+        let state = HandleState::new(
+            name.to_string(),
+            Arc::new(AdaptiveSpin::new(Duration::ZERO)),
+        );
         state.complete(Err(err));
         Self::new(state)
     }
@@ -205,19 +209,9 @@ impl Handle {
         if self.poll() {
             return true;
         }
-        // Spin first: a sleeping thread takes tens of microseconds to wake up here.
-        let spin_until = Instant::now() + self.state.spin;
-        let mut i = 0u32;
-        while Instant::now() < spin_until {
-            if self.poll() {
-                return true;
-            }
-            i = i.wrapping_add(1);
-            if i.is_multiple_of(16) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+        // Spin first while that pays: a sleeping thread takes microseconds to wake up.
+        if self.state.spin.spin(|| self.poll()) {
+            return true;
         }
         let mut slot = self.state.result.lock();
         while slot.is_none() {

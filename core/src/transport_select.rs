@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hora_shm::{ShmConfig, ShmGroup};
+use hora_shm::{ShmConfig, ShmGroup, ShmTransport};
 use hora_tcp::{PeerDirectory, TcpConfig, TcpTransport};
 use hora_transport::{LocalTransport, Rank, Transport, TransportError};
 
@@ -133,37 +133,52 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
             topo.size, config.tuning.connect_timeout
         ))
     })?;
-    let transport: Arc<dyn Transport> = match server {
-        None => Arc::new(transport),
-        Some(server) => Arc::new(ServingStore {
-            inner: transport,
-            _server: server,
-        }),
-    };
-    let (collectives, name) = if config.tuning.shm && topo.size > 1 && topo.local_size == topo.size
-    {
-        let group = shm_group(
-            config,
-            &*store,
-            &format!("{prefix}shm-job"),
-            rank,
-            topo.size,
-        )?;
-        let c = ShmCollectives::with_transport(
-            Arc::new(group),
-            transport.clone(),
-            config.tuning.segment_bytes,
-        );
-        (Some(Box::new(c) as Box<dyn Collectives>), "tcp+shm")
-    } else {
-        match hierarchical(config, &transport, &*store, &prefix)? {
-            Some(h) => (
-                Some(Box::new(h) as Box<dyn Collectives>),
-                "tcp+shm hierarchical",
-            ),
-            None => (None, "tcp"),
-        }
-    };
+    let (transport, collectives, name): (Arc<dyn Transport>, _, _) =
+        if config.tuning.shm && topo.size > 1 && topo.local_size == topo.size {
+            let group = ShmGroup::connect(&shm_config(
+                config,
+                &*store,
+                &format!("{prefix}shm-job"),
+                rank,
+                topo.size,
+            )?)
+            .map_err(shm_err(rank))?;
+            // Control messages (negotiation, abort notices) and the pairwise exchanges take
+            // the shared-memory transport too: over loopback TCP each hop costs a socket
+            // wake-up, which made up most of a small allreduce's time through the engine.
+            let control = ShmTransport::connect(&shm_config(
+                config,
+                &*store,
+                &format!("{prefix}shm-ctl"),
+                rank,
+                topo.size,
+            )?)
+            .map_err(shm_err(rank))?;
+            let control: Arc<dyn Transport> = Arc::new(Keeping {
+                inner: control,
+                _server: server,
+            });
+            drop(transport);
+            let c = ShmCollectives::with_transport(
+                Arc::new(group),
+                control.clone(),
+                config.tuning.segment_bytes,
+            );
+            (control, Some(Box::new(c) as Box<dyn Collectives>), "shm")
+        } else {
+            let transport: Arc<dyn Transport> = Arc::new(Keeping {
+                inner: transport,
+                _server: server,
+            });
+            match hierarchical(config, &transport, &*store, &prefix)? {
+                Some(h) => (
+                    transport,
+                    Some(Box::new(h) as Box<dyn Collectives>),
+                    "tcp+shm hierarchical",
+                ),
+                None => (transport, None, "tcp"),
+            }
+        };
     Ok(Connected {
         transport,
         store: Some(store),
@@ -259,13 +274,14 @@ fn hierarchical(
                 "rank {rank} is missing from its own hierarchical group"
             )))
     };
-    let group = shm_group(
+    let group = ShmGroup::connect(&shm_config(
         config,
         store,
         &format!("{prefix}shm-job/host{host}"),
         local_rank,
         layout.local_size(),
-    )?;
+    )?)
+    .map_err(shm_err(rank))?;
     let local = ShmCollectives::with_transport(
         Arc::new(group),
         sub(layout.host_ranks(host))?,
@@ -303,16 +319,16 @@ fn hierarchical(
     ))
 }
 
-/// Sets up the shared-memory group of the ranks of one host, where this rank is `rank` of
+/// Settings for the shared-memory group of the ranks of one host, where this rank is `rank` of
 /// `size`. The group's rank 0 picks a fresh job name (the abstract-socket namespace is per
 /// host, so it must not collide with another job's) and shares it through the store at `key`.
-fn shm_group(
+fn shm_config(
     config: &Config,
     store: &dyn Store,
     key: &str,
     rank: usize,
     size: usize,
-) -> Result<ShmGroup, Error> {
+) -> Result<ShmConfig, Error> {
     let job_rank = config.topology.rank;
     let deadline = hora_transport::deadline_after(config.tuning.connect_timeout);
     let job = if rank == 0 {
@@ -334,13 +350,18 @@ fn shm_group(
     let mut cfg = ShmConfig::new(rank, size, job);
     cfg.connect_timeout = config.tuning.connect_timeout;
     cfg.spin = config.tuning.spin;
-    ShmGroup::connect(&cfg).map_err(|e| Error::Rendezvous {
-        rank: job_rank,
+    Ok(cfg)
+}
+
+/// The error for a shared-memory group that could not be set up on job rank `rank`.
+fn shm_err(rank: usize) -> impl Fn(TransportError) -> Error {
+    move |e| Error::Rendezvous {
+        rank,
         detail: format!(
             "cannot set up shared memory between the ranks of this host \
              (HOROVOD_SHM=0 turns it off): {e}"
         ),
-    })
+    }
 }
 
 /// The MPI transport when the job asks for it (`HOROVOD_CONTROLLER=mpi`) or, with the `mpi`
@@ -429,15 +450,15 @@ fn connect_store(config: &Config, retry: bool) -> Result<StoreClient, StoreError
     }
 }
 
-/// Rank 0's transport under a foreign launcher: it keeps the store it serves alive for as long
-/// as the engine uses the transport (peers look addresses up on first contact).
+/// The engine's transport, holding what must live as long as it: rank 0's store server under a
+/// foreign launcher (TCP peers look addresses up on first contact).
 #[derive(Debug)]
-struct ServingStore {
-    inner: TcpTransport,
-    _server: StoreServer,
+struct Keeping<T> {
+    inner: T,
+    _server: Option<StoreServer>,
 }
 
-impl Transport for ServingStore {
+impl<T: Transport> Transport for Keeping<T> {
     fn rank(&self) -> Rank {
         self.inner.rank()
     }

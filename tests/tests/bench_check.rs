@@ -46,7 +46,7 @@ fn every_collective_checks_clean_under_hora_bench() {
 fn transport_flag_forces_the_transport_and_the_header_names_it() {
     for (flag, header) in [
         ("tcp", "transport tcp (forced by --transport)"),
-        ("shm", "transport tcp+shm (forced by --transport)"),
+        ("shm", "transport shm (forced by --transport)"),
     ] {
         let out = Command::new(horovodrun())
             .args(["-np", "2"])

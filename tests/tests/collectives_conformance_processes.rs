@@ -40,5 +40,5 @@ fn the_table_passes_over_tcp_in_processes() {
 
 #[test]
 fn the_table_passes_over_shared_memory_in_processes() {
-    run(4, "1", "tcp+shm");
+    run(4, "1", "shm");
 }

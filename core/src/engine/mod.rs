@@ -11,9 +11,8 @@ mod executor;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use hora_transport::{Transport, Waker};
+use hora_transport::{AdaptiveSpin, Transport, Waker};
 use parking_lot::Mutex;
 
 use crate::collectives::{Collectives, Ring};
@@ -42,7 +41,8 @@ pub(crate) struct Inbox {
 pub(crate) struct Shared {
     pub(crate) inbox: Mutex<Inbox>,
     pub(crate) waker: Waker,
-    pub(crate) spin: Duration,
+    /// Spin budget of callers waiting on handles, shared by all of this rank's handles.
+    pub(crate) spin: Arc<AdaptiveSpin>,
 }
 
 /// Options of one operation beyond its name and data.
@@ -111,7 +111,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox::default()),
             waker: transport.waker(),
-            spin: tuning.spin,
+            spin: Arc::new(AdaptiveSpin::new(tuning.spin)),
         });
         let collectives: Box<dyn Collectives> = match collectives {
             Some(c) => c,
@@ -186,7 +186,7 @@ impl Engine {
                 );
             }
         }
-        let state = HandleState::new(req.name.clone(), self.shared.spin);
+        let state = HandleState::new(req.name.clone(), self.shared.spin.clone());
         let handle = Handle::new(state.clone());
         {
             let mut inbox = self.shared.inbox.lock();

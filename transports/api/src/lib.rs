@@ -29,6 +29,7 @@
 mod error;
 mod local;
 mod op;
+mod spin;
 mod transport;
 
 #[cfg(feature = "conformance")]
@@ -37,4 +38,5 @@ pub mod conformance;
 pub use error::TransportError;
 pub use local::LocalTransport;
 pub use op::{Op, OpKind};
+pub use spin::AdaptiveSpin;
 pub use transport::{Capabilities, Rank, Tag, Transport, Waker, deadline_after};

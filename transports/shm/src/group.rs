@@ -13,12 +13,12 @@
 //! Layout of a segment: a 4 KiB header of counters, each on its own cache line, then
 //! `depth × size` slices of `slice_bytes` (see `allreduce.rs` for what goes where).
 //!
-//! Waiting: a rank spins on a peer's counter for a short while (`spin`), then yields, then
-//! sleeps on the peer's doorbell futex, which the peer rings after every counter update (with
+//! Waiting: a rank spins on a peer's counter for a short while (at most `spin`, less while
+//! recent spins were wasted: `AdaptiveSpin`), then sleeps on the peer's doorbell futex, which the peer rings after every counter update (with
 //! a syscall only when somebody sleeps). While sleeping it wakes every few milliseconds to poll
 //! the peers' sockets, so a dead peer fails the wait quickly and a deadline is never missed by
-//! much. With more ranks than cores the spin phase is dropped, so waiting ranks give their
-//! core to the ranks they wait for.
+//! much. With more ranks than cores the spin phase is dropped and a few yields come before the
+//! sleep, so waiting ranks give their core to the ranks they wait for.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -27,7 +27,7 @@ use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hora_transport::{Rank, TransportError};
+use hora_transport::{AdaptiveSpin, Rank, TransportError};
 use parking::Mutex;
 
 use crate::sys;
@@ -65,7 +65,8 @@ pub struct ShmConfig {
     pub slice_bytes: usize,
     /// Pipeline steps in flight (slots per segment).
     pub depth: usize,
-    /// Busy-poll this long before yielding and sleeping (ignored when oversubscribed).
+    /// Busy-poll at most this long before sleeping (ignored when oversubscribed); the budget
+    /// adapts to how often spinning pays off.
     pub spin: Duration,
     /// Bytes of each point-to-point ring (one per ordered pair; 0 = collectives only).
     pub ring_bytes: usize,
@@ -161,6 +162,8 @@ pub struct ShmGroup {
     ring: usize,
     spin: Duration,
     oversubscribed: bool,
+    /// Spin budget of collective steps (zero when oversubscribed).
+    step_spin: AdaptiveSpin,
     /// `maps[p]` is rank p's segment as mapped here (ours included).
     maps: Vec<sys::Mapping>,
     /// `socks[p]`: the connection to rank p (None for ourselves); it only signals hang-ups.
@@ -381,6 +384,11 @@ impl ShmGroup {
             ring,
             spin: cfg.spin,
             oversubscribed: size > cores,
+            step_spin: AdaptiveSpin::new(if size > cores {
+                Duration::ZERO
+            } else {
+                cfg.spin
+            }),
             maps,
             socks,
             step: Mutex::new(0),
@@ -550,41 +558,21 @@ impl ShmGroup {
             return Ok(());
         }
         let start = Instant::now();
-        let spin_for = if self.oversubscribed {
-            Duration::ZERO
-        } else {
-            self.spin
-        };
-        let mut next_check = start + Duration::from_micros(200);
-        // Phase 1: spin.
-        loop {
-            for _ in 0..128 {
+        // Phase 1: spin, for as long as spinning has recently paid off (see AdaptiveSpin).
+        if self
+            .step_spin
+            .spin(|| ctr.load(Ordering::Acquire) >= target)
+        {
+            return Ok(());
+        }
+        // Phase 2, oversubscribed: yield a few times (cheap when the peer is runnable on our
+        // core). With a core per rank a yield would hand the core to unrelated work instead.
+        if self.oversubscribed {
+            for _ in 0..16 {
+                sys::yield_now();
                 if ctr.load(Ordering::Acquire) >= target {
                     return Ok(());
                 }
-                std::hint::spin_loop();
-            }
-            let now = Instant::now();
-            if now >= next_check {
-                self.check(p, ctr, target, deadline, start)?;
-                next_check = now + Duration::from_micros(200);
-            }
-            let spun = now.duration_since(start);
-            if spun >= spin_for {
-                break;
-            }
-            if spun >= Duration::from_micros(25) {
-                // Past a short pure spin, offer the core between polls: nearly free when
-                // nothing else wants it, and lets the thread we wait for run when it shares
-                // our core (the engine's caller thread spins on its handle meanwhile).
-                sys::yield_now();
-            }
-        }
-        // Phase 2: yield a few times (cheap when the peer is runnable on our core).
-        for _ in 0..if self.oversubscribed { 16 } else { 4 } {
-            sys::yield_now();
-            if ctr.load(Ordering::Acquire) >= target {
-                return Ok(());
             }
         }
         // Phase 3: sleep on the peer's doorbell, waking now and then to check health.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hora_transport::{Op, OpKind, Rank, Tag, Transport, TransportError, Waker};
+use hora_transport::{AdaptiveSpin, Op, OpKind, Rank, Tag, Transport, TransportError, Waker};
 
 use crate::{ShmConfig, ShmGroup};
 
@@ -59,6 +59,10 @@ pub struct ShmTransport {
     group: Arc<ShmGroup>,
     state: Mutex<State>,
     woken: Arc<AtomicBool>,
+    /// Spin budgets of `wait` (data) and `recv_msg` (control), learnt separately: control
+    /// waits often span a whole idle period, data waits a peer's step.
+    wait_spin: AdaptiveSpin,
+    msg_spin: AdaptiveSpin,
 }
 
 impl ShmTransport {
@@ -70,6 +74,11 @@ impl ShmTransport {
         }
         let group = Arc::new(ShmGroup::connect(&cfg)?);
         let n = group.size();
+        let spin = if group.oversubscribed() {
+            Duration::ZERO
+        } else {
+            group.spin()
+        };
         Ok(Self {
             group,
             state: Mutex::new(State {
@@ -78,6 +87,8 @@ impl ShmTransport {
                 stash: (0..n).map(|_| VecDeque::new()).collect(),
             }),
             woken: Arc::new(AtomicBool::new(false)),
+            wait_spin: AdaptiveSpin::new(spin),
+            msg_spin: AdaptiveSpin::new(spin),
         })
     }
 
@@ -331,24 +342,6 @@ impl ShmTransport {
     fn check(&self, peer: Option<Rank>) -> Result<(), TransportError> {
         self.group.check_health(peer.unwrap_or(usize::MAX))
     }
-
-    fn spin_limit(&self) -> Duration {
-        if self.group.oversubscribed() {
-            Duration::ZERO
-        } else {
-            self.group.spin()
-        }
-    }
-}
-
-/// One poll of a spin wait: a pure spin at first, then a yield, so a waiter past its first
-/// microseconds lets the thread it waits for run if they share a core.
-fn pause(start: Instant) {
-    if start.elapsed() < Duration::from_micros(25) {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
-    }
 }
 
 fn length_error(peer: Rank, tag: Tag, got: usize, want: usize) -> TransportError {
@@ -392,10 +385,7 @@ impl Transport for ShmTransport {
                     what: format!("{:?}", op.map(|o| (o.kind(), o.tag()))),
                 });
             }
-            if now.duration_since(start) < self.spin_limit() {
-                while self.group.inbox_value() == bell && start.elapsed() < self.spin_limit() {
-                    pause(start);
-                }
+            if self.wait_spin.spin(|| self.group.inbox_value() != bell) {
                 continue;
             }
             if let Err(e) = self.check(pending) {
@@ -452,14 +442,12 @@ impl Transport for ShmTransport {
                 return Ok(None);
             }
             let now = Instant::now();
-            if now.duration_since(start) < self.spin_limit() && now < deadline {
-                // Spin until the bell changes: a message or a wake-up is usually close.
-                while self.group.inbox_value() == bell
-                    && !self.woken.load(Ordering::Acquire)
-                    && start.elapsed() < self.spin_limit()
-                {
-                    pause(start);
-                }
+            // A message or a wake-up is usually close when the job is busy.
+            if now < deadline
+                && self
+                    .msg_spin
+                    .spin(|| self.group.inbox_value() != bell || self.woken.load(Ordering::Acquire))
+            {
                 continue;
             }
             self.check(from)?;
