@@ -1,4 +1,5 @@
-//! Making connections: the accept loop (tokio, on its own thread) and dialing on first use.
+//! Making connections: the accept loop (tokio, on its own thread) and dialing, on first use,
+//! ahead of use (`connect_to`), or to check on a peer a wait has heard nothing from.
 //!
 //! How duplicates are resolved. Both ranks of a pair may dial each other at the same moment.
 //! After the handshake the acceptor answers one verdict byte, `A` (this connection is the pair's
@@ -177,6 +178,10 @@ pub(crate) fn ensure_connected(
     let mut st = slot.state.lock();
     st.connecting = false;
     slot.changed.notify_all();
+    if let Err(TransportError::ConnectionLost { detail, .. }) = &dialed {
+        // The peer is gone for good: later operations on it fail at once, like after a hang-up.
+        st.mark_lost(detail.clone());
+    }
     match dialed {
         Ok(Some(conn)) => {
             inner.check_aborted()?;
@@ -259,7 +264,21 @@ fn dial(
             }
         }
     })?;
-    let mut stream = TcpStream::connect_timeout(&addr, remaining()?).map_err(io)?;
+    let mut stream = TcpStream::connect_timeout(&addr, remaining()?).map_err(|e| {
+        // The address was published by the peer's own listener, which lives as long as its
+        // transport: a refusal means the process has exited (or dropped its transport).
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            TransportError::ConnectionLost {
+                peer,
+                detail: format!(
+                    "nothing listens at rank {peer}'s address {addr} any more (connection \
+                     refused): it has exited"
+                ),
+            }
+        } else {
+            io(e)
+        }
+    })?;
     let left = remaining()?;
     stream.set_read_timeout(Some(left)).map_err(io)?;
     stream.set_write_timeout(Some(left)).map_err(io)?;

@@ -8,6 +8,7 @@
 //!   sends to the other (no full mesh at start-up). Every connection proves the job secret both
 //!   ways ([`handshake`]) before anything else crosses it; strangers are logged and dropped. When
 //!   both ranks dial at once, the lower rank's connection wins (see the `connect` module).
+//!   [`TcpTransport::connect_to`] dials ahead of use (hora's ranks dial rank 0 at init).
 //! - **Accepting** runs on a current-thread tokio runtime on its own thread; each handshake runs
 //!   with a timeout on tokio's blocking pool, so a silent stranger cannot stall real peers.
 //! - **Moving bytes** does not involve tokio or any other thread: `progress` and `wait` do
@@ -24,9 +25,12 @@
 //! - **Failures.** A closed or reset connection fails every operation involving that peer with
 //!   `ConnectionLost` (after delivering what had fully arrived), and `recv_msg(None, ..)` fails
 //!   when any peer is lost, so a coordinator notices a dead rank; `abort` shuts every socket
-//!   down so peers notice at once; every wait honours its deadline.
+//!   down so peers notice at once; every wait honours its deadline. A rank that died before
+//!   anyone connected to it has no socket to hang up: a wait for bytes from a peer without a
+//!   connection dials it after a second, and a refused dial (its listener is gone) is
+//!   `ConnectionLost` naming it, remembered like a hang-up.
 //! - **Caveats.** Dialing happens inside the first `progress`/`wait`/`send_msg` that needs the
-//!   peer, so that call may block for up to [`TcpConfig::connect_timeout`] (or the wait's
+//!   peer (or a wait that has waited a second to receive from it), so that call may block for up to [`TcpConfig::connect_timeout`] (or the wait's
 //!   deadline). A send op started by `progress` owns its connection's outgoing stream until it
 //!   completes: later `send_msg` bytes to that peer queue behind it, and a call that sends to
 //!   that peer *without* the op declares the connection lost rather than corrupt the stream.

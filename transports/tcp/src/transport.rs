@@ -5,7 +5,9 @@
 //! (readable always, writable while sends are unfinished) plus the transport's eventfd: for
 //! `spin` it busy-polls them with a zero-timeout `ppoll(2)` (hinting the CPU, and yielding every
 //! other round so oversubscribed ranks share cores), then sleeps in `ppoll` until one is ready
-//! or the deadline passes, and starts over with another progress round. The eventfd is rung by the accept loop when a connection
+//! or the deadline passes, and starts over with another progress round. Once, after
+//! [`PROBE_AFTER`], it dials the peers it receives from but has no connection to (a dead one
+//! refuses). The eventfd is rung by the accept loop when a connection
 //! arrives, by [`Waker`]s, and by `abort`, so no sleeper misses those. No lock is held while
 //! sleeping.
 
@@ -31,6 +33,11 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// cores) make progress; measured on a loaded 2-core VM, yielding often also gave the best
 /// round trips, and on an idle machine a yield with nothing else runnable costs well under 1 µs.
 const YIELD_EVERY: u32 = 2;
+
+/// A wait that expects bytes from a peer it has no connection to dials that peer itself once
+/// it has waited this long: a live peer just gets its connection a little earlier, a dead
+/// one's refusal fails the wait at once instead of at its deadline (see [`Inner::probe`]).
+const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 /// What `recv_msg` returns: a message and its sender, or `None` when woken.
 type Received = Option<(Rank, Vec<u8>)>;
@@ -114,6 +121,40 @@ impl Inner {
         }
         self.flush_backlog(None)?;
         Ok(ops.iter().all(Op::is_complete))
+    }
+
+    /// Dials `peer` if no connection to it exists yet, so a wait on a rank that died before
+    /// anyone contacted it ends now, naming it (a refused dial is `ConnectionLost`), rather
+    /// than at the deadline. A dial that gets no answer at all proves nothing: the wait goes
+    /// on until its own deadline, as it would have.
+    fn probe(&self, peer: Rank, deadline: Instant) -> Result<(), TransportError> {
+        {
+            let st = self.slots[peer].state.lock();
+            if st.conn.is_some() || st.lost.is_some() {
+                return Ok(());
+            }
+        }
+        tracing::debug!(
+            rank = self.rank,
+            peer,
+            "dialing a peer we wait on but never heard from"
+        );
+        let by = deadline.min(Instant::now() + self.config.connect_timeout);
+        match ensure_connected(self, peer, by) {
+            Err(TransportError::Timeout { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// [`Self::probe`]s every peer an unfinished receive of `ops` waits on.
+    fn probe_receives(&self, ops: &[Op<'_>], deadline: Instant) -> Result<(), TransportError> {
+        for (i, op) in ops.iter().enumerate() {
+            let waits = |o: &Op<'_>| o.kind() == OpKind::Recv && !o.is_complete();
+            if waits(op) && !ops[..i].iter().any(|o| o.peer() == op.peer() && waits(o)) {
+                self.probe(op.peer(), deadline)?;
+            }
+        }
+        Ok(())
     }
 
     /// Pushes out `send_msg` bytes still waiting on any connection.
@@ -304,6 +345,14 @@ impl TcpTransport {
         Ok(transport)
     }
 
+    /// Connects to `peer` now instead of on first use (waiting for its address until
+    /// `deadline`), so a hang-up of `peer` is seen from the start even if nothing was sent yet:
+    /// hora's ranks connect to rank 0, the coordinator, during init. Idempotent.
+    pub fn connect_to(&self, peer: Rank, deadline: Instant) -> Result<(), TransportError> {
+        self.inner.check_peer(peer)?;
+        ensure_connected(&self.inner, peer, deadline)
+    }
+
     /// The address this rank listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -346,13 +395,20 @@ impl Transport for TcpTransport {
         let inner = &*self.inner;
         let start = Instant::now();
         let dial_by = deadline.min(start + inner.config.connect_timeout);
+        let mut probe_at = Some(start + PROBE_AFTER);
         let mut fds = Vec::new();
         loop {
             if inner.progress_round(ops, dial_by)? {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(Self::timeout(ops, start));
+            }
+            if probe_at.is_some_and(|t| now >= t) {
+                probe_at = None;
+                inner.probe_receives(ops, deadline)?;
+                continue;
             }
             fds.clear();
             fds.push(inner.bell_fd());
@@ -402,17 +458,28 @@ impl Transport for TcpTransport {
             inner.check_peer(p)?;
         }
         let start = Instant::now();
+        // Only a wait on one peer probes it; a coordinator listening to everyone relies on
+        // the other ranks having connected to it (see `connect_to`).
+        let mut probe_at = from.map(|p| (p, start + PROBE_AFTER));
         let mut fds = Vec::new();
         loop {
             if let Some(got) = inner.try_recv_msg(from, tag)? {
                 return Ok(got);
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(TransportError::Timeout {
                     peer: from,
                     after: start.elapsed(),
                     what: format!("a message with {tag:?}"),
                 });
+            }
+            if let Some((peer, at)) = probe_at
+                && now >= at
+            {
+                probe_at = None;
+                inner.probe(peer, deadline)?;
+                continue;
             }
             fds.clear();
             fds.push(inner.bell_fd());

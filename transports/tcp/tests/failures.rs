@@ -34,11 +34,126 @@ fn a_refused_connection_names_the_peer() {
             deadline_after(Duration::from_secs(10)),
         )
         .unwrap_err();
+    // Nothing listens at a published address only once its rank is gone.
     assert!(
-        matches!(err, TransportError::Io { peer: Some(1), .. }),
+        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
         "{err:?}"
     );
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// Rank 1 of a 3-rank job is gone before anyone connected to it (its transport dropped: the
+/// listener closes, as when the process dies). Returns ranks 0 and 2.
+fn job_with_rank_1_dead() -> (TcpTransport, TcpTransport) {
+    let mut ranks = job(3);
+    let rank2 = ranks.pop().unwrap();
+    drop(ranks.pop()); // rank 1
+    (ranks.pop().unwrap(), rank2)
+}
+
+#[test]
+fn a_wait_to_receive_from_a_rank_dead_before_first_contact_fails_fast_naming_it() {
+    let (rank0, _rank2) = job_with_rank_1_dead();
+    let start = Instant::now();
+    let mut inbox = [0u8; 8];
+    let err = rank0
+        .wait(
+            &mut [Op::recv(1, Tag::new(7, 0), &mut inbox)],
+            deadline_after(Duration::from_secs(60)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?} (deadline 60 s)",
+        start.elapsed()
+    );
+    // The loss is remembered: a send fails at once, without dialing again.
+    let err = rank0.send_msg(1, Tag::new(7, 1), b"x").unwrap_err();
+    assert!(
+        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_recv_msg_from_a_rank_dead_before_first_contact_fails_fast_naming_it() {
+    let (rank0, _rank2) = job_with_rank_1_dead();
+    let start = Instant::now();
+    let err = rank0
+        .recv_msg(
+            Some(1),
+            Tag::new(7, 0),
+            deadline_after(Duration::from_secs(60)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?} (deadline 60 s)",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_receiver_that_waits_long_on_a_live_silent_rank_still_gets_its_data() {
+    let ranks = job(2);
+    let dl = deadline_after(Duration::from_secs(30));
+    thread::scope(|s| {
+        let (rank0, rank1) = (&ranks[0], &ranks[1]);
+        s.spawn(move || {
+            // Long enough for rank 0's wait to dial us first.
+            thread::sleep(Duration::from_millis(2500));
+            rank1.send(0, Tag::new(8, 0), b"late", dl).unwrap();
+            rank1.send_msg(0, Tag::new(8, 1), b"later").unwrap();
+        });
+        let mut inbox = [0u8; 4];
+        rank0.recv(1, Tag::new(8, 0), &mut inbox, dl).unwrap();
+        assert_eq!(&inbox, b"late");
+        assert_eq!(
+            rank0.recv_msg(Some(1), Tag::new(8, 1), dl).unwrap(),
+            Some((1, b"later".to_vec()))
+        );
+    });
+}
+
+#[test]
+fn connect_to_lets_a_coordinator_notice_a_rank_that_never_sent_anything() {
+    let mut ranks = job(3);
+    let dl = deadline_after(Duration::from_secs(20));
+    for t in &ranks[1..] {
+        t.connect_to(0, dl).unwrap();
+        t.connect_to(0, dl).unwrap(); // idempotent
+    }
+    let rank2 = ranks.pop().unwrap();
+    let coordinator = &ranks[0];
+    thread::scope(|s| {
+        s.spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            drop(rank2);
+        });
+        let start = Instant::now();
+        let err = coordinator.recv_msg(None, Tag::new(9, 0), dl).unwrap_err();
+        assert!(
+            matches!(err, TransportError::ConnectionLost { peer: 2, .. }),
+            "{err:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            start.elapsed()
+        );
+    });
+    assert!(matches!(
+        ranks[1].connect_to(1, dl),
+        Err(TransportError::InvalidPeer { peer: 1, .. })
+    ));
 }
 
 #[test]
