@@ -43,6 +43,10 @@ pub(crate) struct MpiPlan {
     pub(crate) extra_env: Vec<(String, String)>,
     /// `--mpi-args`, placed before the command.
     pub(crate) extra_args: Vec<String>,
+    /// Options for the ssh that mpirun starts its remote daemons with (see [`ssh_options`]).
+    pub(crate) ssh: Vec<String>,
+    /// Whether the user gave an ssh flag (`-p`, `-i`, `--ssh-config-file`).
+    pub(crate) ssh_given: bool,
 }
 
 impl MpiPlan {
@@ -60,6 +64,56 @@ impl MpiPlan {
         }
         Some(out)
     }
+}
+
+/// horovodrun's ssh flags as options for mpirun's own ssh, which reaches the other hosts:
+/// the user's port, key and config file, plus no password prompt and the start timeout for the
+/// connection, so an unreachable host fails the job instead of stalling it.
+pub(crate) fn ssh_options(
+    port: Option<u16>,
+    identity: Option<&Path>,
+    config: Option<&Path>,
+    connect_timeout_secs: u64,
+) -> Result<Vec<String>, String> {
+    let mut o = Vec::new();
+    // mpirun splits these options at whitespace before it runs ssh.
+    let mut path = |flag: &str, what: &str, p: &Path| match p.to_str() {
+        Some(s) if !s.is_empty() && !s.contains(char::is_whitespace) => {
+            o.push(flag.to_owned());
+            o.push(s.to_owned());
+            Ok(())
+        }
+        _ => Err(format!(
+            "--mpi: the {what} path {} has whitespace (or is not UTF-8), which mpirun cannot \
+             hand to ssh; use a path without it",
+            p.display()
+        )),
+    };
+    if let Some(c) = config {
+        path("-F", "--ssh-config-file", c)?;
+    }
+    if let Some(i) = identity {
+        path("-i", "--ssh-identity-file", i)?;
+    }
+    if let Some(p) = port {
+        o.push("-p".to_owned());
+        o.push(p.to_string());
+    }
+    o.extend([
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-o".to_owned(),
+        format!("ConnectTimeout={}", connect_timeout_secs.max(1)),
+    ]);
+    Ok(o)
+}
+
+/// Whether `--mpi-args` sets the MCA parameter `key` itself (Open MPI refuses one set twice
+/// with different values, so ours then steps aside).
+fn user_sets_mca(extra: &[String], key: &str) -> bool {
+    extra
+        .windows(2)
+        .any(|w| matches!(w[0].as_str(), "--mca" | "-mca") && w[1] == key)
 }
 
 /// `mpirun` from `HORA_MPIRUN`, else the first `mpirun` on `PATH`.
@@ -198,10 +252,20 @@ pub(crate) fn arguments(
             }
             if let Some(nic) = &plan.nic {
                 for key in ["btl_tcp_if_include", "oob_tcp_if_include"] {
-                    push("--mca");
-                    push(key);
-                    push(nic);
+                    if !user_sets_mca(&plan.extra_args, key) {
+                        push("--mca");
+                        push(key);
+                        push(nic);
+                    }
                 }
+            }
+            if plan.hosts.is_some()
+                && !plan.ssh.is_empty()
+                && !user_sets_mca(&plan.extra_args, "plm_rsh_args")
+            {
+                push("--mca");
+                push("plm_rsh_args");
+                push(&plan.ssh.join(" "));
             }
             for n in env_names {
                 push("-x");
@@ -214,10 +278,23 @@ pub(crate) fn arguments(
             if let Some(hosts) = &plan.hosts {
                 push("-hosts");
                 push(&host_list(hosts));
+                // The other hosts' proxies connect back to this name, by default this
+                // machine's hostname, which they may not resolve (or resolve to an address
+                // they cannot reach); the address that routes to them works.
+                if !plan.extra_args.iter().any(|a| a == "-localhost") {
+                    push("-localhost");
+                    push(&plan.listen_ip.to_string());
+                }
             }
             if let Some(nic) = &plan.nic {
                 push("-iface");
                 push(nic);
+            }
+            // Its options go in HYDRA_LAUNCHER_EXTRA_ARGS (`mpirun_env`): MPICH's Hydra has
+            // no flag for them.
+            if hydra_ssh(plan) {
+                push("-launcher");
+                push("ssh");
             }
             if !user_binds {
                 push("-bind-to");
@@ -233,6 +310,29 @@ pub(crate) fn arguments(
     a.extend(plan.extra_args.iter().map(OsString::from));
     a.extend(plan.command.iter().cloned());
     a
+}
+
+/// Whether Hydra is told to start its proxies with ssh and our ssh options. Only when the user
+/// gave ssh flags: forcing ssh would override Hydra's own choice (Slurm's launcher inside an
+/// allocation), and the options would then go to `srun`.
+fn hydra_ssh(plan: &MpiPlan) -> bool {
+    plan.hosts.is_some()
+        && plan.ssh_given
+        && !plan.extra_args.iter().any(|a| {
+            ["-launcher", "--launcher", "-bootstrap", "--bootstrap"]
+                .iter()
+                .any(|f| a.starts_with(f))
+        })
+}
+
+/// Variables for mpirun itself (not forwarded to the ranks): Hydra's ssh options, unless the
+/// user set them (`user_set`).
+pub(crate) fn mpirun_env(flavor: Flavor, plan: &MpiPlan, user_set: bool) -> Vec<(String, String)> {
+    if flavor == Flavor::Hydra && hydra_ssh(plan) && !user_set {
+        vec![("HYDRA_LAUNCHER_EXTRA_ARGS".to_owned(), plan.ssh.join(" "))]
+    } else {
+        Vec::new()
+    }
 }
 
 fn host_list(hosts: &[(String, u32)]) -> String {
@@ -283,7 +383,17 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
             return 1;
         }
     };
-    let mut child = match Command::new(&mpirun).args(&args).envs(env).spawn() {
+    let own = mpirun_env(
+        flavor,
+        plan,
+        std::env::var_os("HYDRA_LAUNCHER_EXTRA_ARGS").is_some(),
+    );
+    let mut child = match Command::new(&mpirun)
+        .args(&args)
+        .envs(env)
+        .envs(own)
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("horovodrun: cannot start {}: {e}", mpirun.display());
@@ -334,6 +444,8 @@ mod tests {
             start_timeout_secs: 30,
             extra_env: vec![("HOROVOD_CYCLE_TIME".into(), "2".into())],
             extra_args: Vec::new(),
+            ssh: Vec::new(),
+            ssh_given: false,
         }
     }
 
@@ -398,6 +510,8 @@ mod tests {
                 "3",
                 "-hosts",
                 "node1:2,node2:1",
+                "-localhost",
+                "127.0.0.1",
                 "-bind-to",
                 "none",
                 "-prepend-rank",
@@ -457,6 +571,113 @@ mod tests {
         assert_eq!(get("HOROVOD_GLOO_TIMEOUT_SECONDS"), Some("30"));
         assert_eq!(get("PATH"), None, "mpirun passes PATH itself");
         assert_eq!(get("HORA_MPIRUN"), None);
+    }
+
+    #[test]
+    fn ssh_flags_become_options_for_mpiruns_ssh() {
+        let o = ssh_options(
+            Some(2222),
+            Some(Path::new("/k/id")),
+            Some(Path::new("/k/cfg")),
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            o.join(" "),
+            "-F /k/cfg -i /k/id -p 2222 -o BatchMode=yes -o ConnectTimeout=7"
+        );
+        assert_eq!(
+            ssh_options(None, None, None, 30).unwrap().join(" "),
+            "-o BatchMode=yes -o ConnectTimeout=30"
+        );
+        let e = ssh_options(None, Some(Path::new("/my keys/id")), None, 30).unwrap_err();
+        assert!(
+            e.contains("--ssh-identity-file") && e.contains("/my keys/id"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn open_mpi_multi_host_gets_ssh_options_and_interface() {
+        let hosts = Some(vec![("a".to_owned(), 2), ("b".to_owned(), 2)]);
+        let mut p = plan(hosts, 4);
+        p.ssh = ssh_options(None, Some(Path::new("/k/id")), None, 9).unwrap();
+        p.nic = Some("eth0".into());
+        let a = strings(arguments(Flavor::OpenMpi, &p, &[], true, 2));
+        let mca = |key: &str| {
+            a.windows(3)
+                .filter(|w| w[0] == "--mca" && w[1] == key)
+                .map(|w| w[2].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            mca("plm_rsh_args"),
+            ["-i /k/id -o BatchMode=yes -o ConnectTimeout=9"],
+            "{a:?}"
+        );
+        assert_eq!(mca("btl_tcp_if_include"), ["eth0"], "{a:?}");
+        assert_eq!(mca("oob_tcp_if_include"), ["eth0"], "{a:?}");
+        assert!(!a.iter().any(|s| s == "--oversubscribe"), "{a:?}");
+        // A local job starts no daemon over ssh.
+        let mut local = plan(None, 2);
+        local.ssh = p.ssh.clone();
+        let a = strings(arguments(Flavor::OpenMpi, &local, &[], false, 2));
+        assert!(!a.iter().any(|s| s == "plm_rsh_args"), "{a:?}");
+    }
+
+    #[test]
+    fn the_users_mca_settings_replace_ours() {
+        let hosts = Some(vec![("a".to_owned(), 1), ("b".to_owned(), 1)]);
+        let mut p = plan(hosts, 2);
+        p.ssh = ssh_options(None, None, None, 9).unwrap();
+        p.nic = Some("eth0".into());
+        p.extra_args = "--mca plm_rsh_args -q -mca btl_tcp_if_include 10.0.0.0/8"
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let a = strings(arguments(Flavor::OpenMpi, &p, &[], false, 2));
+        let count = |key: &str| a.iter().filter(|s| *s == key).count();
+        assert_eq!(count("plm_rsh_args"), 1, "{a:?}");
+        assert_eq!(count("btl_tcp_if_include"), 1, "{a:?}");
+        assert_eq!(count("oob_tcp_if_include"), 1, "{a:?}");
+        assert!(!a.iter().any(|s| s.contains("BatchMode")), "{a:?}");
+    }
+
+    #[test]
+    fn hydra_uses_ssh_options_only_when_given() {
+        let hosts = Some(vec![("a".to_owned(), 1), ("b".to_owned(), 1)]);
+        let mut p = plan(hosts, 2);
+        p.ssh = ssh_options(Some(2200), None, None, 9).unwrap();
+        let a = strings(arguments(Flavor::Hydra, &p, &[], false, 2));
+        assert!(!a.iter().any(|s| s == "-launcher"), "{a:?}");
+        assert!(mpirun_env(Flavor::Hydra, &p, false).is_empty());
+        p.ssh_given = true;
+        let a = strings(arguments(Flavor::Hydra, &p, &[], false, 2));
+        let i = a.iter().position(|s| s == "-launcher").expect("-launcher");
+        assert_eq!(a[i + 1], "ssh");
+        assert_eq!(
+            mpirun_env(Flavor::Hydra, &p, false),
+            [(
+                "HYDRA_LAUNCHER_EXTRA_ARGS".to_owned(),
+                "-p 2200 -o BatchMode=yes -o ConnectTimeout=9".to_owned()
+            )]
+        );
+        assert!(
+            mpirun_env(Flavor::Hydra, &p, true).is_empty(),
+            "the user's own"
+        );
+        assert!(mpirun_env(Flavor::OpenMpi, &p, false).is_empty());
+        // The user's launcher choice stands, and so does their -localhost.
+        p.extra_args = vec![
+            "-launcher".into(),
+            "slurm".into(),
+            "-localhost".into(),
+            "n0".into(),
+        ];
+        let a = strings(arguments(Flavor::Hydra, &p, &[], false, 2));
+        assert_eq!(a.iter().filter(|s| *s == "-launcher").count(), 1, "{a:?}");
+        assert_eq!(a.iter().filter(|s| *s == "-localhost").count(), 1, "{a:?}");
+        assert!(mpirun_env(Flavor::Hydra, &p, false).is_empty());
     }
 
     #[test]

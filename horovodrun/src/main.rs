@@ -121,28 +121,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if args.mpi {
-        // mpirun reaches the other hosts itself (its own ssh), so no ssh check here.
-        let plan = launch_mpi::MpiPlan {
-            command: args.command.clone(),
-            np,
-            hosts: launch_mpi::MpiPlan::hosts_of(&slots),
-            listen_ip,
-            nic: args.network_interface.clone(),
-            start_timeout_secs: args.start_timeout,
-            extra_env: extra_env(&args),
-            extra_args: args
-                .mpi_args
-                .as_deref()
-                .unwrap_or("")
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
-        };
-        ssh.close();
-        let code = launch_mpi::run(&plan, &secret);
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
-    }
+    // mpirun's own ssh reaches the other hosts, with these options from our ssh flags.
+    let mpi_ssh = if args.mpi {
+        match launch_mpi::ssh_options(
+            args.ssh_port,
+            args.ssh_identity_file.as_deref(),
+            args.ssh_config_file.as_deref(),
+            args.start_timeout,
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                ssh.close();
+                return usage(&e);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    // Also before mpirun, as Horovod does: a host that does not answer is named here, where
+    // mpirun would print a generic daemon failure (Open MPI) or hang (MPICH's Hydra).
     if !remote_hosts.is_empty() {
         let bad =
             launch_ssh::unreachable(&ssh, &remote_hosts, Duration::from_secs(args.start_timeout));
@@ -160,6 +157,32 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
         tracing::info!(hosts = ?remote_hosts, "every host answered ssh");
+    }
+
+    if args.mpi {
+        let plan = launch_mpi::MpiPlan {
+            command: args.command.clone(),
+            np,
+            hosts: launch_mpi::MpiPlan::hosts_of(&slots),
+            listen_ip,
+            nic: args.network_interface.clone(),
+            start_timeout_secs: args.start_timeout,
+            extra_env: extra_env(&args),
+            extra_args: args
+                .mpi_args
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            ssh: mpi_ssh,
+            ssh_given: args.ssh_port.is_some()
+                || args.ssh_identity_file.is_some()
+                || args.ssh_config_file.is_some(),
+        };
+        ssh.close();
+        let code = launch_mpi::run(&plan, &secret);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
 
     let plan = launch_local::Plan {

@@ -1,5 +1,7 @@
 //! Helpers for the multi-process tests: find the binaries, run a job, read its output.
 
+pub mod netns;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -382,3 +382,8 @@ fn mpirun_selects_mpi_unless_told_gloo() {
         );
     }
 }
+
+/// `horovodrun --mpi` across two network-namespace hosts.
+#[cfg(feature = "mpi")]
+#[path = "mpirun/multihost.rs"]
+mod multihost;

@@ -1,0 +1,357 @@
+//! `horovodrun --mpi` across hosts: two network-namespace "hosts" (`hora_tests::netns`: own
+//! address, hostname and sshd each) with two ranks on each, started by the real mpirun, which
+//! reaches them over ssh with horovodrun's ssh flags. The ranks run real collectives over the
+//! MPI transport and say where they ran, so the test sees that ranks on different hosts worked
+//! together; a rank that fails on the remote host must end the job, named, leaving nothing
+//! behind.
+//!
+//! Open MPI only: MPICH's Hydra is left to the single-host tests for now. Skips, saying why,
+//! without root, the namespace tools or an Open MPI mpirun.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hora_tests::netns::{Cluster, sh};
+use hora_tests::{hora_rank, horovodrun};
+
+/// Generous: a loaded 2-core machine may run other test binaries at the same time.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// One cluster at a time: each job uses every core.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Open MPI mpirun horovodrun would use (`HORA_MPIRUN`, else `mpirun` on `PATH`), or why
+/// this test skips.
+fn open_mpi() -> Result<PathBuf, String> {
+    let path = match std::env::var_os("HORA_MPIRUN").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .map(|d| d.join("mpirun"))
+                .find(|p| p.exists())
+                .ok_or("mpirun is not installed")?
+        }
+    };
+    let out = Command::new(&path)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if String::from_utf8_lossy(&out.stdout).contains("Open MPI") {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is not Open MPI's mpirun (the multi-host test covers Open MPI only)",
+            path.display()
+        ))
+    }
+}
+
+/// A two-host cluster and Open MPI's mpirun, or a skip.
+macro_rules! setup_or_skip {
+    () => {{
+        let mpirun = match open_mpi() {
+            Ok(p) => p,
+            Err(why) => {
+                eprintln!("SKIPPED: multi-host horovodrun --mpi: {why}");
+                return;
+            }
+        };
+        match Cluster::new(2) {
+            Ok(c) => (c, mpirun),
+            Err(why) => {
+                eprintln!("SKIPPED: multi-host horovodrun --mpi: {why}");
+                return;
+            }
+        }
+    }};
+}
+
+/// The arguments of `horovodrun --mpi -np 4 -H hostA:2,hostB:2` with the cluster's ssh files.
+fn mpi_args(c: &Cluster) -> Vec<OsString> {
+    let mut a: Vec<OsString> = ["--mpi", "-np", "4", "-H", &c.hosts_arg(&[2, 2])]
+        .map(OsString::from)
+        .to_vec();
+    a.push("--ssh-config-file".into());
+    a.push(c.ssh_config().into());
+    a.push("-i".into());
+    a.push(c.identity().into());
+    a
+}
+
+/// `sh -c` that prints where the rank runs (hostname, network namespace), then becomes
+/// `program args...`.
+fn placed(program: impl Into<OsString>, args: &[&str]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![
+        "sh".into(),
+        "-c".into(),
+        "echo \"rank $OMPI_COMM_WORLD_RANK on $(hostname) in netns $(ip netns identify)\"; \
+         exec \"$0\" \"$@\""
+            .into(),
+        program.into(),
+    ];
+    a.extend(args.iter().map(OsString::from));
+    a
+}
+
+/// A finished job: exit code, stdout and stderr together, and wall time.
+struct Ran {
+    code: Option<i32>,
+    out: String,
+    took: Duration,
+}
+
+/// Runs `cmd` to completion, killing it (and failing the test) past `limit`.
+fn run(mut cmd: Command, limit: Duration) -> Ran {
+    let start = Instant::now();
+    let dir = std::env::temp_dir().join(format!(
+        "hora-multihost-mpi-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let (o, e) = (dir.join("out"), dir.join("err"));
+    cmd.stdin(Stdio::null())
+        .stdout(std::fs::File::create(&o).expect("out file"))
+        .stderr(std::fs::File::create(&e).expect("err file"));
+    let mut child = cmd.spawn().expect("spawn");
+    let read = || {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&o).unwrap_or_default(),
+            std::fs::read_to_string(&e).unwrap_or_default()
+        )
+    };
+    let code = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}; output:\n{}", read());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = untagged(&read());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ran {
+        code,
+        out,
+        took: start.elapsed(),
+    }
+}
+
+/// `text` without Open MPI's `--tag-output` prefixes (`[1,3]<stderr>:`). mpirun tags each
+/// chunk it reads from a rank, and Rust's unbuffered `eprintln!` writes a formatted line in
+/// several pieces, so one line can arrive as `rank [1,3]<stderr>:3[1,3]<stderr>:: ...`.
+fn untagged(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("[1,") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 3..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let tail = &after[digits..];
+        match ["]<stdout>:", "]<stderr>:"]
+            .iter()
+            .find(|t| digits > 0 && tail.starts_with(**t))
+        {
+            Some(t) => rest = &tail[t.len()..],
+            None => {
+                out.push_str("[1,");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn tags_are_removed_even_inside_a_line() {
+    assert_eq!(
+        untagged("[1,3]<stderr>:rank [1,3]<stderr>:3[1,3]<stderr>:: x\n[1,0]<stdout>:[1,a] ok\n"),
+        "rank 3: x\n[1,a] ok\n"
+    );
+}
+
+/// Ranks 0 and 1 ran on the first host, 2 and 3 on the second.
+fn assert_placed_on_both_hosts(c: &Cluster, ran: &Ran) {
+    for rank in 0..4 {
+        let ns = &c.hosts[rank / 2].ns;
+        let want = format!("rank {rank} on {ns} in netns {ns}");
+        assert!(
+            ran.out.lines().any(|l| l.ends_with(&want)),
+            "rank {rank} did not run on host {ns}:\n{}",
+            ran.out
+        );
+    }
+}
+
+/// The engine's collectives (every op, ragged sizes, join) with two ranks on each of two
+/// hosts, over the MPI transport (insisted on, so a fallback to TCP fails), then hora's ring
+/// over MPI point-to-point messages: the conformance table.
+#[test]
+fn two_hosts_with_two_ranks_each_run_collectives_over_mpi() {
+    let _g = serial();
+    let (c, mpirun) = setup_or_skip!();
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(mpi_args(&c))
+        .args(["-x", "HOROVOD_CONTROLLER=mpi"])
+        .args(placed(hora_rank(), &["collectives"]))
+        .env("HORA_MPIRUN", &mpirun);
+    let ran = run(cmd, LIMIT);
+    assert_eq!(ran.code, Some(0), "engine collectives:\n{}", ran.out);
+    assert_placed_on_both_hosts(&c, &ran);
+    for rank in 0..4 {
+        assert!(
+            ran.out.contains(&format!("rank {rank}: collectives OK")),
+            "rank {rank} did not pass:\n{}",
+            ran.out
+        );
+    }
+    eprintln!("engine collectives on 2 hosts x 2 ranks: {:?}", ran.took);
+
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(mpi_args(&c))
+        .args(placed(
+            env!("CARGO_BIN_EXE_hora-mpi-collectives"),
+            &["ring"],
+        ))
+        .env("HORA_MPIRUN", &mpirun);
+    let ran = run(cmd, LIMIT);
+    assert_eq!(ran.code, Some(0), "conformance (ring):\n{}", ran.out);
+    assert_placed_on_both_hosts(&c, &ran);
+    for rank in 0..4 {
+        assert!(
+            ran.out
+                .contains(&format!("rank {rank}: collectives conformance (ring) OK")),
+            "rank {rank} did not pass:\n{}",
+            ran.out
+        );
+    }
+    eprintln!("conformance (ring) on 2 hosts x 2 ranks: {:?}", ran.took);
+    c.assert_no_orphans(Duration::from_secs(10));
+}
+
+/// Launched on the first host itself, as on a cluster's head node, with
+/// `--network-interface eth0` (the same name on every host): mpirun gets it as Open MPI's
+/// `btl_tcp_if_include`/`oob_tcp_if_include`, and the ranks connect as `hora::init` does.
+#[test]
+fn network_interface_on_a_head_node_carries_the_job() {
+    let _g = serial();
+    let (c, mpirun) = setup_or_skip!();
+    let mut cmd = c.on_host(0, horovodrun());
+    cmd.args(mpi_args(&c))
+        .args(["--network-interface", "eth0", "--verbose"])
+        .args(placed(env!("CARGO_BIN_EXE_hora-conformance"), &[]))
+        .env("HORA_MPIRUN", &mpirun);
+    let ran = run(cmd, LIMIT);
+    assert_eq!(ran.code, Some(0), "{}", ran.out);
+    assert!(
+        ran.out.contains("\"btl_tcp_if_include\", \"eth0\"")
+            && ran.out.contains("\"oob_tcp_if_include\", \"eth0\""),
+        "the interface did not reach mpirun:\n{}",
+        ran.out
+    );
+    assert_placed_on_both_hosts(&c, &ran);
+    for rank in 0..4 {
+        assert!(
+            ran.out
+                .contains(&format!("rank {rank}: collectives conformance over mpi OK")),
+            "rank {rank} did not pass over MPI:\n{}",
+            ran.out
+        );
+    }
+    c.assert_no_orphans(Duration::from_secs(10));
+}
+
+/// A rank on the remote host that fails inside a collective (its peers blocked in MPI), or
+/// dies on a signal, ends the whole job, named, and nothing is left on either host.
+#[test]
+fn a_rank_failing_on_the_remote_host_ends_the_job() {
+    let _g = serial();
+    let (c, mpirun) = setup_or_skip!();
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(mpi_args(&c))
+        .args(["-x", "HORA_CONFORMANCE_FAIL=3"])
+        .arg(env!("CARGO_BIN_EXE_hora-mpi-collectives"))
+        .arg("native")
+        .env("HORA_MPIRUN", &mpirun);
+    let ran = run(cmd, LIMIT);
+    assert_ne!(ran.code, Some(0), "{}", ran.out);
+    assert!(
+        ran.out
+            .contains("rank 3: collectives conformance (native) FAILED")
+            && ran.out.contains("injected failure"),
+        "rank 3's failure is not reported:\n{}",
+        ran.out
+    );
+    assert!(
+        ran.out.contains("horovodrun: mpirun exited with status"),
+        "{}",
+        ran.out
+    );
+    eprintln!("failing remote rank: job ended in {:?}", ran.took);
+    c.assert_no_orphans(Duration::from_secs(10));
+
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(mpi_args(&c))
+        .args(["-x", "HORA_RANK_DIE=2"])
+        .arg(hora_rank())
+        .args(["loop", "100000"])
+        .env("HORA_MPIRUN", &mpirun);
+    let ran = run(cmd, LIMIT);
+    assert_ne!(ran.code, Some(0), "{}", ran.out);
+    let remote = &c.hosts[1].ip;
+    assert!(
+        ran.out.contains("rank 2 dies now")
+            && ran
+                .out
+                .lines()
+                .any(|l| l.contains("rank 2") && l.contains(remote.as_str())),
+        "the dead rank and its host are not named:\n{}",
+        ran.out
+    );
+    eprintln!("killed remote rank: job ended in {:?}", ran.took);
+    c.assert_no_orphans(Duration::from_secs(10));
+}
+
+/// A host that does not answer ssh is named before mpirun starts, within `--start-timeout`,
+/// as Horovod does (Open MPI alone prints a generic daemon failure after ssh's own timeout,
+/// over a minute; MPICH's Hydra hangs).
+#[test]
+fn an_unreachable_host_is_named_before_mpirun_starts() {
+    let _g = serial();
+    let (c, mpirun) = setup_or_skip!();
+    sh(&format!("ip link set {} down", c.hosts[1].veth)).expect("cut the link");
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(mpi_args(&c))
+        .args(["--start-timeout", "3"])
+        .arg(hora_rank())
+        .arg("collectives")
+        .env("HORA_MPIRUN", &mpirun);
+    let ran = run(cmd, LIMIT);
+    assert_eq!(ran.code, Some(1), "{}", ran.out);
+    assert!(
+        ran.out
+            .contains("1 of 2 hosts cannot be reached over ssh within 3 s")
+            && ran.out.contains(&format!("  {}:", c.hosts[1].ip))
+            && ran.out.contains("no rank was started"),
+        "the unreachable host is not named:\n{}",
+        ran.out
+    );
+    assert!(
+        !ran.out.contains(&format!("  {}:", c.hosts[0].ip)),
+        "{}",
+        ran.out
+    );
+    c.assert_no_orphans(Duration::from_secs(10));
+}
