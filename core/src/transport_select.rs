@@ -113,6 +113,7 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
     tcp.peer_timeout = config.tuning.peer_timeout;
     let transport = TcpTransport::new(tcp, directory)
         .map_err(|e| rendezvous_err(format!("cannot start the TCP transport: {e}")))?;
+    connect_to_coordinator(config, &transport)?;
 
     // Wait until every rank is up, so a missing rank is reported here, by count, and not as
     // a hang in the first collective.
@@ -427,6 +428,28 @@ fn connect_mpi(config: &Config) -> Result<Connected, Error> {
             config.tuning.segment_bytes,
         ))),
     })
+}
+
+/// Every rank but 0 connects to rank 0 before it counts as arrived, so once init is over
+/// rank 0 holds a connection to every rank and sees any of them hang up at once, even one
+/// that dies before its first collective (TCP connections are otherwise made on first use;
+/// rank 0 then tells the others, as for any lost rank). Costs one connection per rank that
+/// the first negotiation would have made anyway (on one host, where control messages take
+/// shared memory, it goes away with the TCP transport after init: about a millisecond).
+fn connect_to_coordinator(config: &Config, transport: &TcpTransport) -> Result<(), Error> {
+    let rank = config.topology.rank;
+    if rank == 0 {
+        return Ok(());
+    }
+    let deadline = hora_transport::deadline_after(config.tuning.connect_timeout);
+    transport
+        .connect_to(0, deadline)
+        .map_err(|e| Error::Rendezvous {
+            rank,
+            detail: format!(
+                "cannot connect to rank 0, the coordinator (HOROVOD_GLOO_TIMEOUT_SECONDS): {e}"
+            ),
+        })
 }
 
 /// Connects to the store; when rank 0 serves it (foreign launchers), it may not be listening

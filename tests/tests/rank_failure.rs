@@ -1,4 +1,5 @@
-//! kill -9 of one rank mid-loop: the survivors fail fast (no hang) and horovodrun names it.
+//! kill -9 of one rank, mid-loop or before it ever talked to anyone: the survivors fail fast
+//! (no hang), naming the dead rank, and horovodrun names it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -68,6 +69,85 @@ fn killed_rank_fails_survivors_and_launcher_names_it() {
             rest.iter().rev().take(5).collect::<Vec<_>>()
         );
     }
+}
+
+/// A rank killed right after init, before it sent anything to anyone, while the others start
+/// an allreduce over TCP (where connections are otherwise made on first use): every survivor
+/// must fail within seconds naming it, long before the op timeout and the launcher's grace
+/// period.
+#[test]
+fn rank_killed_before_first_contact_fails_survivors_naming_it_over_tcp() {
+    // Control messages and the ring on TCP (on one host they would take shared memory).
+    early_death_job("0");
+}
+
+/// The same on one host's default path, where control messages take shared memory.
+#[test]
+fn rank_killed_before_first_contact_fails_survivors_naming_it_over_shared_memory() {
+    early_death_job("1");
+}
+
+/// `horovodrun -np 3 hora-rank early-death` with rank 2 dying at once; checks the survivors.
+fn early_death_job(shm: &str) {
+    let mut child = Command::new(horovodrun())
+        // The launcher would SIGTERM the survivors 5 s after the death; give them time to fail
+        // (or hang) on their own.
+        .args(["--grace-period", "45", "-np", "3"])
+        .arg(hora_rank())
+        .arg("early-death")
+        .env("HORA_RANK_DIE", "2")
+        .env("HOROVOD_SHM", shm)
+        .env("HORA_OP_TIMEOUT_SECONDS", "120")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn horovodrun");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let died_at = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("job ended before rank 2 died: {seen:?}");
+        };
+        if line.contains("rank 2 dies now") {
+            break Instant::now();
+        }
+        seen.push(line);
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let elapsed = died_at.elapsed();
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let report = format!("stderr:\n{stderr}\nstdout:\n{seen:?}\n{rest:?}");
+    // Not checked: which rank the launcher names. The survivors fail within milliseconds of
+    // the death, so it sometimes sees one of them exit first.
+    assert!(
+        !status.success(),
+        "launcher exited 0 after a rank died\n{report}"
+    );
+    for rank in [0, 1] {
+        let prefix = format!("rank {rank}: early-death FAILED: ");
+        let Some(line) = stderr.lines().find(|l| l.contains(&prefix)) else {
+            panic!("rank {rank} did not report a failure of its own after {elapsed:?}:\n{report}");
+        };
+        let (_, error) = line.split_once(&prefix).unwrap();
+        assert!(
+            error.contains("rank 2"),
+            "rank {rank}'s error does not name the dead rank 2: {error}\n{report}"
+        );
+    }
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "took {elapsed:?} to fail (op timeout 120 s)\n{report}"
+    );
 }
 
 /// Finds the pid of the descendant of `launcher` whose environment has HOROVOD_RANK=`rank`.

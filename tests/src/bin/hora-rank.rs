@@ -126,6 +126,23 @@ fn allreduce_loop(iters: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// `HORA_RANK_DIE=R`: rank R is SIGKILLed right after init, before it ever talks to another
+/// rank; the others start an allreduce, which must fail (the error ends up in the output).
+fn early_death() -> Result<(), String> {
+    let e = |e: Error| e.to_string();
+    let rank = api::rank().map_err(e)?;
+    if std::env::var("HORA_RANK_DIE").ok() == Some(rank.to_string()) {
+        println!("rank {rank} dies now");
+        let me = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &me])
+            .status();
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    api::allreduce("after-death", vec![1.0f32; 1024], ReduceOp::Sum).map_err(e)?;
+    fail("an allreduce with a dead rank succeeded".into())
+}
+
 /// Shapes differ by rank: every rank must get an error naming the tensor.
 fn mismatch() -> Result<(), String> {
     let rank = api::rank().map_err(|e| e.to_string())?;
@@ -152,6 +169,7 @@ fn main() -> ExitCode {
         "collectives" => collectives(),
         "loop" => allreduce_loop(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100)),
         "mismatch" => mismatch(),
+        "early-death" => early_death(),
         other => fail(format!("unknown scenario {other:?}")),
     };
     let rank = api::rank().unwrap_or(usize::MAX);
