@@ -5,8 +5,9 @@
 //! together; a rank that fails on the remote host must end the job, named, leaving nothing
 //! behind.
 //!
-//! Open MPI only: MPICH's Hydra is left to the single-host tests for now. Skips, saying why,
-//! without root, the namespace tools or an Open MPI mpirun.
+//! Runs with the mpirun `horovodrun --mpi` would pick (`HORA_MPIRUN`, else `mpirun` on `PATH`),
+//! Open MPI's or MPICH's Hydra, as `make test-mpi` runs this file under each. Skips, saying
+//! why, without root, the namespace tools or an mpirun.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -26,9 +27,16 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The Open MPI mpirun horovodrun would use (`HORA_MPIRUN`, else `mpirun` on `PATH`), or why
-/// this test skips.
-fn open_mpi() -> Result<PathBuf, String> {
+/// The mpirun horovodrun would use.
+struct Mpi {
+    path: PathBuf,
+    /// MPICH's Hydra, else Open MPI.
+    hydra: bool,
+}
+
+/// The mpirun horovodrun would use (`HORA_MPIRUN`, else `mpirun` on `PATH`), or why this test
+/// skips.
+fn find_mpirun() -> Result<Mpi, String> {
     let path = match std::env::var_os("HORA_MPIRUN").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
         None => {
@@ -43,28 +51,31 @@ fn open_mpi() -> Result<PathBuf, String> {
         .arg("--version")
         .output()
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    if String::from_utf8_lossy(&out.stdout).contains("Open MPI") {
-        Ok(path)
+    let version = String::from_utf8_lossy(&out.stdout);
+    if version.contains("Open MPI") {
+        Ok(Mpi { path, hydra: false })
+    } else if version.contains("HYDRA") {
+        Ok(Mpi { path, hydra: true })
     } else {
-        Err(format!(
-            "{} is not Open MPI's mpirun (the multi-host test covers Open MPI only)",
+        panic!(
+            "{} is neither Open MPI's nor MPICH's mpirun",
             path.display()
-        ))
+        )
     }
 }
 
-/// A two-host cluster and Open MPI's mpirun, or a skip.
+/// A two-host cluster and the mpirun, or a skip.
 macro_rules! setup_or_skip {
     () => {{
-        let mpirun = match open_mpi() {
-            Ok(p) => p,
+        let mpi = match find_mpirun() {
+            Ok(m) => m,
             Err(why) => {
                 eprintln!("SKIPPED: multi-host horovodrun --mpi: {why}");
                 return;
             }
         };
         match Cluster::new(2) {
-            Ok(c) => (c, mpirun),
+            Ok(c) => (c, mpi),
             Err(why) => {
                 eprintln!("SKIPPED: multi-host horovodrun --mpi: {why}");
                 return;
@@ -91,7 +102,7 @@ fn placed(program: impl Into<OsString>, args: &[&str]) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "sh".into(),
         "-c".into(),
-        "echo \"rank $OMPI_COMM_WORLD_RANK on $(hostname) in netns $(ip netns identify)\"; \
+        "echo \"rank ${OMPI_COMM_WORLD_RANK:-$PMI_RANK} on $(hostname) in netns $(ip netns identify)\"; \
          exec \"$0\" \"$@\""
             .into(),
         program.into(),
@@ -108,7 +119,7 @@ struct Ran {
 }
 
 /// Runs `cmd` to completion, killing it (and failing the test) past `limit`.
-fn run(mut cmd: Command, limit: Duration) -> Ran {
+fn run(mpi: &Mpi, mut cmd: Command, limit: Duration) -> Ran {
     let start = Instant::now();
     let dir = std::env::temp_dir().join(format!(
         "hora-multihost-mpi-{}-{:?}",
@@ -117,7 +128,8 @@ fn run(mut cmd: Command, limit: Duration) -> Ran {
     ));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let (o, e) = (dir.join("out"), dir.join("err"));
-    cmd.stdin(Stdio::null())
+    cmd.env("HORA_MPIRUN", &mpi.path)
+        .stdin(Stdio::null())
         .stdout(std::fs::File::create(&o).expect("out file"))
         .stderr(std::fs::File::create(&e).expect("err file"));
     let mut child = cmd.spawn().expect("spawn");
@@ -139,7 +151,7 @@ fn run(mut cmd: Command, limit: Duration) -> Ran {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let out = untagged(&read());
+    let out = untagged(&read(), mpi.hydra);
     let _ = std::fs::remove_dir_all(&dir);
     Ran {
         code,
@@ -148,24 +160,30 @@ fn run(mut cmd: Command, limit: Duration) -> Ran {
     }
 }
 
-/// `text` without Open MPI's `--tag-output` prefixes (`[1,3]<stderr>:`). mpirun tags each
-/// chunk it reads from a rank, and Rust's unbuffered `eprintln!` writes a formatted line in
-/// several pieces, so one line can arrive as `rank [1,3]<stderr>:3[1,3]<stderr>:: ...`.
-fn untagged(text: &str) -> String {
+/// `text` without mpirun's output prefixes: Open MPI's `--tag-output` (`[1,3]<stderr>:`),
+/// and for Hydra its `-prepend-rank` (`[3] `). mpirun tags each chunk it reads from a rank,
+/// and Rust's unbuffered `eprintln!` writes a formatted line in several pieces, so one line
+/// can arrive as `rank [1,3]<stderr>:3[1,3]<stderr>:: ...`.
+fn untagged(text: &str, hydra: bool) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = rest.find("[1,") {
+    while let Some(i) = rest.find('[') {
         out.push_str(&rest[..i]);
-        let after = &rest[i + 3..];
-        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        let tail = &after[digits..];
-        match ["]<stdout>:", "]<stderr>:"]
-            .iter()
-            .find(|t| digits > 0 && tail.starts_with(**t))
-        {
-            Some(t) => rest = &tail[t.len()..],
+        let after = &rest[i + 1..];
+        let tag_len = |prefix: &str, digits_then: &[&str]| -> Option<usize> {
+            let body = after.strip_prefix(prefix)?;
+            let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+            let t = digits_then
+                .iter()
+                .find(|t| digits > 0 && body[digits..].starts_with(**t))?;
+            Some(prefix.len() + digits + t.len())
+        };
+        let skip = tag_len("1,", &["]<stdout>:", "]<stderr>:"])
+            .or_else(|| hydra.then(|| tag_len("", &["] "])).flatten());
+        match skip {
+            Some(n) => rest = &after[n..],
             None => {
-                out.push_str("[1,");
+                out.push('[');
                 rest = after;
             }
         }
@@ -177,8 +195,15 @@ fn untagged(text: &str) -> String {
 #[test]
 fn tags_are_removed_even_inside_a_line() {
     assert_eq!(
-        untagged("[1,3]<stderr>:rank [1,3]<stderr>:3[1,3]<stderr>:: x\n[1,0]<stdout>:[1,a] ok\n"),
-        "rank 3: x\n[1,a] ok\n"
+        untagged(
+            "[1,3]<stderr>:rank [1,3]<stderr>:3[1,3]<stderr>:: x\n[1,0]<stdout>:[1,a] [2] ok\n",
+            false
+        ),
+        "rank 3: x\n[1,a] [2] ok\n"
+    );
+    assert_eq!(
+        untagged("[3] rank [3] 3: x\n[12] [a] ok\n", true),
+        "rank 3: x\n[a] ok\n"
     );
 }
 
@@ -196,18 +221,18 @@ fn assert_placed_on_both_hosts(c: &Cluster, ran: &Ran) {
 }
 
 /// The engine's collectives (every op, ragged sizes, join) with two ranks on each of two
-/// hosts, over the MPI transport (insisted on, so a fallback to TCP fails), then hora's ring
-/// over MPI point-to-point messages: the conformance table.
+/// hosts, over the MPI transport (insisted on, so a fallback to TCP fails); hora's ring over
+/// MPI point-to-point messages (the conformance table); and the engine over TCP, as ranks
+/// built without MPI run under `horovodrun --mpi`.
 #[test]
 fn two_hosts_with_two_ranks_each_run_collectives_over_mpi() {
     let _g = serial();
-    let (c, mpirun) = setup_or_skip!();
+    let (c, mpi) = setup_or_skip!();
     let mut cmd = Command::new(horovodrun());
     cmd.args(mpi_args(&c))
         .args(["-x", "HOROVOD_CONTROLLER=mpi"])
-        .args(placed(hora_rank(), &["collectives"]))
-        .env("HORA_MPIRUN", &mpirun);
-    let ran = run(cmd, LIMIT);
+        .args(placed(hora_rank(), &["collectives"]));
+    let ran = run(&mpi, cmd, LIMIT);
     assert_eq!(ran.code, Some(0), "engine collectives:\n{}", ran.out);
     assert_placed_on_both_hosts(&c, &ran);
     for rank in 0..4 {
@@ -220,13 +245,11 @@ fn two_hosts_with_two_ranks_each_run_collectives_over_mpi() {
     eprintln!("engine collectives on 2 hosts x 2 ranks: {:?}", ran.took);
 
     let mut cmd = Command::new(horovodrun());
-    cmd.args(mpi_args(&c))
-        .args(placed(
-            env!("CARGO_BIN_EXE_hora-mpi-collectives"),
-            &["ring"],
-        ))
-        .env("HORA_MPIRUN", &mpirun);
-    let ran = run(cmd, LIMIT);
+    cmd.args(mpi_args(&c)).args(placed(
+        env!("CARGO_BIN_EXE_hora-mpi-collectives"),
+        &["ring"],
+    ));
+    let ran = run(&mpi, cmd, LIMIT);
     assert_eq!(ran.code, Some(0), "conformance (ring):\n{}", ran.out);
     assert_placed_on_both_hosts(&c, &ran);
     for rank in 0..4 {
@@ -238,29 +261,60 @@ fn two_hosts_with_two_ranks_each_run_collectives_over_mpi() {
         );
     }
     eprintln!("conformance (ring) on 2 hosts x 2 ranks: {:?}", ran.took);
+
+    // What ranks of a build without MPI (the default wheel) do under `horovodrun --mpi`: TCP
+    // (and shared memory inside each host), rendezvous through the launcher's store.
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(mpi_args(&c))
+        .args(["-x", "HOROVOD_CONTROLLER=gloo", "--log-level", "info"])
+        .args(placed(hora_rank(), &["collectives"]));
+    let ran = run(&mpi, cmd, LIMIT);
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "engine collectives over TCP:\n{}",
+        ran.out
+    );
+    assert_placed_on_both_hosts(&c, &ran);
+    // The ranks see the placement mpirun made: two hosts of two.
+    assert!(
+        ran.out
+            .contains("shared memory inside each host, rings across hosts hosts=2 local_size=2"),
+        "{}",
+        ran.out
+    );
+    for rank in 0..4 {
+        assert!(
+            ran.out.contains(&format!("rank {rank}: collectives OK")),
+            "rank {rank} did not pass over TCP:\n{}",
+            ran.out
+        );
+    }
+    eprintln!("engine collectives over TCP: {:?}", ran.took);
     c.assert_no_orphans(Duration::from_secs(10));
 }
 
 /// Launched on the first host itself, as on a cluster's head node, with
 /// `--network-interface eth0` (the same name on every host): mpirun gets it as Open MPI's
-/// `btl_tcp_if_include`/`oob_tcp_if_include`, and the ranks connect as `hora::init` does.
+/// `btl_tcp_if_include`/`oob_tcp_if_include` or Hydra's `-iface`, and the ranks connect as
+/// `hora::init` does.
 #[test]
 fn network_interface_on_a_head_node_carries_the_job() {
     let _g = serial();
-    let (c, mpirun) = setup_or_skip!();
+    let (c, mpi) = setup_or_skip!();
     let mut cmd = c.on_host(0, horovodrun());
     cmd.args(mpi_args(&c))
         .args(["--network-interface", "eth0", "--verbose"])
-        .args(placed(env!("CARGO_BIN_EXE_hora-conformance"), &[]))
-        .env("HORA_MPIRUN", &mpirun);
-    let ran = run(cmd, LIMIT);
+        .args(placed(env!("CARGO_BIN_EXE_hora-conformance"), &[]));
+    let ran = run(&mpi, cmd, LIMIT);
     assert_eq!(ran.code, Some(0), "{}", ran.out);
-    assert!(
+    let given = if mpi.hydra {
+        ran.out.contains("\"-iface\", \"eth0\"")
+    } else {
         ran.out.contains("\"btl_tcp_if_include\", \"eth0\"")
-            && ran.out.contains("\"oob_tcp_if_include\", \"eth0\""),
-        "the interface did not reach mpirun:\n{}",
-        ran.out
-    );
+            && ran.out.contains("\"oob_tcp_if_include\", \"eth0\"")
+    };
+    assert!(given, "the interface did not reach mpirun:\n{}", ran.out);
     assert_placed_on_both_hosts(&c, &ran);
     for rank in 0..4 {
         assert!(
@@ -278,14 +332,13 @@ fn network_interface_on_a_head_node_carries_the_job() {
 #[test]
 fn a_rank_failing_on_the_remote_host_ends_the_job() {
     let _g = serial();
-    let (c, mpirun) = setup_or_skip!();
+    let (c, mpi) = setup_or_skip!();
     let mut cmd = Command::new(horovodrun());
     cmd.args(mpi_args(&c))
         .args(["-x", "HORA_CONFORMANCE_FAIL=3"])
         .arg(env!("CARGO_BIN_EXE_hora-mpi-collectives"))
-        .arg("native")
-        .env("HORA_MPIRUN", &mpirun);
-    let ran = run(cmd, LIMIT);
+        .arg("native");
+    let ran = run(&mpi, cmd, LIMIT);
     assert_ne!(ran.code, Some(0), "{}", ran.out);
     assert!(
         ran.out
@@ -306,17 +359,20 @@ fn a_rank_failing_on_the_remote_host_ends_the_job() {
     cmd.args(mpi_args(&c))
         .args(["-x", "HORA_RANK_DIE=2"])
         .arg(hora_rank())
-        .args(["loop", "100000"])
-        .env("HORA_MPIRUN", &mpirun);
-    let ran = run(cmd, LIMIT);
+        .args(["loop", "100000"]);
+    let ran = run(&mpi, cmd, LIMIT);
     assert_ne!(ran.code, Some(0), "{}", ran.out);
-    let remote = &c.hosts[1].ip;
+    // Open MPI names the rank and its host; Hydra the host (the rank named itself above).
+    let remote = c.hosts[1].ip.as_str();
+    let named = if mpi.hydra {
+        ran.out.contains(&format!("RUNNING AT {remote}"))
+    } else {
+        ran.out
+            .lines()
+            .any(|l| l.contains("process rank 2 ") && l.contains(remote))
+    };
     assert!(
-        ran.out.contains("rank 2 dies now")
-            && ran
-                .out
-                .lines()
-                .any(|l| l.contains("rank 2") && l.contains(remote.as_str())),
+        ran.out.contains("rank 2 dies now") && named,
         "the dead rank and its host are not named:\n{}",
         ran.out
     );
@@ -330,15 +386,14 @@ fn a_rank_failing_on_the_remote_host_ends_the_job() {
 #[test]
 fn an_unreachable_host_is_named_before_mpirun_starts() {
     let _g = serial();
-    let (c, mpirun) = setup_or_skip!();
+    let (c, mpi) = setup_or_skip!();
     sh(&format!("ip link set {} down", c.hosts[1].veth)).expect("cut the link");
     let mut cmd = Command::new(horovodrun());
     cmd.args(mpi_args(&c))
         .args(["--start-timeout", "3"])
         .arg(hora_rank())
-        .arg("collectives")
-        .env("HORA_MPIRUN", &mpirun);
-    let ran = run(cmd, LIMIT);
+        .arg("collectives");
+    let ran = run(&mpi, cmd, LIMIT);
     assert_eq!(ran.code, Some(1), "{}", ran.out);
     assert!(
         ran.out
