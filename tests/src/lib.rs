@@ -17,7 +17,7 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path to the `horovodrun` launcher, building it first if this test run did not.
+/// Path to the `horovodrun` launcher, built first if it is missing or out of date.
 pub fn horovodrun() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -25,7 +25,7 @@ pub fn horovodrun() -> PathBuf {
         .clone()
 }
 
-/// Path to the `hora-bench` benchmark, building it first if this test run did not.
+/// Path to the `hora-bench` benchmark, built first if it is missing or out of date.
 pub fn hora_bench() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -33,19 +33,18 @@ pub fn hora_bench() -> PathBuf {
         .clone()
 }
 
-/// A binary of another workspace package, built with this test's profile when missing.
+/// A binary of another workspace package, built (or found up to date by cargo) with this
+/// test's profile: `cargo test -p hora-tests` does not build other packages' binaries, and one
+/// left by an older build would test old code (`make test-mpi` builds none in its target dir).
 fn workspace_bin(package: &str, bin: &str) -> PathBuf {
-    let path = bin_dir().join(bin);
-    if !path.exists() {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", package, "--bin", bin]);
-        if bin_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building {bin} failed");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-q", "-p", package, "--bin", bin]);
+    if bin_dir().ends_with("release") {
+        cmd.arg("--release");
     }
-    path
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "building {bin} failed");
+    bin_dir().join(bin)
 }
 
 /// Path to the `hora-rank` test program (cargo builds a package's binaries before its
