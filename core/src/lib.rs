@@ -22,6 +22,7 @@ pub mod config;
 pub mod coordinator;
 pub mod engine;
 pub mod error;
+mod fasthash;
 pub mod handle;
 mod logging;
 pub mod reduce;

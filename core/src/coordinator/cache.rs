@@ -14,9 +14,10 @@
 //! retired it. Evictions are the coordinator's alone (LRU) and are announced in the stream, so the
 //! ranks never need their own eviction policy.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use super::message::{CacheInsert, DownItem, Request, Response};
+use crate::fasthash::FastMap;
 use crate::types::CollectiveKind;
 
 /// The request rank `rank` submitted when `resp` (a cached, single-tensor response) was agreed.
@@ -101,8 +102,8 @@ fn cacheable(resp: &Response) -> bool {
 /// A rank's copy of the cache: exactly the entries the coordinator announced, nothing else.
 #[derive(Debug, Default)]
 pub(crate) struct CacheMirror {
-    entries: HashMap<u32, Response>,
-    by_name: HashMap<String, u32>,
+    entries: FastMap<u32, Response>,
+    by_name: FastMap<String, u32>,
 }
 
 impl CacheMirror {
@@ -153,10 +154,10 @@ pub(crate) struct ResponseCache {
     capacity: usize,
     next_id: u32,
     tick: u64,
-    live: HashMap<u32, Live>,
-    by_name: HashMap<String, u32>,
+    live: FastMap<u32, Live>,
+    by_name: FastMap<String, u32>,
     lru: BTreeMap<u64, u32>,
-    tombstones: HashMap<u32, Response>,
+    tombstones: FastMap<u32, Response>,
     /// Retired ids with the epoch every rank must reach before they are forgotten (ascending).
     retire_order: VecDeque<(u64, u32)>,
 }
@@ -168,10 +169,10 @@ impl ResponseCache {
             capacity,
             next_id: 0,
             tick: 0,
-            live: HashMap::new(),
-            by_name: HashMap::new(),
+            live: FastMap::default(),
+            by_name: FastMap::default(),
             lru: BTreeMap::new(),
-            tombstones: HashMap::new(),
+            tombstones: FastMap::default(),
             retire_order: VecDeque::new(),
         }
     }

@@ -8,9 +8,8 @@
 //! appears in a skipped response or already in the group, so two rounds of one name always run
 //! in their original order. A single tensor above the threshold runs alone.
 
-use std::collections::HashSet;
-
 use super::message::Response;
+use crate::fasthash::FastSet;
 use crate::types::CollectiveKind;
 
 /// The key fused responses must share.
@@ -37,9 +36,9 @@ pub(crate) fn plan(ready: &[Response], threshold: u64) -> Vec<Vec<usize>> {
         let mut group = vec![i];
         if let Some(key) = fusion_key(&ready[i]) {
             let mut bytes = ready[i].bytes();
-            let mut names: HashSet<&str> =
+            let mut names: FastSet<&str> =
                 ready[i].tensors.iter().map(|t| t.name.as_str()).collect();
-            let mut skipped: HashSet<&str> = HashSet::new();
+            let mut skipped: FastSet<&str> = FastSet::default();
             for j in i + 1..ready.len() {
                 if bytes >= threshold {
                     break;

@@ -6,11 +6,12 @@
 //! tensor, the field and each rank's value. Ready names leave in the order they became ready,
 //! which is the order every rank will run them in.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::message::{Request, Response, ResponseError, TensorInfo};
+use crate::fasthash::FastMap;
 use crate::types::CollectiveKind;
 
 /// A name submitted by some ranks but not yet by all.
@@ -35,7 +36,7 @@ pub(crate) struct Pending {
 #[derive(Debug)]
 pub(crate) struct MessageTable {
     size: usize,
-    pending: HashMap<String, Pending>,
+    pending: FastMap<String, Pending>,
     next_serial: u64,
     joined: Vec<bool>,
     joined_count: usize,
@@ -48,7 +49,7 @@ impl MessageTable {
     pub(crate) fn new(size: usize) -> Self {
         Self {
             size,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             next_serial: 0,
             joined: vec![false; size],
             joined_count: 0,

@@ -8,7 +8,6 @@
 //! resulting plans in order. Waiting happens inside the transport (spin, then sleep in the
 //! kernel); `enqueue` interrupts the wait through the transport's waker.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use crate::collectives::Collectives;
 use crate::config::{Topology, Tuning};
 use crate::coordinator::{Coordinator, CoordinatorConfig, DownMsg, Plan, Worker};
 use crate::error::Error;
+use crate::fasthash::FastMap;
 use crate::timeline::Timeline;
 use crate::wire;
 
@@ -44,7 +44,7 @@ pub(crate) struct Background {
     worker: Worker,
     coordinator: Option<Coordinator>,
     /// Submitted entries waiting for their response, by name.
-    pub(super) table: HashMap<String, Entry>,
+    pub(super) table: FastMap<String, Entry>,
     /// Numbers collectives identically on every rank (tags).
     pub(super) seq: u64,
     /// Reused buffer for fused tensors.
@@ -86,7 +86,7 @@ impl Background {
             transport,
             collectives,
             shared,
-            table: HashMap::new(),
+            table: FastMap::default(),
             seq: 0,
             fusion: Vec::new(),
             sent_shutdown: false,

@@ -67,24 +67,23 @@ impl Background {
             }
             return Ok(());
         }
-        let names: Vec<&str> = resp.tensors.iter().map(|t| t.name.as_str()).collect();
-        let label = names.join(", ");
-        let phase = resp.kind.name().to_ascii_uppercase();
-        if self.timeline.is_enabled() {
-            for (name, _) in names.iter().zip(&entries).filter(|(_, e)| e.is_some()) {
-                self.timeline.end(name, "NEGOTIATE");
-                self.timeline.begin(name, &phase);
-            }
-        }
-        let present: Vec<String> = if self.timeline.is_enabled() {
-            names
+        // Timeline lanes of the tensors this rank holds; nothing is built when it is off.
+        let (phase, present) = if self.timeline.is_enabled() {
+            let phase = resp.kind.name().to_ascii_uppercase();
+            let present: Vec<String> = resp
+                .tensors
                 .iter()
                 .zip(&entries)
                 .filter(|(_, e)| e.is_some())
-                .map(|(n, _)| n.to_string())
-                .collect()
+                .map(|(t, _)| t.name.clone())
+                .collect();
+            for name in &present {
+                self.timeline.end(name, "NEGOTIATE");
+                self.timeline.begin(name, &phase);
+            }
+            (phase, present)
         } else {
-            Vec::new()
+            (String::new(), Vec::new())
         };
         let result = match resp.kind {
             CollectiveKind::Allreduce => self.run_allreduce(&resp, entries),
@@ -107,7 +106,10 @@ impl Background {
         for name in &present {
             self.timeline.end(name, &phase);
         }
-        result.map_err(|e| Error::transport(rank, resp.kind.name(), &label, &e))
+        result.map_err(|e| {
+            let names: Vec<&str> = resp.tensors.iter().map(|t| t.name.as_str()).collect();
+            Error::transport(rank, resp.kind.name(), &names.join(", "), &e)
+        })
     }
 
     /// Completes entries with a shared outcome, handing each caller's tensor back alongside

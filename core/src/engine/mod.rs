@@ -8,7 +8,6 @@
 mod background;
 mod executor;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,6 +18,7 @@ use crate::collectives::{Collectives, Ring};
 use crate::config::{Topology, Tuning};
 use crate::coordinator::Request;
 use crate::error::{Error, Result};
+use crate::fasthash::FastSet;
 use crate::handle::{Handle, HandleState, TensorData};
 use crate::types::{CollectiveKind, DataType, ReduceOp};
 
@@ -32,7 +32,7 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub(crate) struct Inbox {
     pub(crate) new: Vec<Entry>,
-    pub(crate) in_flight: HashSet<String>,
+    pub(crate) in_flight: FastSet<String>,
     pub(crate) shutdown: bool,
     /// Set once the background thread has stopped; later calls fail with it.
     pub(crate) dead: Option<Error>,
