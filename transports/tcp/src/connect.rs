@@ -230,16 +230,21 @@ fn dial(
     start: Instant,
 ) -> Result<Option<Conn>, TransportError> {
     let io = |source: std::io::Error| {
-        if matches!(
-            source.kind(),
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-        ) {
-            connect_timeout(peer, start)
-        } else {
-            TransportError::Io {
+        use std::io::ErrorKind as K;
+        match source.kind() {
+            K::TimedOut | K::WouldBlock => connect_timeout(peer, start),
+            // The peer proved the secret (or had not spoken yet) and then went away: it died
+            // while we connected, the same end as a hang-up on an established connection.
+            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                TransportError::ConnectionLost {
+                    peer,
+                    detail: format!("rank {peer} hung up while we connected to it: {source}"),
+                }
+            }
+            _ => TransportError::Io {
                 peer: Some(peer),
                 source,
-            }
+            },
         }
     };
     let remaining = || {

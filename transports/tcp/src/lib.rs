@@ -28,7 +28,7 @@
 //!   down so peers notice at once; every wait honours its deadline. A rank that died before
 //!   anyone connected to it has no socket to hang up: a wait for bytes from a peer without a
 //!   connection dials it after a second, and a refused dial (its listener is gone) is
-//!   `ConnectionLost` naming it, remembered like a hang-up.
+//!   `ConnectionLost` naming it, remembered like a hang-up; so is a dial the peer hangs up on.
 //! - **Caveats.** Dialing happens inside the first `progress`/`wait`/`send_msg` that needs the
 //!   peer (or a wait that has waited a second to receive from it), so that call may block for up to [`TcpConfig::connect_timeout`] (or the wait's
 //!   deadline). A send op started by `progress` owns its connection's outgoing stream until it

@@ -42,6 +42,29 @@ fn a_refused_connection_names_the_peer() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
+#[test]
+fn a_peer_that_hangs_up_during_the_handshake_is_lost() {
+    let dir = MemoryDirectory::new();
+    let t = TcpTransport::new(TcpConfig::new(0, 2, b"s".to_vec()), dir.clone()).unwrap();
+    // Rank 1's listener takes the connection, then the process is gone.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    dir.publish(1, listener.local_addr().unwrap()).unwrap();
+    let dying = thread::spawn(move || drop(listener.accept().unwrap()));
+    let err = t
+        .send(
+            1,
+            Tag::new(1, 0),
+            b"x",
+            deadline_after(Duration::from_secs(10)),
+        )
+        .unwrap_err();
+    dying.join().unwrap();
+    assert!(
+        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
+        "{err:?}"
+    );
+}
+
 /// Rank 1 of a 3-rank job is gone before anyone connected to it (its transport dropped: the
 /// listener closes, as when the process dies). Returns ranks 0 and 2.
 fn job_with_rank_1_dead() -> (TcpTransport, TcpTransport) {
