@@ -89,12 +89,79 @@ fn rank_killed_before_first_contact_fails_survivors_naming_it_over_shared_memory
 
 /// `horovodrun -np 3 hora-rank early-death` with rank 2 dying at once; checks the survivors.
 fn early_death_job(shm: &str) {
+    let job = run_with_rank_2_dying(3, "early-death", shm);
+    for rank in [0, 1] {
+        let error = job.error_of(rank);
+        assert!(
+            error.contains("rank 2"),
+            "rank {rank}'s error does not name the dead rank 2: {error}\n{}",
+            job.report
+        );
+    }
+    job.assert_prompt();
+}
+
+/// Without the engine, over TCP: rank 2 of 4 is killed right after connecting, and rank 3's
+/// first ring step waits to receive from it (its send to rank 0 fits in the socket buffers).
+/// No connection ever joined ranks 2 and 3, so nothing hangs up on rank 3: it must find out
+/// by itself and name rank 2, within seconds. The other survivors only have to fail (without
+/// the engine nobody spreads the root cause, so they may name whichever neighbour failed).
+#[test]
+fn ring_receive_from_a_rank_killed_before_first_contact_names_it() {
+    let job = run_with_rank_2_dying(4, "ring-early-death", "0");
+    let error = job.error_of(3);
+    assert!(
+        error.contains("connection to rank 2 lost"),
+        "rank 3's error does not name the dead rank 2: {error}\n{}",
+        job.report
+    );
+    for rank in [0, 1] {
+        job.error_of(rank);
+    }
+    job.assert_prompt();
+}
+
+/// What the survivors of [`run_with_rank_2_dying`] said.
+struct EarlyDeath {
+    scenario: String,
+    stderr: String,
+    /// From rank 2's "dies now" to the launcher's exit.
+    elapsed: Duration,
+    report: String,
+}
+
+impl EarlyDeath {
+    /// The error `rank` reported about itself (fails the test if it reported none).
+    fn error_of(&self, rank: usize) -> &str {
+        let prefix = format!("rank {rank}: {} FAILED: ", self.scenario);
+        let Some(line) = self.stderr.lines().find(|l| l.contains(&prefix)) else {
+            panic!(
+                "rank {rank} did not report a failure of its own after {:?}:\n{}",
+                self.elapsed, self.report
+            );
+        };
+        line.split_once(&prefix).unwrap().1
+    }
+
+    fn assert_prompt(&self) {
+        assert!(
+            self.elapsed < Duration::from_secs(20),
+            "took {:?} to fail (op timeout 120 s)\n{}",
+            self.elapsed,
+            self.report
+        );
+    }
+}
+
+/// `horovodrun -np <np> hora-rank <scenario>` with `HORA_RANK_DIE=2` and an op timeout of
+/// 120 s; returns once the launcher exits.
+fn run_with_rank_2_dying(np: usize, scenario: &str, shm: &str) -> EarlyDeath {
     let mut child = Command::new(horovodrun())
         // The launcher would SIGTERM the survivors 5 s after the death; give them time to fail
         // (or hang) on their own.
-        .args(["--grace-period", "45", "-np", "3"])
+        .args(["--grace-period", "45", "-np", &np.to_string()])
         .arg(hora_rank())
-        .arg("early-death")
+        .arg(scenario)
         .env("HORA_RANK_DIE", "2")
         .env("HOROVOD_SHM", shm)
         .env("HORA_OP_TIMEOUT_SECONDS", "120")
@@ -133,21 +200,12 @@ fn early_death_job(shm: &str) {
         !status.success(),
         "launcher exited 0 after a rank died\n{report}"
     );
-    for rank in [0, 1] {
-        let prefix = format!("rank {rank}: early-death FAILED: ");
-        let Some(line) = stderr.lines().find(|l| l.contains(&prefix)) else {
-            panic!("rank {rank} did not report a failure of its own after {elapsed:?}:\n{report}");
-        };
-        let (_, error) = line.split_once(&prefix).unwrap();
-        assert!(
-            error.contains("rank 2"),
-            "rank {rank}'s error does not name the dead rank 2: {error}\n{report}"
-        );
+    EarlyDeath {
+        scenario: scenario.to_string(),
+        stderr,
+        elapsed,
+        report,
     }
-    assert!(
-        elapsed < Duration::from_secs(20),
-        "took {elapsed:?} to fail (op timeout 120 s)\n{report}"
-    );
 }
 
 /// Finds the pid of the descendant of `launcher` whose environment has HOROVOD_RANK=`rank`.

@@ -126,11 +126,8 @@ fn allreduce_loop(iters: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// `HORA_RANK_DIE=R`: rank R is SIGKILLed right after init, before it ever talks to another
-/// rank; the others start an allreduce, which must fail (the error ends up in the output).
-fn early_death() -> Result<(), String> {
-    let e = |e: Error| e.to_string();
-    let rank = api::rank().map_err(e)?;
+/// `HORA_RANK_DIE=<rank>`: this rank SIGKILLs itself, as `kill -9` would.
+fn die_if_chosen(rank: usize) {
     if std::env::var("HORA_RANK_DIE").ok() == Some(rank.to_string()) {
         println!("rank {rank} dies now");
         let me = std::process::id().to_string();
@@ -139,8 +136,43 @@ fn early_death() -> Result<(), String> {
             .status();
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// `HORA_RANK_DIE=R`: rank R is SIGKILLed right after init, before it ever talks to another
+/// rank; the others start an allreduce, which must fail (the error ends up in the output).
+fn early_death() -> Result<(), String> {
+    let e = |e: Error| e.to_string();
+    let rank = api::rank().map_err(e)?;
+    die_if_chosen(rank);
     api::allreduce("after-death", vec![1.0f32; 1024], ReduceOp::Sum).map_err(e)?;
     fail("an allreduce with a dead rank succeeded".into())
+}
+
+/// Without the engine: connects as `hora::init` does, then runs one ring allreduce over the
+/// transport, so each rank receives from the rank before it; its pieces are small enough for
+/// the socket buffers, so a rank's first send completes at once and only its receive waits.
+/// `HORA_RANK_DIE=R`: rank R is SIGKILLed right after connecting, before any ring neighbour
+/// talked to it. A survivor aborts its transport on failure, as the engine does, so the
+/// others stop too.
+fn ring_early_death() -> Result<(), String> {
+    use hora::collectives::{Collectives, Ring};
+    let e = |e: Error| e.to_string();
+    let config = hora::config::Config::from_env().map_err(e)?;
+    let conn = hora::transport_select::connect(&config, 0).map_err(e)?;
+    let t = conn.transport;
+    let rank = t.rank();
+    die_if_chosen(rank);
+    let mut buf = vec![0u8; hora::collectives::DEFAULT_SMALL_ALLREDUCE_BYTES + 4096];
+    let deadline = std::time::Instant::now() + config.tuning.op_timeout;
+    let res =
+        Ring::new(t.clone()).allreduce(&mut buf, hora::DataType::F32, ReduceOp::Sum, 1, deadline);
+    match res {
+        Ok(()) => fail("a ring allreduce with a dead rank succeeded".into()),
+        Err(err) => {
+            t.abort(&err.to_string());
+            fail(format!("ring allreduce: {err}"))
+        }
+    }
 }
 
 /// Shapes differ by rank: every rank must get an error naming the tensor.
@@ -161,6 +193,17 @@ fn mismatch() -> Result<(), String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scenario = args.first().map(String::as_str).unwrap_or("collectives");
+    if scenario == "ring-early-death" {
+        // No engine: `api::init` is not called.
+        return match ring_early_death() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                let rank = std::env::var("HOROVOD_RANK").unwrap_or_default();
+                eprintln!("rank {rank}: {scenario} FAILED: {msg}");
+                ExitCode::from(3)
+            }
+        };
+    }
     if let Err(e) = api::init() {
         eprintln!("hora-rank: init failed: {e}");
         return ExitCode::from(2);
