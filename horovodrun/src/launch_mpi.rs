@@ -403,18 +403,28 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
     let pid = child.id() as libc::pid_t;
     let handle = signals.handle();
     let forwarder = thread::spawn(move || {
+        let mut first = None;
         for s in signals.forever() {
+            first.get_or_insert(s);
             // SAFETY: signalling our own child, which we have not reaped yet.
             unsafe { libc::kill(pid, s) };
         }
+        first
     });
     let status = child.wait();
     handle.close();
-    let _ = forwarder.join();
+    let signalled = forwarder.join().ok().flatten();
     drop(store);
-    match status {
-        Ok(s) if s.success() => 0,
-        Ok(s) => {
+    match (status, signalled) {
+        (Ok(s), _) if s.success() => 0,
+        // Stopped on purpose: the launcher's own convention (as without --mpi), not mpirun's
+        // status, which says 1 as if a rank had failed.
+        (Ok(_), Some(sig)) => {
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            eprintln!("horovodrun: received {name}; mpirun stopped the job");
+            128 + sig
+        }
+        (Ok(s), None) => {
             use std::os::unix::process::ExitStatusExt;
             let code = s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0));
             eprintln!(
@@ -423,7 +433,7 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
             );
             code.clamp(1, 255)
         }
-        Err(e) => {
+        (Err(e), _) => {
             eprintln!("horovodrun: waiting for mpirun failed: {e}");
             1
         }

@@ -119,7 +119,17 @@ struct Ran {
 }
 
 /// Runs `cmd` to completion, killing it (and failing the test) past `limit`.
-fn run(mpi: &Mpi, mut cmd: Command, limit: Duration) -> Ran {
+fn run(mpi: &Mpi, cmd: Command, limit: Duration) -> Ran {
+    run_watching(mpi, cmd, limit, |_, _| {})
+}
+
+/// [`run`], showing `watch` the (untagged) output so far and the launcher's pid as it runs.
+fn run_watching(
+    mpi: &Mpi,
+    mut cmd: Command,
+    limit: Duration,
+    mut watch: impl FnMut(&str, u32),
+) -> Ran {
     let start = Instant::now();
     let dir = std::env::temp_dir().join(format!(
         "hora-multihost-mpi-{}-{:?}",
@@ -149,6 +159,7 @@ fn run(mpi: &Mpi, mut cmd: Command, limit: Duration) -> Ran {
             let _ = child.wait();
             panic!("{cmd:?} still running after {limit:?}; output:\n{}", read());
         }
+        watch(&untagged(&read(), mpi.hydra), child.id());
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = untagged(&read(), mpi.hydra);
@@ -377,6 +388,35 @@ fn a_rank_failing_on_the_remote_host_ends_the_job() {
         ran.out
     );
     eprintln!("killed remote rank: job ended in {:?}", ran.took);
+    c.assert_no_orphans(Duration::from_secs(10));
+}
+
+/// Ctrl-C reaches mpirun, which stops every rank on every host; horovodrun says so and exits
+/// 130 (128 + SIGINT), as it does without --mpi, rather than with mpirun's "a rank failed" 1.
+#[test]
+fn ctrl_c_stops_the_ranks_on_every_host() {
+    let _g = serial();
+    let (c, mpi) = setup_or_skip!();
+    let mut cmd = Command::new(horovodrun());
+    cmd.args(mpi_args(&c))
+        .arg(hora_rank())
+        .args(["loop", "100000"]);
+    let mut sent = false;
+    let ran = run_watching(&mpi, cmd, LIMIT, |out, pid| {
+        // Once ranks on both hosts are well into the loop.
+        if !sent && out.contains("rank 0 step 20") && out.contains("rank 3 step 20") {
+            sh(&format!("kill -INT {pid}")).expect("send SIGINT");
+            sent = true;
+        }
+    });
+    assert!(sent, "the job never got going:\n{}", ran.out);
+    assert_eq!(ran.code, Some(130), "{}", ran.out);
+    assert!(
+        ran.out
+            .contains("horovodrun: received SIGINT; mpirun stopped the job"),
+        "{}",
+        ran.out
+    );
     c.assert_no_orphans(Duration::from_secs(10));
 }
 
