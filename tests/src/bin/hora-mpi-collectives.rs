@@ -11,6 +11,7 @@
 //! exits non-zero (aborting its transport, so its peers fail instead of hanging).
 //! `HORA_CONFORMANCE_FAIL=R` makes rank R fail on purpose, to check that the job then ends.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -52,7 +53,11 @@ fn main() -> ExitCode {
             && std::env::var("HORA_CONFORMANCE_FAIL").ok() == Some(rank.to_string()))
         .then(|| "injected failure".to_string());
         if let Some(e) = injected.map_or_else(|| check(&*c, &mut seq).err(), Some) {
-            eprintln!("rank {rank}: collectives conformance ({mode}) FAILED: {name}: {e}");
+            // One write: stderr is unbuffered, so eprintln! would write the pieces of the
+            // line separately, and mpirun tags each piece it reads (`rank [1,1]<stderr>:1...`).
+            let line =
+                format!("rank {rank}: collectives conformance ({mode}) FAILED: {name}: {e}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
             // As the engine does: fail the peers' waits on this rank instead of leaving them.
             t.abort(&format!("rank {rank} failed {name}"));
             return ExitCode::from(1);
