@@ -3,11 +3,11 @@
 //! How it works. A `wait` posts an `MPI_Irecv`/`MPI_Isend` per op straight on the caller's
 //! buffers (messages over 1 GiB go as several, in order) and drives them with `MPI_Test`
 //! until all are done, checking the deadline, a local abort and abort notices from peers on
-//! the way: it spins briefly, then yields the core, then sleeps in short naps (MPI gives no
-//! file descriptor to sleep on). Before it returns early, every posted request is cancelled
-//! and completed, so no request outlives the borrow of its buffer; a send the library cannot
-//! cancel within a grace period ends the job with `MPI_Abort` rather than let MPI read freed
-//! memory. Control messages (`send_msg`/`recv_msg`) travel on a second communicator, sent
+//! the way: it yields the core, then sleeps in short naps (MPI gives no file descriptor to
+//! sleep on); it never busy-polls (see `backoff`). Before it returns early, every posted
+//! request is cancelled and completed, so no request outlives the borrow of its buffer; a send
+//! the library cannot cancel within a grace period ends the job with `MPI_Abort` rather than
+//! let MPI read freed memory. Control messages (`send_msg`/`recv_msg`) travel on a second communicator, sent
 //! from an owned copy (never blocking the sender) and received with `MPI_Improbe` +
 //! `MPI_Mrecv`, which is safe with several receiving threads. `abort` sends every peer a
 //! notice on a reserved tag, so a peer's waits fail naming this rank; a peer that dies
@@ -46,7 +46,6 @@ pub struct MpiTransport {
     coll: Comm,
     seq_bits: u32,
     abort_tag: c_int,
-    spin: Duration,
     aborted: Mutex<Option<String>>,
     aborted_flag: AtomicBool,
     peer_failed: Mutex<Option<(Rank, String)>>,
@@ -100,22 +99,12 @@ impl MpiTransport {
             coll: comm.dup()?,
             seq_bits,
             abort_tag: 1 << (8 + seq_bits),
-            // Busy-polling starves the peer's process and the MPI library's own polling on a
-            // loaded host (4 KiB through the engine: 25 ms with 50 µs of spin, 15 µs without),
-            // so waits yield from the start.
-            spin: Duration::ZERO,
             aborted: Mutex::new(None),
             aborted_flag: AtomicBool::new(false),
             peer_failed: Mutex::new(None),
             woken: Arc::new(AtomicBool::new(false)),
             outbox: Mutex::new(Vec::new()),
         })
-    }
-
-    /// Busy-polls this long before yielding the core (default 0: yield at once).
-    pub fn with_spin(mut self, spin: Duration) -> Self {
-        self.spin = spin;
-        self
     }
 
     /// The communicator the native collectives run on (its own context, separate from the
@@ -435,16 +424,17 @@ impl MpiTransport {
                     ),
                 });
             }
-            backoff(now - last_progress, self.spin);
+            backoff(now - last_progress);
         }
     }
 }
 
-/// Spin, then yield the core, then nap: MPI offers nothing to sleep on.
-fn backoff(idle: Duration, spin: Duration) {
-    if idle < spin {
-        std::hint::spin_loop();
-    } else if idle < YIELD_FOR {
+/// Yield the core, then nap: MPI offers nothing to sleep on. No busy-polling, whatever
+/// `HORA_SPIN_US` says (its 50 µs default suits TCP and shared memory): a spinning rank starves
+/// its peer and the MPI library's own progress on a loaded host (4 KiB through the engine:
+/// 25 ms with 50 µs of spin, 15 µs without).
+fn backoff(idle: Duration) {
+    if idle < YIELD_FOR {
         std::thread::yield_now();
     } else {
         std::thread::sleep(NAP);
@@ -628,7 +618,7 @@ impl Transport for MpiTransport {
                     what: format!("a control message {tag:?}"),
                 });
             }
-            backoff(now - start, self.spin);
+            backoff(now - start);
         }
     }
 
