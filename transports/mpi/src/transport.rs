@@ -38,6 +38,10 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 const YIELD_FOR: Duration = Duration::from_millis(2);
 /// The nap between polls once a wait sleeps.
 const NAP: Duration = Duration::from_micros(50);
+/// Longest a dropped transport waits for its peers' goodbyes (see `say_goodbye`).
+const GOODBYE_WAIT: Duration = Duration::from_secs(3);
+/// The body of a goodbye.
+static GOODBYE: [u8; 1] = [0];
 
 /// One rank's MPI transport; see the module docs.
 pub struct MpiTransport {
@@ -175,6 +179,15 @@ impl MpiTransport {
         from: Option<Rank>,
         tag: c_int,
     ) -> Result<Option<(Rank, Vec<u8>)>, TransportError> {
+        Ok(self.take(from, tag)?.map(|(src, _, body)| (src, body)))
+    }
+
+    /// `try_take`, also giving the message's tag (for `MPI_ANY_TAG`).
+    fn take(
+        &self,
+        from: Option<Rank>,
+        tag: c_int,
+    ) -> Result<Option<(Rank, c_int, Vec<u8>)>, TransportError> {
         let src = match from {
             Some(p) => p as c_int,
             // SAFETY: reading a link-time constant.
@@ -209,7 +222,95 @@ impl MpiTransport {
         let rc =
             unsafe { ffi::MPI_Mrecv(rbuf(&mut body), n, ffi::RSMPI_UINT8_T, &mut msg, &mut st) };
         check(rc, "MPI_Mrecv")?;
-        Ok(Some((status.MPI_SOURCE as Rank, body)))
+        Ok(Some((status.MPI_SOURCE as Rank, status.MPI_TAG, body)))
+    }
+
+    /// Before the transport goes, takes in every control message still on its way here, so
+    /// none is left unmatched at `MPI_Finalize` (erroneous in MPI; MPICH over UCX warns
+    /// "unexpected tag-receive descriptor ... was not matched"). The usual one: a worker's
+    /// shutdown request reaching rank 0 after rank 0 broadcast the shutdown plan and stopped
+    /// listening.
+    ///
+    /// How: every rank sends each peer a goodbye on the control communicator, then receives
+    /// (and drops) whatever arrives there until each peer's goodbye or abort notice is in
+    /// (an aborted peer's notice stands for its goodbye). Messages from one rank to another
+    /// on one communicator do not overtake each other, so nothing sent before a goodbye is
+    /// left behind. A transport that aborted sent its notices instead and skips all this;
+    /// the wait is bounded by `GOODBYE_WAIT` for a peer that keeps its transport longer.
+    fn say_goodbye(&self) {
+        if self.size() < 2 || self.aborted_flag.load(Ordering::Acquire) {
+            return;
+        }
+        let failed = self
+            .peer_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(p, _)| *p);
+        let mut finalized: c_int = 0;
+        // SAFETY: may be called at any time.
+        unsafe { ffi::MPI_Finalized(&mut finalized) };
+        if finalized != 0 {
+            return;
+        }
+        let goodbye_tag = self.abort_tag + 1;
+        let me = self.rank();
+        let mut sent = Vec::new();
+        for peer in (0..self.size()).filter(|&p| p != me && Some(p) != failed) {
+            let mut req = std::mem::MaybeUninit::<ffi::MPI_Request>::uninit();
+            // SAFETY: a static buffer; out-parameter.
+            let rc = unsafe {
+                ffi::MPI_Isend(
+                    sbuf(&GOODBYE),
+                    1,
+                    ffi::RSMPI_UINT8_T,
+                    peer as c_int,
+                    goodbye_tag,
+                    self.ctrl.raw(),
+                    req.as_mut_ptr(),
+                )
+            };
+            if rc != ffi::MPI_SUCCESS as c_int {
+                return;
+            }
+            // SAFETY: the MPI call above succeeded, so it wrote this handle.
+            sent.push(unsafe { req.assume_init() });
+        }
+        let mut waiting: Vec<bool> = (0..self.size())
+            .map(|p| p != me && Some(p) != failed)
+            .collect();
+        let mut left = waiting.iter().filter(|w| **w).count();
+        let start = Instant::now();
+        let mut last_progress = start;
+        // SAFETY: reading a link-time constant.
+        let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
+        while left > 0 && start.elapsed() < GOODBYE_WAIT {
+            match self.take(None, any_tag) {
+                Ok(Some((src, tag, _))) => {
+                    last_progress = Instant::now();
+                    if (tag == goodbye_tag || tag == self.abort_tag)
+                        && std::mem::take(&mut waiting[src])
+                    {
+                        left -= 1;
+                    }
+                }
+                Ok(None) => backoff(last_progress.elapsed()),
+                Err(_) => break,
+            }
+        }
+        // The goodbyes leave from a static buffer, so an unfinished one can be let go.
+        for mut req in sent {
+            let mut flag: c_int = 0;
+            let mut st = zeroed_status();
+            // SAFETY: an active request of ours; freeing it does not cancel the send.
+            unsafe {
+                if ffi::MPI_Test(&mut req, &mut flag, &mut st) != ffi::MPI_SUCCESS as c_int
+                    || flag == 0
+                {
+                    ffi::MPI_Request_free(&mut req);
+                }
+            }
+        }
     }
 
     /// Frees the buffers of control messages that have left.
@@ -665,6 +766,7 @@ impl Transport for MpiTransport {
 
 impl Drop for MpiTransport {
     fn drop(&mut self) {
+        self.say_goodbye();
         // Give queued control messages a moment to leave; their buffers are freed with us.
         let until = Instant::now() + Duration::from_secs(2);
         loop {
