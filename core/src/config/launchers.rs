@@ -117,7 +117,9 @@ fn detect(v: &HashMap<String, String>) -> Result<Option<Found>, Error> {
             size,
             local_rank,
             local_size,
-            &["PMI_FD", "PMI_PORT", "PMI_KVSNAME", "HYDI_CONTROL_FD"],
+            // Not PMI_FD or HYDI_CONTROL_FD: descriptor numbers, which differ between the
+            // ranks of one job (Hydra gives rank 0 PMI_FD=6 and rank 1 PMI_FD=8).
+            &["PMI_PORT", "PMI_KVSNAME"],
         )));
     }
     // torchrun / torch.distributed.run.

@@ -102,9 +102,33 @@ fn open_mpi_on_one_host_needs_no_address() {
     assert_eq!(r.bind_ip.to_string(), "127.0.0.1");
 }
 
+/// The variables MPICH 4's Hydra gives two ranks on one host: the ranks must derive one
+/// secret, or rank 0's store turns rank 1 away (it did, when PMI_FD was hashed in).
+#[test]
+fn hydra_ranks_derive_the_same_secret() {
+    let rank = |r: &str, fd: &str| {
+        let v = vars(&[
+            ("PMI_RANK", r),
+            ("PMI_SIZE", "2"),
+            ("PMI_FD", fd),
+            ("HYDI_CONTROL_FD", "7"),
+            ("MPI_LOCALRANKID", r),
+            ("MPI_LOCALNRANKS", "2"),
+            ("MPIR_CVAR_CH3_INTERFACE_HOSTNAME", "vm"),
+        ]);
+        Config::from_vars(&v).unwrap().rendezvous.unwrap()
+    };
+    let (r0, r1) = (rank("0", "6"), rank("1", "8"));
+    assert!(r0.secret_derived && r0.serve_store);
+    assert_eq!(r0.store, r1.store);
+    assert_eq!(r0.secret, r1.secret);
+}
+
 #[test]
 fn multi_host_mpirun_without_an_address_says_what_to_set() {
     let e = Config::from_vars(&vars(&[
+        // TCP, so the store is needed in an MPI build too.
+        ("HOROVOD_CONTROLLER", "gloo"),
         ("PMI_RANK", "0"),
         ("PMI_SIZE", "4"),
         ("MPI_LOCALRANKID", "0"),
