@@ -10,7 +10,7 @@ TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
-.PHONY: all deps build build-dev demo test test-mpi lint fmt bench clean python
+.PHONY: all deps build build-dev demo test test-mpi test-mpich lint fmt bench clean python
 
 all: build
 
@@ -24,10 +24,12 @@ deps:
 	@{ [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ip >/dev/null && command -v ss >/dev/null && command -v nft >/dev/null; } || \
 	  { [ "$$(id -u)" != 0 ] && echo "note: multi-host tests need root and openssh-server iproute2 nftables; they will skip" >&2; } || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client iproute2 nftables; }
-	@# The MPI transport (--features mpi): bindgen needs libclang; Open MPI's mpicc and mpirun.
-	@dpkg -s libclang-dev libopenmpi-dev openmpi-bin >/dev/null 2>&1 || \
-	  { [ "$$(id -u)" != 0 ] && echo "note: the MPI build and tests need libclang-dev libopenmpi-dev openmpi-bin; they will skip" >&2; } || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev libopenmpi-dev openmpi-bin; }
+	@# The MPI transport (--features mpi): bindgen needs libclang; Open MPI's mpicc and mpirun, and
+	@# MPICH's (mpicc.mpich, mpirun.mpich) for test-mpich. They co-install; Open MPI stays the
+	@# default mpicc/mpirun (Debian's alternatives rank it 50, MPICH 40).
+	@dpkg -s libclang-dev libopenmpi-dev openmpi-bin libmpich-dev mpich >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" != 0 ] && echo "note: the MPI build and tests need libclang-dev libopenmpi-dev openmpi-bin libmpich-dev mpich; they will skip" >&2; } || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev libopenmpi-dev openmpi-bin libmpich-dev mpich; }
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	@$(PY) -c "import torch, numpy, pytest, pytest_timeout" 2>/dev/null || { \
@@ -86,15 +88,29 @@ test: lint
 
 # The MPI transport, built with --features mpi in its own target dir (so the default binaries
 # are never rebuilt with it): clippy, then the conformance table under mpirun at np 2..5 and the
-# engine's collectives over MPI. Skipped, saying so, without mpicc/mpirun.
+# engine's collectives over MPI; then the same tests against MPICH (test-mpich). Skipped,
+# saying so, without mpicc/mpirun.
 MPI_FEATURES := hora-mpi/mpi,hora/mpi,hora-tests/mpi,hora-bench/mpi,horovodrun/mpi
+MPI_TESTS := -p hora-mpi -p hora-tests --features hora-mpi/mpi,hora-tests/mpi --no-fail-fast --lib --test mpirun
 test-mpi:
 	@if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then \
 	  set -e; export CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))/mpi; \
 	  $(CARGO) clippy -p hora-mpi -p hora -p hora-tests -p hora-bench -p horovodrun \
 	    --features $(MPI_FEATURES) --all-targets -- -D warnings; \
-	  $(CARGO) test -p hora-mpi -p hora-tests --features hora-mpi/mpi,hora-tests/mpi --no-fail-fast --lib --test mpirun; \
+	  $(CARGO) test $(MPI_TESTS); \
 	else echo "note: mpicc or mpirun missing: MPI build and tests skipped (make deps installs them)" >&2; fi
+	@$(MAKE) --no-print-directory test-mpich
+
+# The same MPI tests built against MPICH (mpicc.mpich) in their own target dir, the two
+# libraries' artifacts never mixing, and run under MPICH's Hydra: HORA_MPIRUN names the mpirun
+# for the tests and for horovodrun --mpi, which pick Hydra's options by themselves. No clippy:
+# the code is the same as under Open MPI.
+test-mpich:
+	@if command -v mpicc.mpich >/dev/null && command -v mpirun.mpich >/dev/null; then \
+	  set -e; export CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))/mpich MPICC=mpicc.mpich \
+	    HORA_MPIRUN=$$(command -v mpirun.mpich); \
+	  $(CARGO) test $(MPI_TESTS); \
+	else echo "note: mpicc.mpich or mpirun.mpich missing: MPICH build and tests skipped (make deps installs them)" >&2; fi
 
 bench: build
 	$(CARGO) bench -p hora --bench reduce -- --warm-up-time 1 --measurement-time 2

@@ -3,12 +3,16 @@
 //! errors for a missing mpirun or an MPI transport that cannot be had, and, in an MPI build,
 //! every collective over MPI against expected values at 2..4 ranks.
 //!
-//! Tests that need mpirun skip (saying so) when it is not installed.
+//! Tests that need mpirun skip (saying so) when it is not installed. The mpirun is
+//! `HORA_MPIRUN` (which `horovodrun --mpi` reads too) or the one on `PATH`, Open MPI's or
+//! MPICH's: `make test-mpi` runs this file under each.
 
+#[cfg(feature = "mpi")]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hora_mpi::mpirun::Mpirun;
 use hora_tests::{hora_rank, horovodrun};
 
 /// Generous: a loaded 2-core machine runs several of these at once.
@@ -63,13 +67,16 @@ fn run(mut cmd: Command, limit: Duration) -> Ran {
     }
 }
 
-fn mpirun() -> Option<PathBuf> {
-    let p = Path::new("/usr/bin/mpirun");
-    if p.exists() {
-        Some(p.to_path_buf())
-    } else {
-        eprintln!("SKIPPED: mpirun is not installed");
-        None
+/// The mpirun to test with; `None` (saying so) when none is installed. A `HORA_MPIRUN` that
+/// is not an Open MPI or MPICH mpirun fails the test rather than skipping it.
+fn mpirun() -> Option<Mpirun> {
+    match Mpirun::find() {
+        Ok(Some(m)) => Some(m),
+        Ok(None) => {
+            eprintln!("SKIPPED: mpirun is not installed");
+            None
+        }
+        Err(e) => panic!("{e}"),
     }
 }
 
@@ -159,20 +166,11 @@ fn controller_mpi_that_cannot_be_had_is_refused() {
     );
 }
 
-/// `mpirun` with the options a root user on a small machine needs.
+/// `mpirun` for a local job of `np` ranks that insist on the MPI transport.
 #[cfg(feature = "mpi")]
-fn mpirun_cmd(mpirun: &Path, np: usize) -> Command {
-    let mut cmd = Command::new(mpirun);
-    cmd.args([
-        "--oversubscribe",
-        "--bind-to",
-        "none",
-        "-np",
-        &np.to_string(),
-    ])
-    .args(["-x", "HOROVOD_CONTROLLER=mpi"])
-    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+fn mpirun_cmd(mpirun: &Mpirun, np: usize) -> Command {
+    let mut cmd = mpirun.local_job(np);
+    mpirun.forward_env(&mut cmd, "HOROVOD_CONTROLLER", "mpi");
     cmd
 }
 
@@ -270,9 +268,8 @@ fn bench_check_over_mpi() {
 fn a_killed_rank_ends_the_job() {
     let Some(mpirun) = mpirun() else { return };
     let mut cmd = mpirun_cmd(&mpirun, 3);
-    cmd.env("HORA_RANK_DIE", "1")
-        .arg(hora_rank())
-        .args(["loop", "100000"]);
+    mpirun.forward_env(&mut cmd, "HORA_RANK_DIE", "1");
+    cmd.arg(hora_rank()).args(["loop", "100000"]);
     let ran = run(cmd, LIMIT);
     assert_ne!(ran.code, Some(0), "{}", ran.out);
     assert!(
@@ -323,9 +320,8 @@ fn a_failing_rank_ends_the_job_inside_a_collective() {
     let Some(mpirun) = mpirun() else { return };
     for mode in ["native", "ring"] {
         let mut cmd = mpirun_cmd(&mpirun, 3);
-        cmd.env("HORA_CONFORMANCE_FAIL", "1")
-            .args(["-x", "HORA_CONFORMANCE_FAIL"])
-            .arg(env!("CARGO_BIN_EXE_hora-mpi-collectives"))
+        mpirun.forward_env(&mut cmd, "HORA_CONFORMANCE_FAIL", "1");
+        cmd.arg(env!("CARGO_BIN_EXE_hora-mpi-collectives"))
             .arg(mode);
         let ran = run(cmd, LIMIT);
         assert_ne!(ran.code, Some(0), "{mode}:\n{}", ran.out);
@@ -351,24 +347,20 @@ fn mpirun_selects_mpi_unless_told_gloo() {
     let Some(mpirun) = mpirun() else { return };
     let bench = mpi_bench();
     for (controller, want) in [("auto", "transport mpi"), ("gloo", "transport tcp")] {
-        let mut cmd = Command::new(&mpirun);
-        cmd.args(["--oversubscribe", "--bind-to", "none", "-np", "2"])
-            .args(["-x", &format!("HOROVOD_CONTROLLER={controller}")])
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .arg(&bench)
-            .args([
-                "allreduce",
-                "-b",
-                "4K",
-                "-e",
-                "4K",
-                "-n",
-                "2",
-                "-w",
-                "1",
-                "--check",
-            ]);
+        let mut cmd = mpirun.local_job(2);
+        mpirun.forward_env(&mut cmd, "HOROVOD_CONTROLLER", controller);
+        cmd.arg(&bench).args([
+            "allreduce",
+            "-b",
+            "4K",
+            "-e",
+            "4K",
+            "-n",
+            "2",
+            "-w",
+            "1",
+            "--check",
+        ]);
         let ran = run(cmd, LIMIT);
         assert_eq!(ran.code, Some(0), "{controller}:\n{}", ran.out);
         let header = ran

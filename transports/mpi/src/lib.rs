@@ -7,13 +7,15 @@
 //! hora's engine runs natively. Rank, size and the local layout come from MPI itself, so a job
 //! under `mpirun` needs no rendezvous store.
 //!
-//! Without the feature only [`mod@env`] is built: it tells whether this process was started by an
-//! MPI launcher, which the engine needs to choose a transport and explain what is missing.
+//! Without the feature only [`mod@env`] and [`mod@mpirun`] are built: the first tells whether
+//! this process was started by an MPI launcher, which the engine needs to choose a transport
+//! and explain what is missing; the second finds `mpirun` and tells Open MPI's from MPICH's.
 //! The default build therefore needs neither an MPI library nor libclang.
 //!
 //! [`Transport`]: hora_transport::Transport
 
 pub mod env;
+pub mod mpirun;
 
 #[cfg(feature = "mpi")]
 mod comm;

@@ -1,30 +1,28 @@
 //! The transport conformance table over MPI: `mpirun -np N hora-mpi-conformance` for N from
-//! 2 to 5, each rank a real process (skipped, saying so, when mpirun is not installed).
+//! 2 to 5, each rank a real process (skipped, saying so, when mpirun is not installed). The
+//! `mpirun` is `HORA_MPIRUN` or the one on `PATH`, Open MPI's or MPICH's.
 #![cfg(feature = "mpi")]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hora_mpi::mpirun::Mpirun;
+
 #[test]
 fn conformance_table_under_mpirun() {
-    let mpirun = std::path::Path::new("/usr/bin/mpirun");
-    if !mpirun.exists() {
-        eprintln!("SKIPPED: mpirun is not installed");
-        return;
-    }
+    let mpirun = match Mpirun::find() {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            eprintln!("SKIPPED: mpirun is not installed");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
     for np in 2..=5 {
         let start = Instant::now();
-        let child = Command::new(mpirun)
-            .args([
-                "--oversubscribe",
-                "--bind-to",
-                "none",
-                "-np",
-                &np.to_string(),
-            ])
+        let child = mpirun
+            .local_job(np)
             .arg(env!("CARGO_BIN_EXE_hora-mpi-conformance"))
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
