@@ -6,12 +6,18 @@
 //! is a small state machine over that channel:
 //!
 //! ```text
-//! Running ──rank fails──▶ Grace (others may exit by themselves and print why)
-//!    │                      │ grace period over: SIGTERM every rank
-//!    │                      ▼
+//! Running ──rank fails──▶ Settling ──50 ms──▶ Grace (others may exit by themselves and print why)
+//!    │                    (collect what       │ grace period (from the first failure) over:
+//!    │                     else failed)       ▼ SIGTERM every rank
 //!    └──SIGINT/SIGTERM──▶ Terminating ──2 s (5 s after a signal)──▶ SIGKILL ──▶ Killed
 //! ```
 //! A healthy job never meets a timeout: the launcher waits for as long as the ranks run.
+//!
+//! Why settle: when a rank dies its peers fail within milliseconds, and the launcher may hear
+//! of a peer before the rank that died. Every failure of the first 50 ms (and of any rank
+//! found already dead by then, see [`sys::child_ended`]) is judged together by
+//! [`crate::failure`], which names the most likely root cause first, and the others after it.
+//! No signal has been sent yet at that point, so every signal death it sees is not ours.
 //!
 //! A remote rank is an ssh process here (in its own group too); signals reach the rank as
 //! control bytes on that ssh's stdin (see [`crate::launch_ssh`]), and SIGKILL kills the ssh,
@@ -21,7 +27,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ChildStdin;
 use std::process::{Command, ExitStatus, Stdio};
@@ -34,8 +40,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::env::{Placement, rank_env};
+use crate::failure::{self, Failure, Outcome};
 use crate::hosts::Slot;
-use crate::launch_ssh::{self, CTL_INT, CTL_KILL, CTL_TERM, Launch, SSH_FAILED, SshOptions};
+use crate::launch_ssh::{self, CTL_INT, CTL_KILL, CTL_TERM, Launch, SshOptions};
 use crate::output::{self, Stream};
 use crate::sys;
 
@@ -47,6 +54,15 @@ const SIGNAL_TO_KILL: Duration = Duration::from_secs(5);
 const KILL_TO_GIVE_UP: Duration = Duration::from_secs(10);
 /// How long rank output may keep draining after the ranks are gone.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+/// After the first failure, how long other failures are collected before the launcher names
+/// the most likely root cause (at most the grace period). Peers of a killed rank fail within
+/// milliseconds of it; this only delays the message, not the stopping of the others.
+const SETTLE: Duration = Duration::from_millis(50);
+/// After the settle time, how long the launcher still waits to hear from ranks already found
+/// ended (their waiter threads report within microseconds unless the machine is swamped).
+const SETTLE_STRAGGLERS: Duration = Duration::from_millis(500);
+/// How often the launcher looks again for such ranks.
+const SETTLE_POLL: Duration = Duration::from_millis(5);
 
 /// What to launch.
 #[derive(Debug)]
@@ -81,6 +97,11 @@ enum Event {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Running,
+    /// A rank failed at `first`; others' failures are collected until `until`.
+    Settling {
+        first: Instant,
+        until: Instant,
+    },
     Grace(Instant),
     Terminating(Instant),
     Killed(Instant),
@@ -129,12 +150,7 @@ pub(crate) fn run(plan: &Plan, secret: &[u8]) -> i32 {
     };
     tracing::info!(addr = %store.addr(), "rendezvous store listening");
 
-    let mut job = Job {
-        ranks: Vec::new(),
-        pumps: Vec::new(),
-        phase: Phase::Running,
-        exit: None,
-    };
+    let mut job = Job::new(plan.grace);
     let secret_hex = hex::encode(secret);
     let gloo_timeout_set = std::env::var_os("HOROVOD_GLOO_TIMEOUT_SECONDS").is_some();
     let listen = plan.listen_ip.to_string();
@@ -185,7 +201,7 @@ pub(crate) fn run(plan: &Plan, secret: &[u8]) -> i32 {
             Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
         };
         match event {
-            Ok(Event::Exited { rank, status }) => job.on_exit(rank, status, plan.grace),
+            Ok(Event::Exited { rank, status }) => job.on_exit(rank, status),
             Ok(Event::Signal(sig)) => job.on_signal(sig),
             Err(RecvTimeoutError::Timeout) => {
                 if !job.on_deadline() {
@@ -197,6 +213,8 @@ pub(crate) fn run(plan: &Plan, secret: &[u8]) -> i32 {
         }
     }
 
+    // The loop may end without a deadline having closed the window (say, on a lost channel).
+    job.give_verdict();
     job.kill_leftovers();
     store.shutdown();
     job.drain_output();
@@ -211,18 +229,34 @@ struct Job {
     phase: Phase,
     /// The launcher's exit code once something went wrong.
     exit: Option<i32>,
+    /// How long the other ranks get after the first failure, before SIGTERM.
+    grace: Duration,
+    /// Failures heard of while settling, not yet judged.
+    failures: Vec<Failure>,
 }
 
 impl Phase {
     fn deadline(self) -> Option<Instant> {
         match self {
             Self::Running => None,
+            Self::Settling { until, .. } => Some(until),
             Self::Grace(d) | Self::Terminating(d) | Self::Killed(d) => Some(d),
         }
     }
 }
 
 impl Job {
+    fn new(grace: Duration) -> Self {
+        Self {
+            ranks: Vec::new(),
+            pumps: Vec::new(),
+            phase: Phase::Running,
+            exit: None,
+            grace,
+            failures: Vec::new(),
+        }
+    }
+
     fn spawn_rank(
         &mut self,
         rank: u32,
@@ -382,7 +416,20 @@ impl Job {
         }
     }
 
-    fn on_exit(&mut self, rank: u32, status: io::Result<ExitStatus>, grace: Duration) {
+    /// How a rank is named in the launcher's messages.
+    fn who(&self, rank: u32) -> String {
+        let Some(r) = self.ranks.get(rank as usize) else {
+            return format!("rank {rank}");
+        };
+        if r.host == "localhost" {
+            format!("rank {rank} (pid {})", r.pid)
+        } else {
+            format!("rank {rank} on host {} (ssh pid {})", r.host, r.pid)
+        }
+    }
+
+    fn on_exit(&mut self, rank: u32, status: io::Result<ExitStatus>) {
+        let now = Instant::now();
         let Some(r) = self.ranks.get_mut(rank as usize) else {
             return;
         };
@@ -390,53 +437,72 @@ impl Job {
         // Closing the control channel of a finished rank lets its ssh end.
         r.control = None;
         let pid = r.pid;
-        let host = r.host.clone();
-        let remote = host != "localhost";
-        let who = if remote {
-            format!("rank {rank} on host {host} (ssh pid {pid})")
-        } else {
-            format!("rank {rank} (pid {pid})")
+        let remote = (r.host != "localhost").then(|| r.host.clone());
+        let outcome = match status {
+            Ok(s) => Outcome::from_status(s, remote.as_deref()),
+            Err(e) => Some(Outcome::Unknown(format!("could not be waited for ({e})"))),
         };
-        let (what, code) = match &status {
-            Ok(s) if s.success() => {
-                tracing::info!(rank, pid, "rank exited successfully");
+        let Some(outcome) = outcome else {
+            tracing::info!(rank, pid, "rank exited successfully");
+            return;
+        };
+        tracing::info!(rank, pid, "rank {}", outcome.describe());
+        let failure = Failure {
+            rank,
+            who: self.who(rank),
+            outcome,
+            at: now,
+        };
+        match self.phase {
+            Phase::Running if self.exit.is_none() => {
+                self.phase = Phase::Settling {
+                    first: now,
+                    until: now + SETTLE.min(self.grace),
+                };
+                self.failures.push(failure);
+            }
+            Phase::Settling { .. } => self.failures.push(failure),
+            _ => {
+                // Judged already, or the job is being stopped: later failures are usually the
+                // echo of the first, but a lost host is worth naming: it is often a root cause.
+                if matches!(failure.outcome, Outcome::LostHost { .. })
+                    && self.phase != Phase::Running
+                {
+                    eprintln!("horovodrun: {} {}", failure.who, failure.outcome.describe());
+                }
                 return;
             }
-            Ok(s) if remote && s.code() == Some(SSH_FAILED) => (
-                format!(
-                    "lost its ssh connection to host {host} (ssh exited with {SSH_FAILED}: host down, network cut or ssh refused)"
-                ),
-                1,
-            ),
-            Ok(s) => describe(*s),
-            Err(e) => (format!("could not be waited for ({e})"), 1),
+        }
+        if self.running() == 0 {
+            // Nobody left who could still fail: no reason to wait.
+            self.give_verdict();
+        }
+    }
+
+    /// Ends the settle window: names the most likely root cause of the failures collected
+    /// (and the others after it), sets the exit code, and starts the grace period, counted
+    /// from the first failure. Does nothing outside the window.
+    fn give_verdict(&mut self) {
+        let Phase::Settling { first, .. } = self.phase else {
+            return;
         };
-        if self.exit.is_some() || self.phase != Phase::Running {
-            // The first failure was already reported; later ones are usually its echo, but a
-            // lost host is worth naming: it is often the root cause.
-            if remote
-                && matches!(&status, Ok(s) if s.code() == Some(SSH_FAILED))
-                && self.phase != Phase::Running
-            {
-                eprintln!("horovodrun: {who} {what}");
+        let running = self.running();
+        match failure::verdict(std::mem::take(&mut self.failures), running) {
+            Some(v) => {
+                for line in &v.lines {
+                    eprintln!("{line}");
+                }
+                tracing::info!(rank = v.culprit, "named as the most likely root cause");
+                self.exit = Some(v.exit_code);
             }
-            tracing::info!(rank, pid, "rank {what}");
-            return;
+            None => self.exit = Some(1),
         }
-        self.exit = Some(code);
-        let left = self.running();
-        if left == 0 {
-            eprintln!("horovodrun: {who} {what}");
-            return;
-        }
-        eprintln!(
-            "horovodrun: {who} {what}; stopping the other {left} rank{}",
-            if left == 1 { "" } else { "s" }
-        );
-        self.phase = Phase::Grace(Instant::now() + grace);
+        self.phase = Phase::Grace(first + self.grace);
     }
 
     fn on_signal(&mut self, sig: i32) {
+        // Name what failed before the user's signal makes every rank fail.
+        self.give_verdict();
         let name = sys::signal_name(sig);
         if matches!(self.phase, Phase::Terminating(_) | Phase::Killed(_)) && self.exit.is_some() {
             // A second Ctrl-C: the user does not want to wait.
@@ -459,6 +525,22 @@ impl Job {
     fn on_deadline(&mut self) -> bool {
         match self.phase {
             Phase::Running => {}
+            Phase::Settling { first, .. } => {
+                // A rank found ended whose news has not arrived yet may be the root cause.
+                let stragglers = self
+                    .ranks
+                    .iter()
+                    .any(|r| r.running && sys::child_ended(r.pid));
+                let now = Instant::now();
+                if stragglers && now < first + SETTLE_STRAGGLERS {
+                    self.phase = Phase::Settling {
+                        first,
+                        until: now + SETTLE_POLL,
+                    };
+                } else {
+                    self.give_verdict();
+                }
+            }
             Phase::Grace(_) => {
                 tracing::info!("grace period over: sending SIGTERM to the remaining ranks");
                 self.signal_running(libc::SIGTERM);
@@ -512,24 +594,6 @@ impl Job {
             let _ = p.join();
         }
     }
-}
-
-/// `exited with code 3` / `was killed by signal 9 (SIGKILL)`, and the launcher's exit code.
-fn describe(s: ExitStatus) -> (String, i32) {
-    if let Some(code) = s.code() {
-        return (format!("exited with code {code}"), code);
-    }
-    if let Some(sig) = s.signal() {
-        let core = if s.core_dumped() { ", core dumped" } else { "" };
-        return (
-            format!(
-                "was killed by signal {sig} ({}{core})",
-                sys::signal_name(sig)
-            ),
-            1,
-        );
-    }
-    (format!("ended with status {s}"), 1)
 }
 
 #[cfg(test)]

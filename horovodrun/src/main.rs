@@ -6,7 +6,8 @@
 //! address of a rendezvous store the launcher serves, and the job secret (in the environment
 //! only, sent to remote hosts on ssh's stdin). It prefixes their output Horovod-style, forwards
 //! Ctrl-C and SIGTERM to every host, and fails fast: when one rank or host fails, the others are
-//! stopped and the launcher exits non-zero naming the rank and host.
+//! stopped and the launcher exits non-zero naming the rank and host (the most likely root cause
+//! first, when several fail at once: `failure`).
 //!
 //! With `--mpi` the ranks are started by `mpirun` instead (`launch_mpi`). It does not restart
 //! failed ranks (elastic training).
@@ -20,6 +21,7 @@ use clap::Parser;
 mod check_build;
 mod cli;
 mod env;
+mod failure;
 mod hosts;
 mod launch_local;
 mod launch_mpi;

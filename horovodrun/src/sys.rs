@@ -1,5 +1,6 @@
-//! The few operating-system calls std does not offer: signalling a process group, reading the
-//! host name, tying a rank's life to the launcher's. The only `unsafe` in the launcher lives here.
+//! The few operating-system calls std does not offer: signalling a process group, peeking at a
+//! child's end, reading the host name, tying a rank's life to the launcher's. The only `unsafe`
+//! in the launcher lives here.
 
 use std::io;
 
@@ -43,6 +44,38 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
     // SAFETY: as above; signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(-pgid, 0) };
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// True once our child `pid` has ended, reaped or not, without reaping it. A child another
+/// thread has already reaped (`ECHILD`) counts as ended: its waiter's news is on its way.
+/// Only meant for pids of children we have not yet heard end (a pid could be reused after).
+pub(crate) fn child_ended(pid: u32) -> bool {
+    // Through pid_t: a pid that does not fit it is no child of ours.
+    let Some(id) = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .and_then(|p| libc::id_t::try_from(p).ok())
+    else {
+        return false;
+    };
+    // SAFETY: siginfo_t is plain data for which all zero bytes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid siginfo_t that outlives the call; WNOWAIT leaves the child
+    // to its waiter thread, WNOHANG makes the call return at once.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            id,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if r != 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+    }
+    // SAFETY: waitid filled `info` for a child state change (or left it zeroed: si_pid is 0
+    // while the child still runs).
+    unsafe { info.si_pid() != 0 }
 }
 
 /// This machine's host name, if the OS will tell.
@@ -164,3 +197,6 @@ pub(crate) fn route_to(to: std::net::SocketAddr) -> io::Result<std::net::IpAddr>
     s.connect(to)?;
     Ok(s.local_addr()?.ip())
 }
+
+#[cfg(test)]
+mod tests;
