@@ -340,13 +340,14 @@ fn a_failing_rank_ends_the_job_inside_a_collective() {
 }
 
 /// Under mpirun an MPI build picks the MPI transport by itself, and `HOROVOD_CONTROLLER=gloo`
-/// keeps TCP (+ shared memory); hora-bench's header names the transport the job chose.
+/// keeps hora's own (shared memory for these two ranks on one host, TCP across hosts);
+/// hora-bench's header names the transport the job chose.
 #[cfg(feature = "mpi")]
 #[test]
 fn mpirun_selects_mpi_unless_told_gloo() {
     let Some(mpirun) = mpirun() else { return };
     let bench = mpi_bench();
-    for (controller, want) in [("auto", "transport mpi"), ("gloo", "transport tcp")] {
+    for (controller, want) in [("auto", "transport mpi "), ("gloo", "transport shm ")] {
         let mut cmd = mpirun.local_job(2);
         mpirun.forward_env(&mut cmd, "HOROVOD_CONTROLLER", controller);
         cmd.arg(&bench).args([
