@@ -86,7 +86,7 @@ impl AdaptiveSpin {
         }
         let until = Instant::now() + budget;
         loop {
-            for _ in 0..64 {
+            for _ in 0..16 {
                 if ready() {
                     self.record(true);
                     return true;

@@ -479,6 +479,17 @@ impl ShmGroup {
 
     /// Sleeps on our own inbox bell unless `ready()` already holds, at most `timeout`.
     pub(crate) fn sleep_on_inbox(&self, ready: &dyn Fn() -> bool, timeout: Duration) {
+        // With more ranks than cores the sender is likely runnable on our core: a few yields
+        // let it run and usually beat a futex sleep and wake-up (np=4 on 2 cores, 4 KiB
+        // allreduce through the engine: 183 us with no yields, 94 us with 4, same session).
+        if self.oversubscribed {
+            for _ in 0..4 {
+                sys::yield_now();
+                if ready() {
+                    return;
+                }
+            }
+        }
         let h = self.header(self.rank);
         h.inbox_sleepers.0.fetch_add(1, Ordering::SeqCst);
         let bell = h.inbox.0.load(Ordering::SeqCst);
