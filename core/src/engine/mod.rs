@@ -111,7 +111,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox::default()),
             waker: transport.waker(),
-            spin: Arc::new(AdaptiveSpin::new(tuning.spin)),
+            spin: Arc::new(AdaptiveSpin::yielding(tuning.spin)),
         });
         let collectives: Box<dyn Collectives> = match collectives {
             Some(c) => c,

@@ -60,7 +60,8 @@ pub struct ShmTransport {
     state: Mutex<State>,
     woken: Arc<AtomicBool>,
     /// Spin budgets of `wait` (data) and `recv_msg` (control), learnt separately: control
-    /// waits often span a whole idle period, data waits a peer's step.
+    /// waits often span a whole idle period, data waits a peer's step. The engine thread's
+    /// control waits are mostly for its own caller's next request, so they yield.
     wait_spin: AdaptiveSpin,
     msg_spin: AdaptiveSpin,
 }
@@ -88,7 +89,7 @@ impl ShmTransport {
             }),
             woken: Arc::new(AtomicBool::new(false)),
             wait_spin: AdaptiveSpin::new(spin),
-            msg_spin: AdaptiveSpin::new(spin),
+            msg_spin: AdaptiveSpin::yielding(spin),
         })
     }
 
