@@ -81,3 +81,60 @@ fn transport_flag_forces_the_transport_and_the_header_names_it() {
         );
     }
 }
+
+#[test]
+fn raw_mode_times_the_transport_without_the_engine() {
+    let out = Command::new(horovodrun())
+        .args(["-np", "2"])
+        .arg(hora_bench())
+        .args([
+            "allreduce",
+            "--raw",
+            "-b",
+            "4K",
+            "-e",
+            "256K",
+            "-f",
+            "8",
+            "-n",
+            "3",
+        ])
+        .args(["-w", "1", "--transport", "shm"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.contains("--raw: 2 ranks")
+            && stdout.contains("transport shm (no engine)"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sizes: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.contains('#'))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(sizes, ["4096", "32768", "262144"], "{stdout}");
+    // Average is the engine's postscale, so raw mode refuses it, saying so.
+    let out = Command::new(horovodrun())
+        .args(["-np", "2"])
+        .arg(hora_bench())
+        .args([
+            "allreduce",
+            "--raw",
+            "--op",
+            "average",
+            "-b",
+            "4K",
+            "-e",
+            "4K",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--raw times allreduce with sum"),
+        "{stderr}"
+    );
+}

@@ -6,7 +6,8 @@
 //! ranks, and a size reports the median over iterations. busbw uses nccl-tests' factors.
 //!
 //! `--transport tcp|shm|mpi` forces the transport (default: what the job would choose); the
-//! header line says which one ran.
+//! header line says which one ran. `--raw` times the chosen collectives directly, without the
+//! engine (allreduce only).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -75,6 +76,10 @@ struct Args {
     /// Force the transport: tcp, shm or mpi (default: what the job would choose).
     #[arg(long, value_enum)]
     transport: Option<TransportChoice>,
+    /// Time the transport's allreduce itself, without the engine (no negotiation, no engine
+    /// thread): what the job's collectives cost on their own, e.g. beside MPI's.
+    #[arg(long)]
+    raw: bool,
 }
 
 /// The job's configuration from the environment, with `--transport` applied.
@@ -371,7 +376,107 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
     Ok(wrong)
 }
 
+/// `--raw`: the transport's own allreduce, called in a loop on this thread (no engine).
+fn run_raw(args: Args) -> Result<bool, hora::Error> {
+    use hora::collectives::{Collectives, Ring};
+    if args.collective != Collective::Allreduce || args.op == ReduceOp::Average {
+        return Err(hora::Error::InvalidConfig {
+            var: "--raw".into(),
+            value: format!("{:?} {}", args.collective, args.op.name()).to_lowercase(),
+            reason: "--raw times allreduce with sum, min, max or product only \
+                     (average is the engine's postscale)"
+                .into(),
+        });
+    }
+    let config = config_for(args.transport)?;
+    let (rank, n) = (config.topology.rank, config.topology.size);
+    let conn = hora::transport_select::connect(&config, 0)?;
+    let coll: Box<dyn Collectives> = match conn.collectives {
+        Some(c) => c,
+        None => Box::new(
+            Ring::new(conn.transport.clone()).with_segment_bytes(config.tuning.segment_bytes),
+        ),
+    };
+    let fail = |what: &str, e: hora_transport::TransportError| {
+        hora::Error::transport(rank, what, "bench", &e)
+    };
+    let deadline = || hora_transport::deadline_after(config.tuning.op_timeout);
+    let mut seq = 0u64;
+    let mut next = || {
+        seq += 1;
+        seq
+    };
+    let (dtype, op) = (args.dtype, args.op);
+    let dsize = dtype.size();
+    if rank == 0 {
+        println!(
+            "# hora-bench Allreduce --raw: {n} ranks, dtype {dtype}, op {}, transport {} (no engine)",
+            op.name(),
+            conn.name
+        );
+        println!(
+            "# {:>12} {:>12} {:>6} {:>8} {:>12} {:>9} {:>9}",
+            "size(B)", "count", "type", "redop", "time(us)", "algbw", "busbw"
+        );
+    }
+    let max = args.max_bytes.max(args.min_bytes) / dsize * dsize;
+    let mut bytes = args.min_bytes.max(dsize) / dsize * dsize;
+    loop {
+        let (warm, iters) = default_iters(bytes);
+        let warm = args.warmup.unwrap_or(warm);
+        let iters = args.iters.unwrap_or(iters).max(1);
+        let mut buf = vec![0u8; bytes];
+        for i in 0..bytes / dsize {
+            write_value(&mut buf, dtype, i, 1.0);
+        }
+        let mut times = Vec::with_capacity(iters);
+        for i in 0..warm + iters {
+            coll.barrier(next(), deadline())
+                .map_err(|e| fail("barrier", e))?;
+            let t0 = Instant::now();
+            coll.allreduce(&mut buf, dtype, op, next(), deadline())
+                .map_err(|e| fail("allreduce", e))?;
+            if i >= warm {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        // Per iteration, the slowest rank decides; then the median over iterations.
+        let mut raw: Vec<u8> = times.iter().flat_map(|t| t.to_le_bytes()).collect();
+        coll.allreduce(&mut raw, DataType::F64, ReduceOp::Max, next(), deadline())
+            .map_err(|e| fail("allreduce", e))?;
+        let mut times: Vec<f64> = raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let t = times[times.len() / 2];
+        let algbw = bytes as f64 / t / 1e9;
+        if rank == 0 {
+            println!(
+                "  {:>12} {:>12} {:>6} {:>8} {:>12.1} {:>9.3} {:>9.3}",
+                bytes,
+                bytes / dsize,
+                dtype.name(),
+                op.name(),
+                t * 1e6,
+                algbw,
+                algbw * bus_factor(Collective::Allreduce, n)
+            );
+        }
+        if bytes >= max {
+            break;
+        }
+        bytes = (bytes * args.factor.max(2)).min(max) / dsize * dsize;
+    }
+    coll.barrier(next(), deadline())
+        .map_err(|e| fail("barrier", e))?;
+    Ok(true)
+}
+
 fn run(args: Args) -> Result<bool, hora::Error> {
+    if args.raw {
+        return run_raw(args);
+    }
     hora::api::init_with(config_for(args.transport)?)?;
     let engine = hora::api::engine()?;
     let transport = hora::api::transport_name()?;
