@@ -297,7 +297,8 @@ impl Drop for Cluster {
 }
 
 /// Deletes namespaces (`hora-<pid>-...`) left by a test process that was killed before its
-/// drops ran.
+/// drops ran. Only a dead pid's: every test binary using this module names its namespaces
+/// after its own pid, so binaries running at once never remove each other's.
 fn remove_stale() {
     let Ok(list) = sh("ip netns list") else {
         return;

@@ -3,24 +3,22 @@
 //! over ssh from the root namespace. The namespaces share this machine's filesystem, so the
 //! same binaries run on every host. No mocks: real ssh, real sockets, real link cuts.
 //!
-//! Needs root, `ip` (iproute2) and `/usr/sbin/sshd` (openssh-server; `make deps` installs
-//! both). Without them each test prints why and skips. Everything is torn down on drop, so
+//! The hosts are `hora_tests::netns`'s (shared with the `horovodrun --mpi` multi-host test),
+//! which says what they need: root, iproute2, util-linux and openssh (`make deps` installs
+//! them). Without them each test prints why and skips. Everything is torn down on drop, so
 //! also when a test fails.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hora::rendezvous::{LAUNCHER_ID, StoreClient};
+use hora_tests::netns::{Cluster, Host, sh};
 use hora_tests::{hora_rank, horovodrun};
-
-const SSHD: &str = "/usr/sbin/sshd";
 
 /// Jobs here use every core; running two clusters at once would only make both slow.
 fn serial() -> MutexGuard<'static, ()> {
@@ -28,284 +26,22 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn sh(cmd: &str) -> Result<String, String> {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
+/// `horovodrun -np N -H ... <ssh flags> <args...>` against the cluster, not yet waited for.
+fn launch(c: &Cluster, np: usize, hosts: &str, args: &[&str]) -> Child {
+    Command::new(horovodrun())
+        .arg("-np")
+        .arg(np.to_string())
+        .args(["-H", hosts, "--ssh-config-file"])
+        .arg(c.ssh_config())
+        .arg("-i")
+        .arg(c.identity())
+        .args(args)
+        .env_remove("HOROVOD_SECRET_KEY")
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Why these tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    match sh("id -u") {
-        Ok(uid) if uid.trim() == "0" => {}
-        _ => return Some("needs root (network namespaces, veth, a bridge and sshd)".into()),
-    }
-    if !Path::new(SSHD).exists() {
-        return Some(format!(
-            "{SSHD} not found: install openssh-server (`make deps` does)"
-        ));
-    }
-    for tool in ["ip", "ssh", "ssh-keygen"] {
-        if sh(&format!("command -v {tool}")).is_err() {
-            return Some(format!("`{tool}` not found (`make deps` installs it)"));
-        }
-    }
-    None
-}
-
-/// One namespace "host".
-#[derive(Debug)]
-struct Host {
-    ns: String,
-    /// The root-namespace end of its veth pair (cutting it cuts the host off).
-    veth: String,
-    ip: String,
-    sshd: Option<Child>,
-}
-
-/// A bridge with `n` namespace hosts, each running sshd, and the ssh client files to reach them.
-#[derive(Debug)]
-struct Cluster {
-    dir: PathBuf,
-    bridge: String,
-    bridge_ip: String,
-    hosts: Vec<Host>,
-}
-
-impl Cluster {
-    /// Builds the cluster, or returns why it cannot (the caller skips).
-    fn new(n: usize) -> Result<Self, String> {
-        if let Some(why) = skip_reason() {
-            return Err(why);
-        }
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let tag = format!("{}{seq}", pid % 100_000);
-        // A subnet per (process, cluster), so concurrent runs do not collide.
-        let net = format!("10.{}.{}", 100 + pid % 100, (seq * 7 + pid / 100) % 250);
-        remove_stale();
-        let dir = std::env::temp_dir().join(format!("hora-netns-{pid}-{seq}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let mut c = Self {
-            dir,
-            bridge: format!("hrb{tag}"),
-            bridge_ip: format!("{net}.1"),
-            hosts: Vec::new(),
-        };
-        c.build(n, &tag, &net, pid, seq)?;
-        Ok(c)
-    }
-
-    fn build(&mut self, n: usize, tag: &str, net: &str, pid: u32, seq: u32) -> Result<(), String> {
-        let d = self.dir.display().to_string();
-        sh(&format!(
-            "ssh-keygen -q -t ed25519 -N '' -f {d}/hostkey && ssh-keygen -q -t ed25519 -N '' -f {d}/id \
-             && cp {d}/id.pub {d}/authorized_keys && mkdir -p /run/sshd"
-        ))?;
-        let b = &self.bridge;
-        sh(&format!(
-            "ip link add {b} type bridge && ip addr add {}/24 dev {b} && ip link set {b} up",
-            self.bridge_ip
-        ))?;
-        let hostkey =
-            std::fs::read_to_string(self.dir.join("hostkey.pub")).map_err(|e| e.to_string())?;
-        let mut known = String::new();
-        for h in 0..n {
-            let ns = format!("hora-{pid}-{seq}-h{h}");
-            let veth = format!("hrv{tag}h{h}");
-            let ip = format!("{net}.{}", 11 + h);
-            sh(&format!(
-                "ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} \
-                 && ip link set {veth} master {b} up && ip -n {ns} addr add {ip}/24 dev eth0 \
-                 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up"
-            ))?;
-            let cfg = self.dir.join(format!("sshd_config.{h}"));
-            std::fs::write(
-                &cfg,
-                format!(
-                    "ListenAddress {ip}\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n\
-                     PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-                     KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.{h}.pid\n\
-                     MaxStartups 100\nMaxSessions 100\nClientAliveInterval 3\nClientAliveCountMax 3\n"
-                ),
-            )
-            .map_err(|e| e.to_string())?;
-            let log = std::fs::File::create(self.dir.join(format!("sshd.{h}.log")))
-                .map_err(|e| e.to_string())?;
-            let sshd = Command::new("ip")
-                .args(["netns", "exec", &ns, SSHD, "-D", "-e", "-f"])
-                .arg(&cfg)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("cannot start sshd: {e}"))?;
-            known.push_str(&format!("{ip} {hostkey}"));
-            self.hosts.push(Host {
-                ns,
-                veth,
-                ip,
-                sshd: Some(sshd),
-            });
-        }
-        std::fs::write(self.dir.join("known_hosts"), known).map_err(|e| e.to_string())?;
-        std::fs::write(
-            self.dir.join("ssh_config"),
-            format!(
-                "Host *\n  StrictHostKeyChecking yes\n  UserKnownHostsFile {d}/known_hosts\n  \
-                 IdentitiesOnly yes\n  LogLevel ERROR\n"
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        // Wait until every sshd answers.
-        let until = Instant::now() + Duration::from_secs(10);
-        for h in &self.hosts {
-            let addr: SocketAddr = format!("{}:22", h.ip).parse().unwrap();
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                if Instant::now() > until {
-                    return Err(format!(
-                        "sshd on {} did not start: {}",
-                        h.ip,
-                        std::fs::read_to_string(self.dir.join("sshd.0.log")).unwrap_or_default()
-                    ));
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(())
-    }
-
-    /// `-H ip:slots,...` for the first hosts.
-    fn hosts_arg(&self, slots: &[u32]) -> String {
-        slots
-            .iter()
-            .zip(&self.hosts)
-            .map(|(s, h)| format!("{}:{s}", h.ip))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// `horovodrun -np N -H ... <ssh flags> <args...>`, not yet waited for.
-    fn launch(&self, np: usize, hosts: &str, args: &[&str]) -> Child {
-        Command::new(horovodrun())
-            .arg("-np")
-            .arg(np.to_string())
-            .args(["-H", hosts, "--ssh-config-file"])
-            .arg(self.dir.join("ssh_config"))
-            .arg("-i")
-            .arg(self.dir.join("id"))
-            .args(args)
-            .env_remove("HOROVOD_SECRET_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn horovodrun")
-    }
-
-    /// Pids of processes in a host's namespace other than its sshd listener.
-    fn busy_pids(&self, h: usize) -> Vec<String> {
-        let host = &self.hosts[h];
-        let listener = host.sshd.as_ref().map(|c| c.id().to_string());
-        sh(&format!("ip netns pids {}", host.ns))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter(|p| Some(*p) != listener.as_deref())
-            .filter(|p| {
-                // The per-connection sshd children may linger a moment after a session ends;
-                // only job processes count.
-                std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|c| !c.trim().starts_with("sshd"))
-            })
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Waits until no job process is left on any host; panics naming what is left.
-    fn assert_no_orphans(&self, within: Duration) {
-        let until = Instant::now() + within;
-        loop {
-            let left: Vec<(String, Vec<String>)> = (0..self.hosts.len())
-                .map(|h| (self.hosts[h].ip.clone(), self.busy_pids(h)))
-                .filter(|(_, p)| !p.is_empty())
-                .collect();
-            if left.is_empty() {
-                return;
-            }
-            if Instant::now() > until {
-                let detail: Vec<String> = left
-                    .iter()
-                    .flat_map(|(ip, ps)| {
-                        ps.iter().map(move |p| {
-                            let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                                .unwrap_or_default()
-                                .replace('\0', " ");
-                            format!("{ip}: pid {p} {cmd}")
-                        })
-                    })
-                    .collect();
-                panic!("processes left on hosts after {within:?}: {detail:#?}");
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for h in &mut self.hosts {
-            // Everything in the namespace (sshd, sessions, stray ranks) goes.
-            if let Ok(pids) = sh(&format!("ip netns pids {}", h.ns)) {
-                for p in pids.split_whitespace() {
-                    let _ = sh(&format!("kill -9 {p}"));
-                }
-            }
-            if let Some(mut c) = h.sshd.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            let _ = sh(&format!("ip link del {}", h.veth));
-            let _ = sh(&format!("ip netns del {}", h.ns));
-        }
-        let _ = sh(&format!("ip link del {}", self.bridge));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Deletes namespaces left by an earlier run of this file that was killed before its drops ran.
-fn remove_stale() {
-    let Ok(list) = sh("ip netns list") else {
-        return;
-    };
-    for line in list.lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("hora-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            if let Ok(pids) = sh(&format!("ip netns pids {name}")) {
-                for p in pids.split_whitespace() {
-                    let _ = sh(&format!("kill -9 {p}"));
-                }
-            }
-            let _ = sh(&format!("ip netns del {name}"));
-        }
-    }
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn horovodrun")
 }
 
 /// Builds a cluster or prints why this test is skipped.
@@ -388,7 +124,8 @@ fn finish(
 fn collectives_on(c: &Cluster, slots: &[u32]) {
     let np: u32 = slots.iter().sum();
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        c,
         np as usize,
         &c.hosts_arg(slots),
         &[hora_rank().to_str().unwrap(), "collectives"],
@@ -419,7 +156,8 @@ fn np4_on_two_hosts_with_two_slots_is_correct() {
     // Placement, addresses: each rank listens on its own host's address, the store on the
     // launcher's bridge address, never on a wildcard or loopback.
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         4,
         &c.hosts_arg(&[2, 2]),
         &[
@@ -453,7 +191,12 @@ fn ranks_here_and_on_remote_hosts_work_together() {
     let c = cluster_or_skip!(1);
     let hosts = format!("localhost:2,{}:2", c.hosts[0].ip);
     let start = Instant::now();
-    let child = c.launch(4, &hosts, &[hora_rank().to_str().unwrap(), "collectives"]);
+    let child = launch(
+        &c,
+        4,
+        &hosts,
+        &[hora_rank().to_str().unwrap(), "collectives"],
+    );
     let r = finish(child, start, Duration::from_secs(120), |_| {});
     assert!(
         r.status.success(),
@@ -475,7 +218,8 @@ fn hierarchical_collectives_are_taken_across_hosts_and_uneven_hosts_run_flat() {
     let c = cluster_or_skip!(2);
     // 2 hosts x 2 ranks: shared memory inside each namespace host, TCP between them.
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         4,
         &c.hosts_arg(&[2, 2]),
         &[
@@ -506,7 +250,8 @@ fn hierarchical_collectives_are_taken_across_hosts_and_uneven_hosts_run_flat() {
     }
     // 2 + 1 ranks: asked for, refused with the reason, and still correct.
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         3,
         &c.hosts_arg(&[2, 1]),
         &[
@@ -537,10 +282,15 @@ fn uneven_slots_get_local_and_cross_ranks() {
     let _g = serial();
     let c = cluster_or_skip!(2);
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         3,
         &c.hosts_arg(&[2, 1]),
-        &["sh", "-c", "echo $HOROVOD_RANK $HOROVOD_LOCAL_RANK $HOROVOD_LOCAL_SIZE $HOROVOD_CROSS_RANK $HOROVOD_CROSS_SIZE"],
+        &[
+            "sh",
+            "-c",
+            "echo $HOROVOD_RANK $HOROVOD_LOCAL_RANK $HOROVOD_LOCAL_SIZE $HOROVOD_CROSS_RANK $HOROVOD_CROSS_SIZE",
+        ],
     );
     let r = finish(child, start, Duration::from_secs(60), |_| {});
     assert!(r.status.success(), "{}", r.stderr);
@@ -558,7 +308,8 @@ fn cut_link_fails_fast_naming_host_and_rank() {
     let _g = serial();
     let c = cluster_or_skip!(2);
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         4,
         &c.hosts_arg(&[2, 2]),
         &[hora_rank().to_str().unwrap(), "loop", "100000"],
@@ -604,7 +355,8 @@ fn cut_link_is_noticed_by_the_ranks_themselves() {
     let _g = serial();
     let c = cluster_or_skip!(2);
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         4,
         &c.hosts_arg(&[2, 2]),
         &[
@@ -652,7 +404,8 @@ fn ctrl_c_stops_every_remote_rank() {
     let _g = serial();
     let c = cluster_or_skip!(2);
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         4,
         &c.hosts_arg(&[2, 2]),
         &[hora_rank().to_str().unwrap(), "loop", "100000"],
@@ -694,9 +447,9 @@ fn network_interface_is_used_on_every_host() {
             "eth0",
         ])
         .arg("--ssh-config-file")
-        .arg(c.dir.join("ssh_config"))
+        .arg(c.ssh_config())
         .arg("-i")
-        .arg(c.dir.join("id"))
+        .arg(c.identity())
         .args(["sh", "-c", "echo $HOROVOD_HOSTNAME $HORA_STORE_ADDR"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -753,7 +506,8 @@ fn killed_launcher_leaves_nothing_on_the_hosts() {
     let _g = serial();
     let c = cluster_or_skip!(2);
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         4,
         &c.hosts_arg(&[2, 2]),
         &[hora_rank().to_str().unwrap(), "loop", "100000"],
@@ -778,7 +532,8 @@ fn unreachable_host_is_named_before_any_rank_starts() {
     let c = cluster_or_skip!(2);
     sh(&format!("ip link set {} down", c.hosts[1].veth)).unwrap();
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         2,
         &c.hosts_arg(&[1, 1]),
         &[
@@ -809,7 +564,8 @@ fn strangers_without_the_secret_are_refused() {
     let _g = serial();
     let c = cluster_or_skip!(2);
     let start = Instant::now();
-    let child = c.launch(
+    let child = launch(
+        &c,
         2,
         &c.hosts_arg(&[1, 1]),
         &[
@@ -966,7 +722,7 @@ fn measure_startup_and_busbw() {
         for _ in 0..5 {
             let start = Instant::now();
             let child = match &hosts {
-                Some(h) => c.launch(4, h, &[hora_rank().to_str().unwrap(), "loop", "0"]),
+                Some(h) => launch(&c, 4, h, &[hora_rank().to_str().unwrap(), "loop", "0"]),
                 None => Command::new(horovodrun())
                     .args(["-np", "4"])
                     .arg(hora_rank())
@@ -1000,7 +756,7 @@ fn measure_startup_and_busbw() {
     full.extend(args);
     let start = Instant::now();
     let r = finish(
-        c.launch(2, &c.hosts_arg(&[1, 1]), &full),
+        launch(&c, 2, &c.hosts_arg(&[1, 1]), &full),
         start,
         Duration::from_secs(300),
         |_| {},
