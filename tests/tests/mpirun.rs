@@ -26,7 +26,18 @@ struct Ran {
 }
 
 /// Runs `cmd` to completion, killing it (and failing the test) past `limit`.
-fn run(mut cmd: Command, limit: Duration) -> Ran {
+fn run(cmd: Command, limit: Duration) -> Ran {
+    run_watching(cmd, limit, str::to_owned, |_, _| {})
+}
+
+/// [`run`], with the output (stdout, then stderr) passed through `clean`, and shown so far to
+/// `watch` with the launcher's pid while it runs.
+fn run_watching(
+    mut cmd: Command,
+    limit: Duration,
+    clean: impl Fn(&str) -> String,
+    mut watch: impl FnMut(&str, u32),
+) -> Ran {
     let start = Instant::now();
     let dir = std::env::temp_dir().join(format!(
         "hora-mpirun-test-{}-{:?}",
@@ -39,6 +50,13 @@ fn run(mut cmd: Command, limit: Duration) -> Ran {
         .stdout(std::fs::File::create(&o).expect("out file"))
         .stderr(std::fs::File::create(&e).expect("err file"));
     let mut child = cmd.spawn().expect("spawn");
+    let read = || {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&o).unwrap_or_default(),
+            std::fs::read_to_string(&e).unwrap_or_default()
+        )
+    };
     let code = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s.code();
@@ -46,19 +64,12 @@ fn run(mut cmd: Command, limit: Duration) -> Ran {
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "{cmd:?} still running after {limit:?}; output:\n{}{}",
-                std::fs::read_to_string(&o).unwrap_or_default(),
-                std::fs::read_to_string(&e).unwrap_or_default()
-            );
+            panic!("{cmd:?} still running after {limit:?}; output:\n{}", read());
         }
+        watch(&clean(&read()), child.id());
         std::thread::sleep(Duration::from_millis(50));
     };
-    let out = format!(
-        "{}{}",
-        std::fs::read_to_string(&o).unwrap_or_default(),
-        std::fs::read_to_string(&e).unwrap_or_default()
-    );
+    let out = clean(&read());
     let _ = std::fs::remove_dir_all(&dir);
     Ran {
         code,

@@ -11,12 +11,14 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hora_tests::netns::{Cluster, sh};
 use hora_tests::{hora_rank, horovodrun};
+
+use super::Ran;
 
 /// Generous: a loaded 2-core machine may run other test binaries at the same time.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -111,64 +113,16 @@ fn placed(program: impl Into<OsString>, args: &[&str]) -> Vec<OsString> {
     a
 }
 
-/// A finished job: exit code, stdout and stderr together, and wall time.
-struct Ran {
-    code: Option<i32>,
-    out: String,
-    took: Duration,
-}
-
-/// Runs `cmd` to completion, killing it (and failing the test) past `limit`.
+/// Runs `cmd` under `mpi`'s mpirun to completion, killing it (and failing the test) past
+/// `limit`.
 fn run(mpi: &Mpi, cmd: Command, limit: Duration) -> Ran {
     run_watching(mpi, cmd, limit, |_, _| {})
 }
 
 /// [`run`], showing `watch` the (untagged) output so far and the launcher's pid as it runs.
-fn run_watching(
-    mpi: &Mpi,
-    mut cmd: Command,
-    limit: Duration,
-    mut watch: impl FnMut(&str, u32),
-) -> Ran {
-    let start = Instant::now();
-    let dir = std::env::temp_dir().join(format!(
-        "hora-multihost-mpi-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let (o, e) = (dir.join("out"), dir.join("err"));
-    cmd.env("HORA_MPIRUN", &mpi.path)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&o).expect("out file"))
-        .stderr(std::fs::File::create(&e).expect("err file"));
-    let mut child = cmd.spawn().expect("spawn");
-    let read = || {
-        format!(
-            "{}{}",
-            std::fs::read_to_string(&o).unwrap_or_default(),
-            std::fs::read_to_string(&e).unwrap_or_default()
-        )
-    };
-    let code = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s.code();
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} still running after {limit:?}; output:\n{}", read());
-        }
-        watch(&untagged(&read(), mpi.hydra), child.id());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = untagged(&read(), mpi.hydra);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ran {
-        code,
-        out,
-        took: start.elapsed(),
-    }
+fn run_watching(mpi: &Mpi, mut cmd: Command, limit: Duration, watch: impl FnMut(&str, u32)) -> Ran {
+    cmd.env("HORA_MPIRUN", &mpi.path);
+    super::run_watching(cmd, limit, |out| untagged(out, mpi.hydra), watch)
 }
 
 /// `text` without mpirun's output prefixes: Open MPI's `--tag-output` (`[1,3]<stderr>:`),
@@ -253,7 +207,7 @@ fn two_hosts_with_two_ranks_each_run_collectives_over_mpi() {
             ran.out
         );
     }
-    eprintln!("engine collectives on 2 hosts x 2 ranks: {:?}", ran.took);
+    eprintln!("engine collectives on 2 hosts x 2 ranks: {:?}", ran.elapsed);
 
     let mut cmd = Command::new(horovodrun());
     cmd.args(mpi_args(&c)).args(placed(
@@ -271,7 +225,7 @@ fn two_hosts_with_two_ranks_each_run_collectives_over_mpi() {
             ran.out
         );
     }
-    eprintln!("conformance (ring) on 2 hosts x 2 ranks: {:?}", ran.took);
+    eprintln!("conformance (ring) on 2 hosts x 2 ranks: {:?}", ran.elapsed);
 
     // What ranks of a build without MPI (the default wheel) do under `horovodrun --mpi`: TCP
     // (and shared memory inside each host), rendezvous through the launcher's store.
@@ -301,7 +255,7 @@ fn two_hosts_with_two_ranks_each_run_collectives_over_mpi() {
             ran.out
         );
     }
-    eprintln!("engine collectives over TCP: {:?}", ran.took);
+    eprintln!("engine collectives over TCP: {:?}", ran.elapsed);
     c.assert_no_orphans(Duration::from_secs(10));
 }
 
@@ -363,7 +317,7 @@ fn a_rank_failing_on_the_remote_host_ends_the_job() {
         "{}",
         ran.out
     );
-    eprintln!("failing remote rank: job ended in {:?}", ran.took);
+    eprintln!("failing remote rank: job ended in {:?}", ran.elapsed);
     c.assert_no_orphans(Duration::from_secs(10));
 
     let mut cmd = Command::new(horovodrun());
@@ -387,7 +341,7 @@ fn a_rank_failing_on_the_remote_host_ends_the_job() {
         "the dead rank and its host are not named:\n{}",
         ran.out
     );
-    eprintln!("killed remote rank: job ended in {:?}", ran.took);
+    eprintln!("killed remote rank: job ended in {:?}", ran.elapsed);
     c.assert_no_orphans(Duration::from_secs(10));
 }
 
