@@ -8,6 +8,24 @@ use std::time::{Duration, Instant};
 use hora_tcp::{MemoryDirectory, PeerDirectory, TcpConfig, TcpTransport};
 use hora_transport::{Op, Tag, Transport, TransportError, deadline_after};
 
+/// The error names rank 1 as lost.
+fn assert_lost(err: &TransportError) {
+    assert!(
+        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
+        "{err:?}"
+    );
+}
+
+/// The error names rank 1 as lost, well before the 60 s deadline the waits were given.
+fn assert_lost_fast(err: &TransportError, start: Instant) {
+    assert_lost(err);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?} (deadline 60 s)",
+        start.elapsed()
+    );
+}
+
 fn job(n: usize) -> Vec<TcpTransport> {
     let dir = MemoryDirectory::new();
     (0..n)
@@ -35,10 +53,7 @@ fn a_refused_connection_names_the_peer() {
         )
         .unwrap_err();
     // Nothing listens at a published address only once its rank is gone.
-    assert!(
-        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
-        "{err:?}"
-    );
+    assert_lost(&err);
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
@@ -59,10 +74,7 @@ fn a_peer_that_hangs_up_during_the_handshake_is_lost() {
         )
         .unwrap_err();
     dying.join().unwrap();
-    assert!(
-        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
-        "{err:?}"
-    );
+    assert_lost(&err);
 }
 
 /// Rank 1 of a 3-rank job is gone before anyone connected to it (its transport dropped: the
@@ -85,21 +97,10 @@ fn a_wait_to_receive_from_a_rank_dead_before_first_contact_fails_fast_naming_it(
             deadline_after(Duration::from_secs(60)),
         )
         .unwrap_err();
-    assert!(
-        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
-        "{err:?}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "took {:?} (deadline 60 s)",
-        start.elapsed()
-    );
+    assert_lost_fast(&err, start);
     // The loss is remembered: a send fails at once, without dialing again.
     let err = rank0.send_msg(1, Tag::new(7, 1), b"x").unwrap_err();
-    assert!(
-        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
-        "{err:?}"
-    );
+    assert_lost(&err);
 }
 
 #[test]
@@ -113,15 +114,7 @@ fn a_recv_msg_from_a_rank_dead_before_first_contact_fails_fast_naming_it() {
             deadline_after(Duration::from_secs(60)),
         )
         .unwrap_err();
-    assert!(
-        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
-        "{err:?}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "took {:?} (deadline 60 s)",
-        start.elapsed()
-    );
+    assert_lost_fast(&err, start);
 }
 
 #[test]
@@ -251,10 +244,7 @@ fn a_message_sent_just_before_death_is_still_delivered() {
         Some((1, b"goodbye".to_vec()))
     );
     let err = ranks[0].recv_msg(None, Tag::new(6, 0), dl).unwrap_err();
-    assert!(
-        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
-        "{err:?}"
-    );
+    assert_lost(&err);
 }
 
 #[test]
