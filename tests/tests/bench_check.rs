@@ -82,12 +82,21 @@ fn transport_flag_forces_the_transport_and_the_header_names_it() {
     }
 }
 
+/// hora-bench under horovodrun with `np` ranks.
+fn bench(np: &str, args: &[&str]) -> std::process::Output {
+    Command::new(horovodrun())
+        .args(["-np", np])
+        .arg(hora_bench())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn raw_mode_times_the_transport_without_the_engine() {
-    let out = Command::new(horovodrun())
-        .args(["-np", "2"])
-        .arg(hora_bench())
-        .args([
+    let out = bench(
+        "2",
+        &[
             "allreduce",
             "--raw",
             "-b",
@@ -98,10 +107,12 @@ fn raw_mode_times_the_transport_without_the_engine() {
             "8",
             "-n",
             "3",
-        ])
-        .args(["-w", "1", "--transport", "shm"])
-        .output()
-        .unwrap();
+            "-w",
+            "1",
+            "--transport",
+            "shm",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success()
@@ -117,10 +128,9 @@ fn raw_mode_times_the_transport_without_the_engine() {
         .collect();
     assert_eq!(sizes, ["4096", "32768", "262144"], "{stdout}");
     // Average is the engine's postscale, so raw mode refuses it, saying so.
-    let out = Command::new(horovodrun())
-        .args(["-np", "2"])
-        .arg(hora_bench())
-        .args([
+    let out = bench(
+        "2",
+        &[
             "allreduce",
             "--raw",
             "--op",
@@ -129,9 +139,8 @@ fn raw_mode_times_the_transport_without_the_engine() {
             "4K",
             "-e",
             "4K",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("--raw times allreduce with sum"),
