@@ -175,8 +175,16 @@ impl Background {
     fn peer_failure(&self, e: &TransportError) -> Error {
         let mut names: Vec<&str> = self.table.keys().map(|s| s.as_str()).collect();
         names.sort_unstable();
-        let mut err = Error::transport(self.rank(), "negotiation", &names.join(", "), e);
-        // If the lost peer said why it stopped, that is the root cause worth reporting.
+        self.with_root_cause(
+            e,
+            Error::transport(self.rank(), "negotiation", &names.join(", "), e),
+        )
+    }
+
+    /// `err` (made from `e`), naming the root cause when the peer that `e` lost said why it
+    /// stopped: "rank 2 stopped: connection to rank 3 lost" rather than only "connection to
+    /// rank 2 lost", whether this rank noticed in negotiation or inside a collective.
+    pub(super) fn with_root_cause(&self, e: &TransportError, mut err: Error) -> Error {
         if let (Some(peer), Error::Transport { cause, .. }) = (e.peer(), &mut err)
             && let Ok(Some((_, why))) =
                 self.transport

@@ -108,7 +108,10 @@ impl Background {
         }
         result.map_err(|e| {
             let names: Vec<&str> = resp.tensors.iter().map(|t| t.name.as_str()).collect();
-            Error::transport(rank, resp.kind.name(), &names.join(", "), &e)
+            self.with_root_cause(
+                &e,
+                Error::transport(rank, resp.kind.name(), &names.join(", "), &e),
+            )
         })
     }
 
