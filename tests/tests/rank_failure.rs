@@ -38,17 +38,8 @@ fn killed_rank_fails_survivors_and_launcher_names_it() {
         .args(["-9", &victim.to_string()])
         .status()
         .unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
+    let (rest, status, stderr) = drain(&mut child, lines);
     let elapsed = killed_at.elapsed();
-    let mut stderr = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     assert!(
         !status.success(),
         "launcher exited 0 after a rank was killed"
@@ -192,17 +183,8 @@ fn run_with_rank_2_dying(np: usize, scenario: &str, shm: &str) -> EarlyDeath {
         }
         seen.push(line);
     };
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
+    let (rest, status, stderr) = drain(&mut child, lines);
     let elapsed = died_at.elapsed();
-    let mut stderr = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     let report = format!("stderr:\n{stderr}\nstdout:\n{seen:?}\n{rest:?}");
     // The survivors fail within milliseconds of the death, so the launcher may hear of one
     // of them first; it must still name the killed rank first, and exit 1 for it.
@@ -256,4 +238,22 @@ fn find_rank_pid(launcher: u32, rank: &str) -> Option<u32> {
         }
     }
     None
+}
+
+/// Reads the launcher's remaining stdout lines, waits for it, and reads its stderr.
+fn drain(
+    child: &mut std::process::Child,
+    lines: impl Iterator<Item = std::io::Result<String>>,
+) -> (Vec<String>, std::process::ExitStatus, String) {
+    use std::io::Read;
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (rest, status, stderr)
 }
