@@ -55,13 +55,8 @@ impl AdaptiveSpin {
         }
     }
 
-    /// The configured maximum.
-    pub fn max(&self) -> Duration {
-        Duration::from_nanos(self.max_ns)
-    }
-
     /// How long the next wait may spin.
-    pub fn budget(&self) -> Duration {
+    fn budget(&self) -> Duration {
         let b = self.budget_ns.load(Ordering::Relaxed);
         if b > 0 || self.max_ns == 0 {
             return Duration::from_nanos(b);
@@ -76,8 +71,8 @@ impl AdaptiveSpin {
 
     /// Records how a wait ended: `caught` when the event came while spinning. Waits that did
     /// not spin at all (zero budget, or the event was already there) say nothing and are not
-    /// recorded by callers.
-    pub fn record(&self, caught: bool) {
+    /// recorded.
+    fn record(&self, caught: bool) {
         let b = self.budget_ns.load(Ordering::Relaxed);
         let next = if caught {
             (b.saturating_mul(2)).max(self.max_ns / 4).min(self.max_ns)
@@ -109,8 +104,7 @@ impl AdaptiveSpin {
                 }
                 std::hint::spin_loop();
             }
-            let now = Instant::now();
-            if now >= until {
+            if Instant::now() >= until {
                 self.record(false);
                 return false;
             }

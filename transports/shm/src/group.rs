@@ -14,11 +14,12 @@
 //! `depth × size` slices of `slice_bytes` (see `allreduce.rs` for what goes where).
 //!
 //! Waiting: a rank spins on a peer's counter for a short while (at most `spin`, less while
-//! recent spins were wasted: `AdaptiveSpin`), then sleeps on the peer's doorbell futex, which the peer rings after every counter update (with
-//! a syscall only when somebody sleeps). While sleeping it wakes every few milliseconds to poll
-//! the peers' sockets, so a dead peer fails the wait quickly and a deadline is never missed by
-//! much. With more ranks than cores the spin phase is dropped and a few yields come before the
-//! sleep, so waiting ranks give their core to the ranks they wait for.
+//! recent spins were wasted: `AdaptiveSpin`), then sleeps on the peer's doorbell futex, which
+//! the peer rings after every counter update (with a syscall only when somebody sleeps). While
+//! sleeping it wakes every few milliseconds to poll the peers' sockets, so a dead peer fails the
+//! wait quickly and a deadline is never missed by much. With more ranks than cores the spin
+//! phase is dropped and a few yields come before the sleep, so waiting ranks give their core to
+//! the ranks they wait for.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -160,9 +161,10 @@ pub struct ShmGroup {
     slice: usize,
     depth: usize,
     ring: usize,
+    /// `cfg.spin`, or zero when oversubscribed.
     spin: Duration,
     oversubscribed: bool,
-    /// Spin budget of collective steps (zero when oversubscribed).
+    /// Spin budget of collective steps.
     step_spin: AdaptiveSpin,
     /// `maps[p]` is rank p's segment as mapped here (ours included).
     maps: Vec<sys::Mapping>,
@@ -372,6 +374,13 @@ impl ShmGroup {
             .map(|m| m.expect("every segment is mapped"))
             .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let oversubscribed = size > cores;
+        // With more ranks than cores a spinning waiter holds the core its peer needs.
+        let spin = if oversubscribed {
+            Duration::ZERO
+        } else {
+            cfg.spin
+        };
         for s in socks.iter().flatten() {
             // Reads only ever happen in `hung_up`, which polls first; never block on them.
             let _ = s.set_read_timeout(None);
@@ -382,13 +391,9 @@ impl ShmGroup {
             slice,
             depth,
             ring,
-            spin: cfg.spin,
-            oversubscribed: size > cores,
-            step_spin: AdaptiveSpin::new(if size > cores {
-                Duration::ZERO
-            } else {
-                cfg.spin
-            }),
+            spin,
+            oversubscribed,
+            step_spin: AdaptiveSpin::new(spin),
             maps,
             socks,
             step: Mutex::new(0),
@@ -417,7 +422,7 @@ impl ShmGroup {
         self.depth
     }
 
-    /// How long waits busy-poll before sleeping.
+    /// The most a wait busy-polls before sleeping (zero when oversubscribed).
     pub fn spin(&self) -> Duration {
         self.spin
     }

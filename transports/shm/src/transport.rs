@@ -75,11 +75,7 @@ impl ShmTransport {
         }
         let group = Arc::new(ShmGroup::connect(&cfg)?);
         let n = group.size();
-        let spin = if group.oversubscribed() {
-            Duration::ZERO
-        } else {
-            group.spin()
-        };
+        let spin = group.spin();
         Ok(Self {
             group,
             state: Mutex::new(State {
