@@ -13,6 +13,28 @@ if [ -n "$hits" ]; then
     fail=1
 fi
 
+# Concrete backends are named only in core/src/backend/ (selection and wiring) and in their
+# own crates; everything else goes through hora_transport's traits. Tests may name what they
+# test; horovodrun may use hora_mpi's launcher helpers (finding mpirun, reading its variables).
+backends='hora_tcp|hora_shm|hora_mpi|TcpTransport|TcpConfig|ShmTransport|ShmGroup|ShmConfig|MpiTransport|MpiCollectives'
+hits=$(grep -rnE "\b($backends)\b" core/src framework-bindings/*/src benches/src horovodrun/src --include=*.rs \
+    | grep -v '^core/src/backend/' | grep -vE '/tests?(/|\.rs:)' \
+    | grep -vE '^horovodrun/src/[^:]*:[0-9]+:.*hora_mpi::(mpirun|env)\b' || true)
+if [ -n "$hits" ]; then
+    echo "lint: a concrete backend is named outside core/src/backend/ (go through the backend module):" >&2
+    echo "$hits" >&2
+    fail=1
+fi
+
+# No source file outside tests grows past 800 lines (split it by concern).
+long=$(find core transports horovodrun framework-bindings benches examples tests -name '*.rs' -not -path '*/target/*' \
+    | grep -vE '/tests?(/|\.rs$)' | xargs wc -l | awk '$2 != "total" && $1 > 800 { print $2 ": " $1 " lines" }' || true)
+if [ -n "$long" ]; then
+    echo "lint: files over 800 lines:" >&2
+    echo "$long" >&2
+    fail=1
+fi
+
 # Every unsafe block says why it is sound.
 for f in $(grep -rlE 'unsafe \{|unsafe fn|unsafe impl' --include=*.rs transports core horovodrun benches tests examples 2>/dev/null || true); do
     missing=$(awk '/unsafe (\{|fn|impl)/ && prev !~ /SAFETY/ && $0 !~ /SAFETY/ { print FILENAME ":" NR ": " $0 } { if ($0 !~ /^[[:space:]]*$/) prev = $0 }' "$f" \

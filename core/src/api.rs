@@ -5,16 +5,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
+use crate::backend::KeepAlive;
 use crate::config::Config;
 use crate::engine::{Engine, OpOptions};
 use crate::error::{Error, Result};
 use crate::handle::{Element, Handle};
 use crate::types::ReduceOp;
 
-static GLOBAL: RwLock<Option<Arc<Engine>>> = RwLock::new(None);
+/// The process-wide engine slot: the engine, and what its backend needs kept alive.
+static GLOBAL: RwLock<Option<Running>> = RwLock::new(None);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
-/// What `transport_select` chose at the last `init` (for tools that report it).
-static TRANSPORT: RwLock<&'static str> = RwLock::new("");
+
+/// A started engine with the name of its backend and what must outlive its transport.
+struct Running {
+    engine: Arc<Engine>,
+    backend: &'static str,
+    // Dropped after the engine has shut down (see `shutdown`).
+    _keep_alive: KeepAlive,
+}
 
 /// Starts hora in this process from the launcher's environment. Calling it again while
 /// initialized does nothing.
@@ -30,28 +38,31 @@ pub fn init_with(config: Config) -> Result<()> {
     }
     crate::logging::init_from_env();
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
-    let connected = crate::transport_select::connect(&config, generation)?;
+    let connected = crate::backend::connect(&config, generation)?;
     tracing::debug!(
         rank = config.topology.rank,
         transport = connected.name,
         "hora initialized"
     );
-    *TRANSPORT.write() = connected.name;
     let engine = Engine::start_with(
         config.topology,
         config.tuning.clone(),
         connected.transport,
-        connected.collectives,
+        Some(connected.collectives),
     )?;
-    *global = Some(Arc::new(engine));
+    *global = Some(Running {
+        engine: Arc::new(engine),
+        backend: connected.name,
+        _keep_alive: connected.keep_alive,
+    });
     Ok(())
 }
 
 /// Stops hora; pending operations fail with `ShutDown`.
 pub fn shutdown() {
-    let engine = GLOBAL.write().take();
-    if let Some(e) = engine {
-        e.shutdown();
+    let running = GLOBAL.write().take();
+    if let Some(r) = running {
+        r.engine.shutdown();
     }
 }
 
@@ -62,14 +73,21 @@ pub fn is_initialized() -> bool {
 
 /// The running engine.
 pub fn engine() -> Result<Arc<Engine>> {
-    GLOBAL.read().clone().ok_or(Error::NotInitialized)
+    GLOBAL
+        .read()
+        .as_ref()
+        .map(|r| r.engine.clone())
+        .ok_or(Error::NotInitialized)
 }
 
 /// The transport this process runs on, as chosen at `init`: `local`, `tcp`, `shm` (every rank on
 /// this host), `tcp+shm hierarchical`, `mpi`.
 pub fn transport_name() -> Result<&'static str> {
-    engine()?;
-    Ok(*TRANSPORT.read())
+    GLOBAL
+        .read()
+        .as_ref()
+        .map(|r| r.backend)
+        .ok_or(Error::NotInitialized)
 }
 
 /// This process's rank.

@@ -1,6 +1,8 @@
 //! `hora::Error`: every failure a caller can see, with the rank, the tensor and the cause.
 
-use hora_transport::TransportError;
+use std::sync::Arc;
+
+use hora_transport::{CollectiveError, TransportError};
 
 /// Result alias for hora's public API.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,10 +51,14 @@ pub enum Error {
         op: String,
         /// The tensor(s) involved, comma-separated (empty when none was pending).
         tensor: String,
-        /// The transport's account.
+        /// The transport's account, or the reason the lost peer gave for stopping ("rank 2
+        /// stopped: connection to rank 3 lost").
         cause: String,
         /// The peer involved, when known.
         peer: Option<usize>,
+        /// The transport failure itself.
+        #[source]
+        source: Arc<TransportError>,
     },
     /// The engine is shut down (locally or because another rank shut down or failed).
     #[error("rank {rank}: hora is shut down{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
@@ -96,13 +102,72 @@ pub enum Error {
 
 impl Error {
     /// Wraps a transport failure with the rank, operation and tensor it hit.
-    pub fn transport(rank: usize, op: &str, tensor: &str, cause: &TransportError) -> Self {
+    pub fn transport(
+        rank: usize,
+        op: &str,
+        tensor: &str,
+        failure: impl Into<Arc<TransportError>>,
+    ) -> Self {
+        let source = failure.into();
         Self::Transport {
             rank,
             op: op.to_string(),
             tensor: tensor.to_string(),
-            cause: cause.to_string(),
-            peer: cause.peer(),
+            cause: source.to_string(),
+            peer: source.peer(),
+            source,
+        }
+    }
+
+    /// A collective's failure as the caller sees it: a caller's mistake is
+    /// [`InvalidArgument`](Self::InvalidArgument), a transport failure
+    /// [`Transport`](Self::Transport) with the failure kept as its source.
+    pub fn collective(rank: usize, op: &str, tensor: &str, failure: CollectiveError) -> Self {
+        match failure {
+            CollectiveError::Transport(e) => Self::transport(rank, op, tensor, e),
+            other => Self::InvalidArgument {
+                rank,
+                tensor: tensor.to_string(),
+                detail: format!("{op}: {other}"),
+            },
+        }
+    }
+
+    /// The same failure, reported for another operation and tensor(s) (one failed fused
+    /// collective fails each of its tensors); errors naming no tensor are returned as they are.
+    pub fn for_tensor(&self, op: &str, tensor: &str) -> Self {
+        match self {
+            Self::Transport {
+                rank,
+                cause,
+                peer,
+                source,
+                ..
+            } => Self::Transport {
+                rank: *rank,
+                op: op.to_string(),
+                tensor: tensor.to_string(),
+                cause: cause.clone(),
+                peer: *peer,
+                source: source.clone(),
+            },
+            Self::InvalidArgument { rank, detail, .. } => Self::InvalidArgument {
+                rank: *rank,
+                tensor: tensor.to_string(),
+                detail: detail.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// The peer a transport failure is about, when known.
+    pub fn peer(&self) -> Option<usize> {
+        match self {
+            Self::Transport { peer, .. } => *peer,
+            _ => None,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,14 +9,16 @@
 //! event-driven: a tensor goes to the coordinator the moment it is enqueued, so an idle job
 //! runs a small allreduce in one round trip plus the data exchange.
 //!
-//! The [`collectives`] are generic over `hora_transport::Transport`; the transport is chosen
-//! once, at init, in [`transport_select`]. Reductions live in [`reduce`].
+//! The [`collectives`] are generic over `hora_transport::Transport`; the backend (a transport
+//! and the collectives run on it) is chosen once, at init, in [`backend`], the only module
+//! naming concrete backends. Reductions live in [`reduce`].
 //!
 //! What this crate does *not* do: launch processes (that is `horovodrun`), know anything about
 //! a framework's tensors (bindings lend their memory through [`TensorData`]), or move bytes
 //! itself (transports do).
 
 pub mod api;
+pub mod backend;
 pub mod collectives;
 pub mod config;
 pub mod coordinator;
@@ -25,10 +27,9 @@ pub mod error;
 mod fasthash;
 pub mod handle;
 mod logging;
-pub mod reduce;
 pub mod rendezvous;
 pub mod timeline;
-pub mod transport_select;
+
 pub mod types;
 pub mod wire;
 pub use api::{
@@ -38,4 +39,6 @@ pub use api::{
 pub use engine::{Engine, OpOptions};
 pub use error::{Error, Result};
 pub use handle::{Completion, Element, Handle, TensorData};
+/// Element-wise reductions (the kernels live in the backend contract crate).
+pub use hora_transport::reduce;
 pub use types::{CollectiveKind, DataType, ReduceOp};

@@ -1,185 +1,58 @@
-//! The vocabulary shared by every layer: element types, reduction ops, collective kinds.
+//! The vocabulary shared by every layer: element types, reduction ops (both defined by the
+//! backend contract in `hora_transport`, so backends reduce without knowing the engine) and
+//! collective kinds.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Element type of a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum DataType {
-    /// Unsigned 8-bit integer.
-    U8,
-    /// Signed 8-bit integer.
-    I8,
-    /// Signed 32-bit integer.
-    I32,
-    /// Signed 64-bit integer.
-    I64,
-    /// IEEE 754 half precision.
-    F16,
-    /// bfloat16 (8-bit exponent, 7-bit mantissa).
-    Bf16,
-    /// IEEE 754 single precision.
-    F32,
-    /// IEEE 754 double precision.
-    F64,
-}
-
-impl DataType {
-    /// Every supported type, in a stable order.
-    pub const ALL: [Self; 8] = [
-        Self::U8,
-        Self::I8,
-        Self::I32,
-        Self::I64,
-        Self::F16,
-        Self::Bf16,
-        Self::F32,
-        Self::F64,
-    ];
-
-    /// Size of one element in bytes.
-    pub const fn size(self) -> usize {
-        match self {
-            Self::U8 | Self::I8 => 1,
-            Self::F16 | Self::Bf16 => 2,
-            Self::I32 | Self::F32 => 4,
-            Self::I64 | Self::F64 => 8,
-        }
-    }
-
-    /// The lower-case name users type (`f32`, `bf16`, ...).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::U8 => "u8",
-            Self::I8 => "i8",
-            Self::I32 => "i32",
-            Self::I64 => "i64",
-            Self::F16 => "f16",
-            Self::Bf16 => "bf16",
-            Self::F32 => "f32",
-            Self::F64 => "f64",
-        }
-    }
-
-    /// True for floating-point types.
-    pub const fn is_float(self) -> bool {
-        matches!(self, Self::F16 | Self::Bf16 | Self::F32 | Self::F64)
-    }
-}
-
-impl fmt::Display for DataType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for DataType {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = match s.to_ascii_lowercase().as_str() {
-            "u8" | "uint8" => Self::U8,
-            "i8" | "int8" => Self::I8,
-            "i32" | "int32" => Self::I32,
-            "i64" | "int64" => Self::I64,
-            "f16" | "float16" | "half" => Self::F16,
-            "bf16" | "bfloat16" => Self::Bf16,
-            "f32" | "float32" | "float" => Self::F32,
-            "f64" | "float64" | "double" => Self::F64,
-            _ => {
-                return Err(format!(
-                    "unknown dtype {s:?}; accepted: u8, i8, i32, i64, f16, bf16, f32, f64"
-                ));
-            }
-        };
-        Ok(t)
-    }
-}
-
-/// How allreduce and reducescatter combine values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ReduceOp {
-    /// Element-wise sum.
-    Sum,
-    /// Sum divided by the number of ranks.
-    Average,
-    /// Element-wise minimum.
-    Min,
-    /// Element-wise maximum.
-    Max,
-    /// Element-wise product.
-    Product,
-}
-
-impl ReduceOp {
-    /// Every op, in a stable order.
-    pub const ALL: [Self; 5] = [
-        Self::Sum,
-        Self::Average,
-        Self::Min,
-        Self::Max,
-        Self::Product,
-    ];
-
-    /// The lower-case name users type.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Sum => "sum",
-            Self::Average => "average",
-            Self::Min => "min",
-            Self::Max => "max",
-            Self::Product => "product",
-        }
-    }
-}
-
-impl fmt::Display for ReduceOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ReduceOp {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "sum" => Self::Sum,
-            "average" | "avg" | "mean" => Self::Average,
-            "min" => Self::Min,
-            "max" => Self::Max,
-            "product" | "prod" => Self::Product,
-            _ => {
-                return Err(format!(
-                    "unknown reduce op {s:?}; accepted: sum, average, min, max, product"
-                ));
-            }
-        })
-    }
-}
+pub use hora_transport::{DataType, ReduceOp};
 
 /// Which collective a request or response is for.
+///
+/// The discriminant is the kind's stable code, shared with the Python faces
+/// (`hora._core.KINDS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum CollectiveKind {
     /// Reduce across ranks; every rank gets the result.
-    Allreduce,
+    Allreduce = 0,
     /// Concatenate every rank's tensor along the first dimension.
-    Allgather,
+    Allgather = 1,
     /// Copy the root's tensor to every rank.
-    Broadcast,
+    Broadcast = 2,
     /// Every rank sends a slice (rows) to every other rank.
-    Alltoall,
+    Alltoall = 3,
     /// Reduce, then each rank keeps one slice of the first dimension.
-    Reducescatter,
+    Reducescatter = 4,
     /// Wait until every rank arrives.
-    Barrier,
+    Barrier = 5,
     /// This rank has no more work; take part with neutral input until all have joined.
-    Join,
+    Join = 6,
 }
 
 impl CollectiveKind {
+    /// Every kind, in code order.
+    pub const ALL: [Self; 7] = [
+        Self::Allreduce,
+        Self::Allgather,
+        Self::Broadcast,
+        Self::Alltoall,
+        Self::Reducescatter,
+        Self::Barrier,
+        Self::Join,
+    ];
+
+    /// The stable code of this kind (its discriminant).
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind with stable code `code`, if there is one.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.code() == code)
+    }
+
     /// The lower-case name used in messages and logs.
     pub const fn name(self) -> &'static str {
         match self {
@@ -197,5 +70,19 @@ impl CollectiveKind {
 impl fmt::Display for CollectiveKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_codes_are_stable_and_round_trip() {
+        for (i, k) in CollectiveKind::ALL.into_iter().enumerate() {
+            assert_eq!(k.code() as usize, i);
+            assert_eq!(CollectiveKind::from_code(k.code()), Some(k));
+        }
+        assert_eq!(CollectiveKind::from_code(7), None);
     }
 }

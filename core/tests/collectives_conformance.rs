@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hora::collectives::conformance::{Member, Options};
-use hora::collectives::{Collectives, Ring, ShmCollectives};
+use hora::collectives::{Collectives, Dispatch, Ring};
 use hora_shm::{ShmConfig, ShmTransport, unique_job_name};
 use hora_tcp::{MemoryDirectory, TcpConfig, TcpTransport};
 use hora_transport::{LocalTransport, Transport};
@@ -118,11 +118,9 @@ mod shm_native {
             .map(|t| {
                 let t = Arc::new(t);
                 let group = t.group().clone();
-                let c: Arc<dyn Collectives> = Arc::new(ShmCollectives::with_transport(
-                    group,
-                    t.clone() as Arc<dyn Transport>,
-                    hora::collectives::DEFAULT_SEGMENT_BYTES,
-                ));
+                let ring = Ring::new(t.clone() as Arc<dyn Transport>)
+                    .with_segment_bytes(hora::collectives::DEFAULT_SEGMENT_BYTES);
+                let c: Arc<dyn Collectives> = Arc::new(Dispatch::new(Box::new(group), ring));
                 Member::new(c, move |reason| t.abort(reason))
             })
             .collect()

@@ -378,7 +378,6 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
 
 /// `--raw`: the transport's own allreduce, called in a loop on this thread (no engine).
 fn run_raw(args: Args) -> Result<bool, hora::Error> {
-    use hora::collectives::{Collectives, Ring};
     if args.collective != Collective::Allreduce || args.op == ReduceOp::Average {
         return Err(hora::Error::InvalidConfig {
             var: "--raw".into(),
@@ -390,15 +389,10 @@ fn run_raw(args: Args) -> Result<bool, hora::Error> {
     }
     let config = config_for(args.transport)?;
     let (rank, n) = (config.topology.rank, config.topology.size);
-    let conn = hora::transport_select::connect(&config, 0)?;
-    let coll: Box<dyn Collectives> = match conn.collectives {
-        Some(c) => c,
-        None => Box::new(
-            Ring::new(conn.transport.clone()).with_segment_bytes(config.tuning.segment_bytes),
-        ),
-    };
-    let fail = |what: &str, e: hora_transport::TransportError| {
-        hora::Error::transport(rank, what, "bench", &e)
+    let conn = hora::backend::connect(&config, 0)?;
+    let coll = conn.collectives;
+    let fail = |what: &str, e: hora::collectives::CollectiveError| {
+        hora::Error::collective(rank, what, "bench", e)
     };
     let deadline = || hora_transport::deadline_after(config.tuning.op_timeout);
     let mut seq = 0u64;

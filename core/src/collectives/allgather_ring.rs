@@ -15,10 +15,10 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use hora_transport::{Op, Tag, Transport, TransportError};
+use hora_transport::{CollectiveError, Op, Tag, Transport, TransportError};
 
 use super::segments::{blocks_from_sizes, segment_bytes};
-use super::{Ring, invalid, neighbours, split_disjoint};
+use super::{Ring, neighbours, split_disjoint};
 
 /// The `allgatherv` collective: validates, places this rank's input, runs the ring phase.
 pub(super) fn allgatherv<T: Transport + ?Sized>(
@@ -28,48 +28,19 @@ pub(super) fn allgatherv<T: Transport + ?Sized>(
     bytes_per_rank: &[usize],
     tag: Tag,
     deadline: Instant,
-) -> Result<(), TransportError> {
+) -> Result<(), CollectiveError> {
     let t = &**ring.transport();
     let me = t.rank();
-    check_allgatherv(me, t.size(), input, output, bytes_per_rank)?;
     let blocks = blocks_from_sizes(bytes_per_rank);
     output[blocks[me].clone()].copy_from_slice(input);
-    allgather_phase(t, tag, output, &blocks, ring.segment_bytes(), deadline)
-}
-
-/// `allgatherv`'s argument checks (one block size per rank, this rank's input its block, the
-/// output their sum); returns the output's length.
-pub(super) fn check_allgatherv(
-    me: usize,
-    size: usize,
-    input: &[u8],
-    output: &[u8],
-    bytes_per_rank: &[usize],
-) -> Result<usize, TransportError> {
-    if bytes_per_rank.len() != size {
-        return Err(invalid(
-            me,
-            format_args!("{} block sizes for {size} ranks", bytes_per_rank.len()),
-        ));
-    }
-    if input.len() != bytes_per_rank[me] {
-        return Err(invalid(
-            me,
-            format_args!(
-                "input is {} bytes, this rank's block is {}",
-                input.len(),
-                bytes_per_rank[me]
-            ),
-        ));
-    }
-    let total: usize = bytes_per_rank.iter().sum();
-    if output.len() != total {
-        return Err(invalid(
-            me,
-            format_args!("output is {} bytes, blocks sum to {total}", output.len()),
-        ));
-    }
-    Ok(total)
+    Ok(allgather_phase(
+        t,
+        tag,
+        output,
+        &blocks,
+        ring.segment_bytes(),
+        deadline,
+    )?)
 }
 
 /// Runs the ring allgather over `buf` cut into `blocks` (one per rank): on entry rank `r`'s

@@ -13,12 +13,12 @@
 
 use std::time::Instant;
 
-use hora_transport::{Tag, Transport, TransportError};
+use hora_transport::{CollectiveError, Tag, Transport};
 
+use super::Ring;
 use super::allgather_ring::allgather_phase;
 use super::reducescatter::reduce_scatter_phase;
 use super::segments::split_chunks;
-use super::{Ring, invalid};
 use crate::types::{DataType, ReduceOp};
 
 /// The `allreduce` collective (in place).
@@ -29,22 +29,20 @@ pub(super) fn allreduce<T: Transport + ?Sized>(
     op: ReduceOp,
     tag: Tag,
     deadline: Instant,
-) -> Result<(), TransportError> {
+) -> Result<(), CollectiveError> {
     let t = &**ring.transport();
-    let (me, size) = (t.rank(), t.size());
-    if !buf.len().is_multiple_of(dtype.size()) {
-        return Err(invalid(
-            me,
-            format_args!(
-                "a buffer of {} bytes is not whole {dtype} elements",
-                buf.len()
-            ),
-        ));
-    }
+    let size = t.size();
     if size == 1 || buf.is_empty() {
         return Ok(());
     }
     let chunks = split_chunks(buf.len(), dtype.size(), size);
     reduce_scatter_phase(ring, buf, &chunks, dtype, op, tag, deadline)?;
-    allgather_phase(t, tag, buf, &chunks, ring.segment_bytes(), deadline)
+    Ok(allgather_phase(
+        t,
+        tag,
+        buf,
+        &chunks,
+        ring.segment_bytes(),
+        deadline,
+    )?)
 }

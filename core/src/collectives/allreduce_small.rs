@@ -14,9 +14,9 @@
 
 use std::time::Instant;
 
-use hora_transport::{Op, Tag, Transport, TransportError};
+use hora_transport::{CollectiveError, Op, Tag, Transport};
 
-use super::{Ring, invalid};
+use super::Ring;
 use crate::reduce::reduce_into;
 use crate::types::{DataType, ReduceOp};
 
@@ -28,7 +28,7 @@ pub(super) fn allreduce<T: Transport + ?Sized>(
     op: ReduceOp,
     tag: Tag,
     deadline: Instant,
-) -> Result<(), TransportError> {
+) -> Result<(), CollectiveError> {
     let t = &**ring.transport();
     let (me, size) = (t.rank(), t.size());
     let p = 1usize << (usize::BITS - 1 - size.leading_zeros());
@@ -40,12 +40,12 @@ pub(super) fn allreduce<T: Transport + ?Sized>(
         } else {
             reduce_into(theirs, mine, dtype, op).map(|()| mine.copy_from_slice(theirs))
         }
-        .map_err(|e| invalid(me, e))
+        .map_err(|e| CollectiveError::invalid(e))
     };
     if me >= p {
         // An extra rank: its partner below does the work.
         t.send(me - p, tag, buf, deadline)?;
-        return t.recv(me - p, tag, buf, deadline);
+        return Ok(t.recv(me - p, tag, buf, deadline)?);
     }
     if me + p < size {
         t.recv(me + p, tag, theirs, deadline)?;

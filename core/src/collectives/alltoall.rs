@@ -8,9 +8,8 @@
 
 use std::time::Instant;
 
-use hora_transport::{Op, Tag, Transport, TransportError};
+use hora_transport::{CollectiveError, Op, Tag, Transport};
 
-use super::invalid;
 use super::segments::blocks_from_sizes;
 
 /// The `alltoallv` collective.
@@ -22,41 +21,8 @@ pub(super) fn alltoallv<T: Transport + ?Sized>(
     recv_bytes: &[usize],
     tag: Tag,
     deadline: Instant,
-) -> Result<(), TransportError> {
+) -> Result<(), CollectiveError> {
     let (me, size) = (t.rank(), t.size());
-    if send_bytes.len() != size || recv_bytes.len() != size {
-        return Err(invalid(
-            me,
-            format_args!(
-                "{} send and {} receive sizes for {size} ranks",
-                send_bytes.len(),
-                recv_bytes.len()
-            ),
-        ));
-    }
-    let (sent, received) = (
-        send_bytes.iter().sum::<usize>(),
-        recv_bytes.iter().sum::<usize>(),
-    );
-    if sent != input.len() || received != output.len() {
-        return Err(invalid(
-            me,
-            format_args!(
-                "send sizes sum to {sent} (input {}), receive sizes to {received} (output {})",
-                input.len(),
-                output.len()
-            ),
-        ));
-    }
-    if send_bytes[me] != recv_bytes[me] {
-        return Err(invalid(
-            me,
-            format_args!(
-                "sends {} bytes to itself but expects {}",
-                send_bytes[me], recv_bytes[me]
-            ),
-        ));
-    }
     let send_blocks = blocks_from_sizes(send_bytes);
     let recv_blocks = blocks_from_sizes(recv_bytes);
     output[recv_blocks[me].clone()].copy_from_slice(&input[send_blocks[me].clone()]);

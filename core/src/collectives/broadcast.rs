@@ -10,10 +10,10 @@
 
 use std::time::Instant;
 
-use hora_transport::{Op, Tag, Transport, TransportError};
+use hora_transport::{CollectiveError, Op, Tag, Transport};
 
 use super::segments::segment_bytes;
-use super::{Ring, invalid, neighbours};
+use super::{Ring, neighbours};
 
 /// The `broadcast` collective.
 pub(super) fn broadcast<T: Transport + ?Sized>(
@@ -22,15 +22,9 @@ pub(super) fn broadcast<T: Transport + ?Sized>(
     root: usize,
     tag: Tag,
     deadline: Instant,
-) -> Result<(), TransportError> {
+) -> Result<(), CollectiveError> {
     let t = &**ring.transport();
     let (me, size) = (t.rank(), t.size());
-    if root >= size {
-        return Err(invalid(
-            me,
-            format_args!("broadcast root {root} is not a rank of {size}"),
-        ));
-    }
     if size == 1 || buf.is_empty() {
         return Ok(());
     }
@@ -39,14 +33,14 @@ pub(super) fn broadcast<T: Transport + ?Sized>(
     let position = (me + size - root) % size;
     if position == 0 {
         let mut ops: Vec<Op<'_>> = buf.chunks(seg).map(|c| Op::send(right, tag, c)).collect();
-        return t.wait(&mut ops, deadline);
+        return Ok(t.wait(&mut ops, deadline)?);
     }
     if position == size - 1 {
         let mut ops: Vec<Op<'_>> = buf
             .chunks_mut(seg)
             .map(|c| Op::recv(left, tag, c))
             .collect();
-        return t.wait(&mut ops, deadline);
+        return Ok(t.wait(&mut ops, deadline)?);
     }
     let len = buf.len();
     let segments = len.div_ceil(seg);

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ::half::{bf16, f16};
-use hora_transport::{TransportError, deadline_after};
+use hora_transport::{CollectiveError, deadline_after};
 
 use super::Collectives;
 use super::segments::blocks_from_sizes;
@@ -218,7 +218,7 @@ fn deadline() -> Instant {
 }
 
 /// Names a failed call for an error message.
-fn call_err(what: impl fmt::Display, e: TransportError) -> String {
+fn call_err(what: impl fmt::Display, e: CollectiveError) -> String {
     format!("{what}: {e}")
 }
 
@@ -341,7 +341,7 @@ pub fn allreduce_scaled(
     postscale: f64,
     seq: u64,
     deadline: Instant,
-) -> Result<(), TransportError> {
+) -> Result<(), CollectiveError> {
     let (pre, post, op) = scales(op, prescale, postscale, c.size());
     scale(buf, dtype, pre);
     c.allreduce(buf, dtype, op, seq, deadline)?;
@@ -758,7 +758,11 @@ pub fn dead_rank_fails_the_others(factory: &(dyn Fn(usize) -> Vec<Member> + Sync
 }
 
 /// One rank of a fault scenario: `Ok((error, time to fail))` for a survivor that failed.
-fn fault_rank(m: &Member, kind: &str, victim: usize) -> Result<(TransportError, Duration), String> {
+fn fault_rank(
+    m: &Member,
+    kind: &str,
+    victim: usize,
+) -> Result<(CollectiveError, Duration), String> {
     let c = m.collectives();
     let (me, np) = (c.rank(), c.size());
     let mut seq = Seq::default();

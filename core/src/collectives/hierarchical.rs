@@ -25,20 +25,21 @@
 //! copied, so all ranks get bit-identical results. `Average` is summed here and divided once by
 //! the engine, as with the flat ring; prescale and postscale are the engine's too.
 //!
-//! What this does not do: broadcast, alltoall, reducescatter and barrier run on the flat ring;
-//! hosts with different numbers of ranks are refused by [`Layout::from_places`] (the caller
-//! falls back to the flat ring and logs why).
+//! What this does not do: broadcast, alltoall, reducescatter and barrier (and allreduce or
+//! allgather when turned off) are not run here: [`Collectives::runs`] says no, and the
+//! [`Dispatch`](super::Dispatch) wrapper in front runs them on the flat ring. Hosts with
+//! different numbers of ranks are refused by [`Layout::from_places`] (the caller falls back
+//! to the flat ring and logs why).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use hora_transport::{Rank, TransportError};
+use hora_transport::{Call, CollectiveError, Rank, TransportError};
 use parking_lot::Mutex;
 
-use super::allgather_ring::check_allgatherv;
 use super::segments::{blocks_from_sizes, split_chunks};
-use super::{Collectives, invalid};
+use super::{Collectives, check};
 use crate::types::{DataType, ReduceOp};
 
 /// Where one rank says it runs (its launcher's `HOROVOD_LOCAL_*` and `HOROVOD_CROSS_*`).
@@ -231,8 +232,9 @@ impl std::str::FromStr for HierarchicalMode {
     }
 }
 
-/// Allreduce and allgather through a host's collectives and a cross-host ring; the other
-/// collectives through a flat one. See the module docs.
+/// Allreduce and allgather through a host's collectives and a cross-host ring (the other
+/// collectives run on the flat ring of the [`Dispatch`](super::Dispatch) in front). See the
+/// module docs.
 #[derive(Debug)]
 pub struct Hierarchical {
     layout: Layout,
@@ -245,8 +247,6 @@ pub struct Hierarchical {
     local_names_local_ranks: bool,
     /// The ranks with this local rank, numbered by host.
     cross: Box<dyn Collectives>,
-    /// Every rank.
-    flat: Box<dyn Collectives>,
     allreduce: bool,
     allgather: bool,
     mode: HierarchicalMode,
@@ -262,16 +262,15 @@ pub struct Hierarchical {
 }
 
 impl Hierarchical {
-    /// Combines a host's collectives (`local`: this host's ranks numbered by local rank), the
-    /// cross-host ones (`cross`: this local rank on every host, numbered by host) and the flat
-    /// ones (`flat`: the whole job) for `layout`. Allreduce and allgather are hierarchical.
+    /// Combines a host's collectives (`local`: this host's ranks numbered by local rank) and
+    /// the cross-host ones (`cross`: this local rank on every host, numbered by host) for job
+    /// rank `rank` of `layout`. Allreduce and allgather are hierarchical.
     pub fn new(
         layout: Layout,
+        rank: Rank,
         local: Box<dyn Collectives>,
         cross: Box<dyn Collectives>,
-        flat: Box<dyn Collectives>,
     ) -> Self {
-        let rank = flat.rank();
         let (host, local_rank) = layout.place_of(rank);
         Self {
             layout,
@@ -281,7 +280,6 @@ impl Hierarchical {
             local,
             local_names_local_ranks: false,
             cross,
-            flat,
             allreduce: true,
             allgather: true,
             mode: HierarchicalMode::Split,
@@ -293,7 +291,8 @@ impl Hierarchical {
         }
     }
 
-    /// Chooses which of allreduce and allgather are hierarchical (the other runs flat).
+    /// Chooses which of allreduce and allgather are hierarchical (the other runs flat, on the
+    /// dispatch wrapper's ring).
     pub fn with_ops(mut self, allreduce: bool, allgather: bool) -> Self {
         self.allreduce = allreduce;
         self.allgather = allgather;
@@ -334,10 +333,11 @@ impl Hierarchical {
     }
 
     /// A `local` error with its peer renumbered from local rank to job rank.
-    fn local_err(&self, e: TransportError) -> TransportError {
-        if !self.local_names_local_ranks {
-            return e;
-        }
+    fn local_err(&self, e: CollectiveError) -> CollectiveError {
+        let e = match e {
+            CollectiveError::Transport(e) if self.local_names_local_ranks => e,
+            other => return other,
+        };
         let job = |l: Rank| {
             if l < self.layout.local_size() {
                 self.layout.rank_at(self.host, l)
@@ -365,11 +365,12 @@ impl Hierarchical {
             },
             other => other,
         }
+        .into()
     }
 
     /// Makes host peers waiting on this rank fail at once when a step failed here (a failed
     /// cross-host ring leaves them waiting in shared memory otherwise).
-    fn fail(&self, e: TransportError) -> TransportError {
+    fn fail(&self, e: CollectiveError) -> CollectiveError {
         self.local.abort(&e.to_string());
         e
     }
@@ -394,7 +395,7 @@ impl Hierarchical {
         op: ReduceOp,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         let piece = self.pipeline_bytes / dtype.size() * dtype.size();
         if piece > 0 && buf.len() >= 2 * piece {
             return self.allreduce_pipelined(buf, piece, dtype, op, seq, deadline);
@@ -430,7 +431,7 @@ impl Hierarchical {
         op: ReduceOp,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         use std::sync::mpsc::sync_channel;
         let local = self.layout.local_size();
         let mut pieces: Vec<&mut [u8]> = buf.chunks_mut(piece).collect();
@@ -444,14 +445,14 @@ impl Hierarchical {
                     .collect()
             })
             .collect();
-        let fail_all = |e: TransportError| {
+        let fail_all = |e: CollectiveError| {
             self.local.abort(&e.to_string());
             self.cross.abort(&e.to_string());
             e
         };
         std::thread::scope(|s| {
             let (to_net, net_in) = sync_channel::<Vec<u8>>(1);
-            let (net_out, from_net) = sync_channel::<Result<Vec<u8>, TransportError>>(2);
+            let (net_out, from_net) = sync_channel::<Result<Vec<u8>, CollectiveError>>(2);
             let cross = &*self.cross;
             s.spawn(move || {
                 for mut block in net_in {
@@ -463,12 +464,9 @@ impl Hierarchical {
                 }
             });
             let mut spare: Vec<Vec<u8>> = Vec::new();
-            let gather = |i: usize, pieces: &mut [&mut [u8]]| -> Result<Vec<u8>, TransportError> {
+            let gather = |i: usize, pieces: &mut [&mut [u8]]| -> Result<Vec<u8>, CollectiveError> {
                 let block = from_net.recv().map_err(|_| {
-                    invalid(
-                        self.rank,
-                        "the network step of a pipelined allreduce stopped",
-                    )
+                    CollectiveError::invalid("the network step of a pipelined allreduce stopped")
                 })??;
                 self.local
                     .allgatherv(&block, pieces[i], &sizes[i], seq, deadline)
@@ -485,8 +483,7 @@ impl Hierarchical {
                     if to_net.send(block).is_err() {
                         // The network step stopped: its error says why.
                         return Err(from_net.iter().find_map(Result::err).unwrap_or_else(|| {
-                            invalid(
-                                self.rank,
+                            CollectiveError::invalid(
                                 "the network step of a pipelined allreduce stopped",
                             )
                         }));
@@ -509,7 +506,7 @@ impl Hierarchical {
         op: ReduceOp,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         self.local
             .allreduce(buf, dtype, op, seq, deadline)
             .map_err(|e| self.local_err(e))?;
@@ -528,7 +525,7 @@ impl Hierarchical {
         bytes_per_rank: &[usize],
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         let (hosts, local) = (self.layout.hosts(), self.layout.local_size());
         let col = |l: usize| -> Vec<usize> {
             (0..hosts)
@@ -570,6 +567,14 @@ fn grown(v: &mut Vec<u8>, len: usize) -> &mut [u8] {
     &mut v[..len]
 }
 
+/// What a direct call of a collective this type does not run says.
+fn not_here(what: &str) -> CollectiveError {
+    CollectiveError::invalid(format_args!(
+        "hierarchical collectives do not run {what}: put them behind collectives::Dispatch, \
+         which runs it on the flat ring"
+    ))
+}
+
 impl Collectives for Hierarchical {
     fn rank(&self) -> usize {
         self.rank
@@ -579,6 +584,14 @@ impl Collectives for Hierarchical {
         self.layout.size()
     }
 
+    fn runs(&self, call: &Call) -> bool {
+        match call {
+            Call::Allreduce { .. } => self.allreduce,
+            Call::Allgatherv { .. } => self.allgather,
+            _ => false,
+        }
+    }
+
     fn allreduce(
         &self,
         buf: &mut [u8],
@@ -586,19 +599,11 @@ impl Collectives for Hierarchical {
         op: ReduceOp,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         if !self.allreduce {
-            return self.flat.allreduce(buf, dtype, op, seq, deadline);
+            return Err(not_here("allreduce (turned off)"));
         }
-        if !buf.len().is_multiple_of(dtype.size()) {
-            return Err(invalid(
-                self.rank,
-                format_args!(
-                    "a buffer of {} bytes is not whole {dtype} elements",
-                    buf.len()
-                ),
-            ));
-        }
+        check::allreduce(buf.len(), dtype)?;
         if buf.is_empty() {
             return Ok(());
         }
@@ -618,13 +623,11 @@ impl Collectives for Hierarchical {
         bytes_per_rank: &[usize],
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         if !self.allgather {
-            return self
-                .flat
-                .allgatherv(input, output, bytes_per_rank, seq, deadline);
+            return Err(not_here("allgather (turned off)"));
         }
-        let total = check_allgatherv(self.rank, self.size(), input, output, bytes_per_rank)?;
+        let total = check::allgatherv(self.rank, self.size(), input, output, bytes_per_rank)?;
         self.note_first("allgather", total);
         self.allgather_calls.fetch_add(1, Ordering::Relaxed);
         self.allgatherv_split(input, output, bytes_per_rank, seq, deadline)
@@ -633,48 +636,46 @@ impl Collectives for Hierarchical {
 
     fn broadcast(
         &self,
-        buf: &mut [u8],
-        root: usize,
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<(), TransportError> {
-        self.flat.broadcast(buf, root, seq, deadline)
+        _buf: &mut [u8],
+        _root: usize,
+        _seq: u64,
+        _deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        Err(not_here("broadcast"))
     }
 
     fn alltoallv(
         &self,
-        input: &[u8],
-        send_bytes: &[usize],
-        output: &mut [u8],
-        recv_bytes: &[usize],
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<(), TransportError> {
-        self.flat
-            .alltoallv(input, send_bytes, output, recv_bytes, seq, deadline)
+        _input: &[u8],
+        _send_bytes: &[usize],
+        _output: &mut [u8],
+        _recv_bytes: &[usize],
+        _seq: u64,
+        _deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        Err(not_here("alltoall"))
     }
 
     fn reducescatter(
         &self,
-        input: &mut [u8],
-        output: &mut [u8],
-        bytes_per_rank: &[usize],
-        dtype: DataType,
-        op: ReduceOp,
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<(), TransportError> {
-        self.flat
-            .reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
+        _input: &mut [u8],
+        _output: &mut [u8],
+        _bytes_per_rank: &[usize],
+        _dtype: DataType,
+        _op: ReduceOp,
+        _seq: u64,
+        _deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        Err(not_here("reducescatter"))
     }
 
-    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError> {
-        self.flat.barrier(seq, deadline)
+    fn barrier(&self, _seq: u64, _deadline: Instant) -> Result<(), CollectiveError> {
+        Err(not_here("barrier"))
     }
 
     fn abort(&self, reason: &str) {
         self.local.abort(reason);
-        self.flat.abort(reason);
+        self.cross.abort(reason);
     }
 }
 

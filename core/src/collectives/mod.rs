@@ -1,10 +1,12 @@
 //! Collective algorithms over a [`Transport`]: allreduce, allgather, broadcast, alltoall,
 //! reducescatter and barrier, built only from point-to-point sends and receives.
 //!
-//! [`Collectives`] is the interface the engine calls; [`Ring`] implements it over any
-//! transport (native backends such as MPI or NCCL may implement it themselves). The
-//! arithmetic of who-sends-which-bytes lives in [`segments`] and is pure; the files beside it
-//! hold one algorithm each, with a "how it works" comment at the top.
+//! [`Collectives`] (defined by the backend contract, `hora_transport`) is the interface the
+//! engine calls; [`Ring`] implements it over any transport, and [`Dispatch`] puts a native
+//! backend (shared memory, MPI, hierarchical, later NCCL) in front of a ring: arguments are
+//! checked once ([`check`]), then each call runs natively or on the ring. The arithmetic of
+//! who-sends-which-bytes lives in [`segments`] and is pure; the files beside it hold one
+//! algorithm each, with a "how it works" comment at the top.
 //!
 //! Tags: every collective call uses one tag, `Tag::new(kind, seq)`, with its own kind byte in
 //! the range 32..=47 reserved for collectives and the caller's sequence number. Messages
@@ -21,14 +23,13 @@ mod allreduce_small;
 mod alltoall;
 mod barrier;
 mod broadcast;
+pub mod check;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
+mod dispatch;
 mod hierarchical;
-#[cfg(feature = "mpi")]
-mod mpi;
 mod reducescatter;
 pub mod segments;
-mod shm;
 mod subgroup;
 
 #[cfg(test)]
@@ -39,15 +40,14 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hora_transport::{Rank, Tag, Transport, TransportError};
+use hora_transport::{Rank, Tag, Transport};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::types::{DataType, ReduceOp};
 
+pub use dispatch::Dispatch;
 pub use hierarchical::{DEFAULT_PIPELINE_BYTES, Hierarchical, HierarchicalMode, Layout, Place};
-#[cfg(feature = "mpi")]
-pub use mpi::MpiCollectives;
-pub use shm::ShmCollectives;
+pub use hora_transport::{Call, CollectiveError, Collectives};
 pub use subgroup::SubTransport;
 
 /// Tag kind bytes of the collectives (32..=47 are reserved for them).
@@ -72,85 +72,6 @@ pub const DEFAULT_SEGMENT_BYTES: usize = 1 << 20;
 
 /// Allreduces up to this size use recursive doubling: below it, latency beats bandwidth.
 pub const DEFAULT_SMALL_ALLREDUCE_BYTES: usize = 64 << 10;
-
-/// Collective algorithms over some way of moving bytes; the ring implementation is [`Ring`].
-///
-/// Every rank calls the same collectives in the same order with the same `seq`; argument
-/// errors and transport failures come back as [`TransportError`], and every wait ends by
-/// `deadline`.
-pub trait Collectives: Send + Sync + fmt::Debug {
-    /// This rank.
-    fn rank(&self) -> usize;
-
-    /// Number of ranks.
-    fn size(&self) -> usize;
-
-    /// In-place allreduce of `buf` (whole elements of `dtype`). `Average` is summed; the caller
-    /// scales.
-    fn allreduce(
-        &self,
-        buf: &mut [u8],
-        dtype: DataType,
-        op: ReduceOp,
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<(), TransportError>;
-
-    /// Gathers every rank's `input` (rank r contributes `bytes_per_rank[r]` bytes) into
-    /// `output` (rank order, length = the sum).
-    fn allgatherv(
-        &self,
-        input: &[u8],
-        output: &mut [u8],
-        bytes_per_rank: &[usize],
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<(), TransportError>;
-
-    /// Copies `root`'s `buf` into every rank's `buf`.
-    fn broadcast(
-        &self,
-        buf: &mut [u8],
-        root: usize,
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<(), TransportError>;
-
-    /// Sends `send_bytes[d]` bytes of `input` (consecutive, in rank order) to each rank `d` and
-    /// receives `recv_bytes[s]` bytes from each rank `s` into `output` (rank order).
-    fn alltoallv(
-        &self,
-        input: &[u8],
-        send_bytes: &[usize],
-        output: &mut [u8],
-        recv_bytes: &[usize],
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<(), TransportError>;
-
-    /// Reduces `input` (same length on every rank; used as scratch and clobbered) and leaves
-    /// this rank's block in `output`: block r is `bytes_per_rank[r]` bytes, blocks are
-    /// consecutive in rank order and together cover `input`.
-    #[allow(clippy::too_many_arguments)]
-    fn reducescatter(
-        &self,
-        input: &mut [u8],
-        output: &mut [u8],
-        bytes_per_rank: &[usize],
-        dtype: DataType,
-        op: ReduceOp,
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<(), TransportError>;
-
-    /// Returns once every rank has entered.
-    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError>;
-
-    /// Fails this rank's current and future collectives on state the backend owns beyond the
-    /// engine's transport (shared memory), so peers waiting on this rank there fail at once.
-    /// The default does nothing: the engine aborts its transport itself.
-    fn abort(&self, _reason: &str) {}
-}
 
 /// Ring, chain, pairwise and dissemination algorithms over a [`Transport`].
 ///
@@ -217,6 +138,100 @@ impl<T: Transport + ?Sized> fmt::Debug for Ring<T> {
     }
 }
 
+/// The algorithms without the argument checks, for callers that ran [`check`] already (the
+/// trait methods below and [`Dispatch`]).
+impl<T: Transport + ?Sized> Ring<T> {
+    pub(super) fn run_allreduce(
+        &self,
+        buf: &mut [u8],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        let tag = Tag::new(kind::ALLREDUCE, seq);
+        if self.transport.size() > 1 && buf.len() <= self.small_bytes {
+            return allreduce_small::allreduce(self, buf, dtype, op, tag, deadline);
+        }
+        allreduce_ring::allreduce(self, buf, dtype, op, tag, deadline)
+    }
+
+    pub(super) fn run_allgatherv(
+        &self,
+        input: &[u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        let tag = Tag::new(kind::ALLGATHER, seq);
+        allgather_ring::allgatherv(self, input, output, bytes_per_rank, tag, deadline)
+    }
+
+    pub(super) fn run_broadcast(
+        &self,
+        buf: &mut [u8],
+        root: usize,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        broadcast::broadcast(self, buf, root, Tag::new(kind::BROADCAST, seq), deadline)
+    }
+
+    pub(super) fn run_alltoallv(
+        &self,
+        input: &[u8],
+        send_bytes: &[usize],
+        output: &mut [u8],
+        recv_bytes: &[usize],
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        let tag = Tag::new(kind::ALLTOALL, seq);
+        alltoall::alltoallv(
+            &*self.transport,
+            input,
+            send_bytes,
+            output,
+            recv_bytes,
+            tag,
+            deadline,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run_reducescatter(
+        &self,
+        input: &mut [u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        dtype: DataType,
+        op: ReduceOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        let tag = Tag::new(kind::REDUCESCATTER, seq);
+        reducescatter::reducescatter(
+            self,
+            input,
+            output,
+            bytes_per_rank,
+            dtype,
+            op,
+            tag,
+            deadline,
+        )
+    }
+
+    pub(super) fn run_barrier(&self, seq: u64, deadline: Instant) -> Result<(), CollectiveError> {
+        Ok(barrier::barrier(
+            &*self.transport,
+            Tag::new(kind::BARRIER, seq),
+            deadline,
+        )?)
+    }
+}
+
 impl<T: Transport + ?Sized> Collectives for Ring<T> {
     fn rank(&self) -> usize {
         self.transport.rank()
@@ -233,15 +248,9 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
         op: ReduceOp,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
-        let tag = Tag::new(kind::ALLREDUCE, seq);
-        if self.size() > 1
-            && buf.len() <= self.small_bytes
-            && buf.len().is_multiple_of(dtype.size())
-        {
-            return allreduce_small::allreduce(self, buf, dtype, op, tag, deadline);
-        }
-        allreduce_ring::allreduce(self, buf, dtype, op, tag, deadline)
+    ) -> Result<(), CollectiveError> {
+        check::allreduce(buf.len(), dtype)?;
+        self.run_allreduce(buf, dtype, op, seq, deadline)
     }
 
     fn allgatherv(
@@ -251,9 +260,9 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
         bytes_per_rank: &[usize],
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
-        let tag = Tag::new(kind::ALLGATHER, seq);
-        allgather_ring::allgatherv(self, input, output, bytes_per_rank, tag, deadline)
+    ) -> Result<(), CollectiveError> {
+        check::allgatherv(self.rank(), self.size(), input, output, bytes_per_rank)?;
+        self.run_allgatherv(input, output, bytes_per_rank, seq, deadline)
     }
 
     fn broadcast(
@@ -262,8 +271,9 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
         root: usize,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
-        broadcast::broadcast(self, buf, root, Tag::new(kind::BROADCAST, seq), deadline)
+    ) -> Result<(), CollectiveError> {
+        check::broadcast(self.size(), root)?;
+        self.run_broadcast(buf, root, seq, deadline)
     }
 
     fn alltoallv(
@@ -274,17 +284,16 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
         recv_bytes: &[usize],
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
-        let tag = Tag::new(kind::ALLTOALL, seq);
-        alltoall::alltoallv(
-            &*self.transport,
+    ) -> Result<(), CollectiveError> {
+        check::alltoallv(
+            self.rank(),
+            self.size(),
             input,
             send_bytes,
             output,
             recv_bytes,
-            tag,
-            deadline,
-        )
+        )?;
+        self.run_alltoallv(input, send_bytes, output, recv_bytes, seq, deadline)
     }
 
     fn reducescatter(
@@ -296,37 +305,24 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
         op: ReduceOp,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
-        let tag = Tag::new(kind::REDUCESCATTER, seq);
-        reducescatter::reducescatter(
-            self,
+    ) -> Result<(), CollectiveError> {
+        check::reducescatter(
+            self.rank(),
+            self.size(),
             input,
             output,
             bytes_per_rank,
             dtype,
-            op,
-            tag,
-            deadline,
-        )
+        )?;
+        self.run_reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
     }
 
-    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError> {
-        barrier::barrier(&*self.transport, Tag::new(kind::BARRIER, seq), deadline)
+    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), CollectiveError> {
+        self.run_barrier(seq, deadline)
     }
 
     fn abort(&self, reason: &str) {
         self.transport.abort(reason);
-    }
-}
-
-/// The error for arguments that cannot be right (lengths that disagree, a root out of range).
-///
-/// `TransportError` has no variant for caller mistakes, so this borrows `Protocol` naming this
-/// rank; the detail says what was wrong.
-fn invalid(me: Rank, detail: impl fmt::Display) -> TransportError {
-    TransportError::Protocol {
-        peer: me,
-        detail: format!("invalid collective arguments: {detail}"),
     }
 }
 

@@ -23,10 +23,10 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use hora_transport::{Op, Tag, Transport, TransportError};
+use hora_transport::{CollectiveError, Op, Tag, Transport};
 
 use super::segments::{blocks_from_sizes, segment_bytes};
-use super::{Ring, invalid, neighbours, split_disjoint};
+use super::{Ring, neighbours, split_disjoint};
 use crate::reduce::reduce_into;
 use crate::types::{DataType, ReduceOp};
 
@@ -42,41 +42,9 @@ pub(super) fn reducescatter<T: Transport + ?Sized>(
     op: ReduceOp,
     tag: Tag,
     deadline: Instant,
-) -> Result<(), TransportError> {
+) -> Result<(), CollectiveError> {
     let t = &**ring.transport();
-    let (me, size) = (t.rank(), t.size());
-    if bytes_per_rank.len() != size {
-        return Err(invalid(
-            me,
-            format_args!("{} block sizes for {size} ranks", bytes_per_rank.len()),
-        ));
-    }
-    let total: usize = bytes_per_rank.iter().sum();
-    if total != input.len() {
-        return Err(invalid(
-            me,
-            format_args!("blocks sum to {total} bytes, input is {}", input.len()),
-        ));
-    }
-    if let Some(bad) = bytes_per_rank
-        .iter()
-        .find(|&&n| !n.is_multiple_of(dtype.size()))
-    {
-        return Err(invalid(
-            me,
-            format_args!("a block of {bad} bytes is not whole {dtype} elements"),
-        ));
-    }
-    if output.len() != bytes_per_rank[me] {
-        return Err(invalid(
-            me,
-            format_args!(
-                "output is {} bytes, this rank's block is {}",
-                output.len(),
-                bytes_per_rank[me]
-            ),
-        ));
-    }
+    let me = t.rank();
     let blocks = blocks_from_sizes(bytes_per_rank);
     reduce_scatter_phase(ring, input, &blocks, dtype, op, tag, deadline)?;
     output.copy_from_slice(&input[blocks[me].clone()]);
@@ -94,7 +62,7 @@ pub(super) fn reduce_scatter_phase<T: Transport + ?Sized>(
     op: ReduceOp,
     tag: Tag,
     deadline: Instant,
-) -> Result<(), TransportError> {
+) -> Result<(), CollectiveError> {
     let t = &**ring.transport();
     let (me, size) = (t.rank(), t.size());
     if size == 1 {
@@ -176,7 +144,7 @@ impl<T: Transport + ?Sized> StepIo<'_, T> {
         recv: &mut [u8],
         slot_a: &mut [u8],
         slot_b: &mut [u8],
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         let segments = send.len().max(recv.len()).div_ceil(self.seg);
         if segments == 0 {
             return Ok(());
@@ -200,7 +168,7 @@ impl<T: Transport + ?Sized> StepIo<'_, T> {
                 let r = self.seg_range(k, recv.len());
                 let n = r.len();
                 reduce_into(&mut recv[r], &cur[..n], self.dtype, self.op)
-                    .map_err(|e| invalid(self.t.rank(), e))?;
+                    .map_err(|e| CollectiveError::invalid(e))?;
             }
             if !ops.is_empty() {
                 self.t.wait(&mut ops, self.deadline)?;

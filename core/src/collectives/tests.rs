@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ::half::{bf16, f16};
 use hora_transport::conformance::run_ranks;
-use hora_transport::{LocalTransport, Transport, TransportError, deadline_after};
+use hora_transport::{CollectiveError, LocalTransport, Transport, TransportError, deadline_after};
 
 use super::conformance::{self, input, mix};
 use super::*;
@@ -332,7 +332,13 @@ fn a_missing_rank_times_out_at_the_deadline() {
     let err = ring
         .barrier(0, deadline_after(Duration::from_millis(100)))
         .unwrap_err();
-    assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            CollectiveError::Transport(TransportError::Timeout { .. })
+        ),
+        "{err:?}"
+    );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
@@ -354,7 +360,7 @@ impl Collectives for FlipsABit {
         op: ReduceOp,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         self.0.allreduce(buf, dtype, op, seq, deadline)?;
         if self.rank() == 1 && buf.len() > 4096 {
             buf[4097] ^= 1;
@@ -368,7 +374,7 @@ impl Collectives for FlipsABit {
         bytes_per_rank: &[usize],
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         self.0
             .allgatherv(input, output, bytes_per_rank, seq, deadline)
     }
@@ -378,7 +384,7 @@ impl Collectives for FlipsABit {
         root: usize,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         self.0.broadcast(buf, root, seq, deadline)
     }
     fn alltoallv(
@@ -389,7 +395,7 @@ impl Collectives for FlipsABit {
         recv_bytes: &[usize],
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         self.0
             .alltoallv(input, send_bytes, output, recv_bytes, seq, deadline)
     }
@@ -402,11 +408,11 @@ impl Collectives for FlipsABit {
         op: ReduceOp,
         seq: u64,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         self.0
             .reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
     }
-    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), TransportError> {
+    fn barrier(&self, seq: u64, deadline: Instant) -> Result<(), CollectiveError> {
         self.0.barrier(seq, deadline)
     }
 }

@@ -204,7 +204,7 @@ fn mpi_carries(vars: &HashMap<String, String>, launcher: &str) -> bool {
         .get("HOROVOD_CONTROLLER")
         .map(|c| c.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    hora_mpi::ENABLED
+    crate::backend::MPI_BUILT
         && launcher.starts_with("mpirun")
         && !matches!(controller.as_str(), "gloo" | "tcp")
 }

@@ -144,7 +144,7 @@ impl Background {
                     let coordinator = self.coordinator.as_mut().expect("rank 0 coordinates");
                     coordinator.handle_timeout(Instant::now());
                 }
-                Err(e) => return Err(self.peer_failure(&e)),
+                Err(e) => return Err(self.peer_failure(e)),
             }
         } else {
             match self
@@ -158,7 +158,7 @@ impl Background {
                     return self.apply(msg);
                 }
                 Ok(None) | Err(TransportError::Timeout { .. }) => {}
-                Err(e) => return Err(self.peer_failure(&e)),
+                Err(e) => return Err(self.peer_failure(e)),
             }
         }
         Ok(Flow::Continue)
@@ -172,20 +172,22 @@ impl Background {
         }
     }
 
-    fn peer_failure(&self, e: &TransportError) -> Error {
+    fn peer_failure(&self, e: TransportError) -> Error {
         let mut names: Vec<&str> = self.table.keys().map(|s| s.as_str()).collect();
         names.sort_unstable();
-        self.with_root_cause(
+        self.with_root_cause(Error::transport(
+            self.rank(),
+            "negotiation",
+            &names.join(", "),
             e,
-            Error::transport(self.rank(), "negotiation", &names.join(", "), e),
-        )
+        ))
     }
 
     /// `err` (made from `e`), naming the root cause when the peer that `e` lost said why it
     /// stopped: "rank 2 stopped: connection to rank 3 lost" rather than only "connection to
     /// rank 2 lost", whether this rank noticed in negotiation or inside a collective.
-    pub(super) fn with_root_cause(&self, e: &TransportError, mut err: Error) -> Error {
-        if let (Some(peer), Error::Transport { cause, .. }) = (e.peer(), &mut err)
+    pub(super) fn with_root_cause(&self, mut err: Error) -> Error {
+        if let (Some(peer), Error::Transport { cause, .. }) = (err.peer(), &mut err)
             && let Ok(Some((_, why))) =
                 self.transport
                     .recv_msg(Some(peer), TAG_ABORT, Instant::now())
@@ -235,7 +237,7 @@ impl Background {
             let bytes = wire::encode_up(&up);
             self.transport
                 .send_msg(0, TAG_UP, &bytes)
-                .map_err(|e| self.peer_failure(&e))?;
+                .map_err(|e| self.peer_failure(e))?;
         }
         Ok(())
     }
@@ -258,7 +260,7 @@ impl Background {
                 if let Err(e) = self.transport.send_msg(peer, TAG_DOWN, &bytes)
                     && !self.sent_shutdown
                 {
-                    return Err(self.peer_failure(&e));
+                    return Err(self.peer_failure(e));
                 }
             }
             if let Flow::Stop(e) = self.apply(down)? {

@@ -1,5 +1,7 @@
 //! Runs one response: fusion copy-in, the collective, scaling, copy-out, completion.
 
+use hora_transport::CollectiveError;
+
 use crate::coordinator::{Response, TensorInfo};
 use crate::error::Error;
 use crate::handle::{Completion, OutputBuffer};
@@ -108,10 +110,7 @@ impl Background {
         }
         result.map_err(|e| {
             let names: Vec<&str> = resp.tensors.iter().map(|t| t.name.as_str()).collect();
-            self.with_root_cause(
-                &e,
-                Error::transport(rank, resp.kind.name(), &names.join(", "), &e),
-            )
+            self.with_root_cause(e.for_tensor(resp.kind.name(), &names.join(", ")))
         })
     }
 
@@ -121,9 +120,9 @@ impl Background {
     fn complete_all(
         &self,
         entries: Vec<Option<Entry>>,
-        outcome: Result<(), hora_transport::TransportError>,
+        outcome: Result<(), CollectiveError>,
         mut make: impl FnMut() -> Completion,
-    ) -> Result<(), hora_transport::TransportError> {
+    ) -> Result<(), Error> {
         match outcome {
             Ok(()) => {
                 for mut entry in entries.into_iter().flatten() {
@@ -136,12 +135,12 @@ impl Background {
                 Ok(())
             }
             Err(e) => {
+                let err = Error::collective(self.topology.rank, "collective", "", e);
                 for entry in entries.into_iter().flatten() {
-                    let err =
-                        Error::transport(self.topology.rank, "collective", &entry.req.name, &e);
-                    self.finish(entry, Err(err));
+                    let mine = err.for_tensor("collective", &entry.req.name);
+                    self.finish(entry, Err(mine));
                 }
-                Err(e)
+                Err(err)
             }
         }
     }
@@ -161,7 +160,7 @@ impl Background {
         &mut self,
         resp: &Response,
         mut entries: Vec<Option<Entry>>,
-    ) -> Result<(), hora_transport::TransportError> {
+    ) -> Result<(), Error> {
         let dtype = resp.dtype;
         let (pre, post, op) = self.scales(resp);
         let deadline = self.op_deadline();
@@ -225,11 +224,7 @@ impl Background {
         self.complete_all(entries, outcome, Completion::default)
     }
 
-    fn run_allgather(
-        &mut self,
-        resp: &Response,
-        entries: Vec<Option<Entry>>,
-    ) -> Result<(), hora_transport::TransportError> {
+    fn run_allgather(&mut self, resp: &Response, entries: Vec<Option<Entry>>) -> Result<(), Error> {
         let info: &TensorInfo = &resp.tensors[0];
         let rb = row_bytes(&info.shape, resp.dtype);
         let per_rank: Vec<usize> = info.first_dims.iter().map(|&d| d as usize * rb).collect();
@@ -255,7 +250,7 @@ impl Background {
         &mut self,
         resp: &Response,
         mut entries: Vec<Option<Entry>>,
-    ) -> Result<(), hora_transport::TransportError> {
+    ) -> Result<(), Error> {
         let len = numel(&resp.tensors[0].shape) * resp.dtype.size();
         let mut scratch;
         let buf: &mut [u8] = match entries[0].as_mut().and_then(|e| e.data.as_mut()) {
@@ -271,11 +266,7 @@ impl Background {
         self.complete_all(entries, r, Completion::default)
     }
 
-    fn run_alltoall(
-        &mut self,
-        resp: &Response,
-        entries: Vec<Option<Entry>>,
-    ) -> Result<(), hora_transport::TransportError> {
+    fn run_alltoall(&mut self, resp: &Response, entries: Vec<Option<Entry>>) -> Result<(), Error> {
         let info = &resp.tensors[0];
         let me = self.topology.rank;
         let rb = row_bytes(&info.shape, resp.dtype);
@@ -306,7 +297,7 @@ impl Background {
         &mut self,
         resp: &Response,
         entries: Vec<Option<Entry>>,
-    ) -> Result<(), hora_transport::TransportError> {
+    ) -> Result<(), Error> {
         let info = &resp.tensors[0];
         let dtype = resp.dtype;
         let (pre, post, op) = self.scales(resp);

@@ -4,7 +4,7 @@ use std::io::{self, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use hora_tcp::handshake::{self, HandshakeError, Purpose};
+use hora_transport::handshake::{self, HandshakeError, Purpose};
 use parking_lot::Mutex;
 
 use super::wire::{self, Status};

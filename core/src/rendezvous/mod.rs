@@ -9,7 +9,7 @@
 //! as one job.
 //!
 //! ## Security
-//! Every connection first runs `hora_tcp::handshake` with [`Purpose::Store`](hora_tcp::handshake::Purpose::Store):
+//! Every connection first runs `hora_transport::handshake` with [`Purpose::Store`](hora_transport::handshake::Purpose::Store):
 //! both sides prove they hold the job secret before a single store byte is exchanged. Strangers
 //! are refused (and logged with their address, never the secret).
 //!

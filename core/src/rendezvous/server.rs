@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use hora_tcp::handshake::{self, Purpose};
+use hora_transport::handshake::{self, Purpose};
 use parking_lot::Mutex;
 
 use super::wire::{self, ReadError, Request, Status};

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hora_tcp::handshake::{self, Purpose};
+use hora_transport::handshake::{self, Purpose};
 
 use super::*;
 

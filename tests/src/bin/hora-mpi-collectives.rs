@@ -1,8 +1,8 @@
 //! The collectives conformance table (`hora::collectives::conformance`) over MPI, one rank per
 //! process: `mpirun -np N hora-mpi-collectives <native|ring|ring-small>`.
 //!
-//! - `native`: `MpiCollectives`, the engine's choice under mpirun (MPI's own collectives, and
-//!   hora's ring over the MPI transport for f16/bf16);
+//! - `native`: `MpiCollectives` behind `Dispatch`, the engine's choice under mpirun (MPI's own
+//!   collectives, and hora's ring over the MPI transport for f16/bf16);
 //! - `ring`: hora's ring algorithms over `MpiTransport` point-to-point messages;
 //! - `ring-small`: the same with 4 KiB segments and no recursive doubling, so every size past
 //!   4 KiB takes the pipelined ring paths.
@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use hora::collectives::conformance::{CHECKS, Seq};
-use hora::collectives::{Collectives, MpiCollectives, Ring};
-use hora_mpi::MpiTransport;
+use hora::collectives::{Collectives, Dispatch, Ring};
+use hora_mpi::{MpiCollectives, MpiTransport};
 use hora_transport::Transport;
 
 fn main() -> ExitCode {
@@ -30,7 +30,13 @@ fn main() -> ExitCode {
         }
     };
     let c: Arc<dyn Collectives> = match mode.as_str() {
-        "native" => Arc::new(MpiCollectives::new(t.clone(), 1 << 20)),
+        "native" => {
+            let ring = Ring::new(t.clone() as Arc<dyn Transport>).with_segment_bytes(1 << 20);
+            Arc::new(Dispatch::new(
+                Box::new(MpiCollectives::new(t.clone())),
+                ring,
+            ))
+        }
         "ring" => Arc::new(Ring::new(t.clone())),
         "ring-small" => Arc::new(
             Ring::new(t.clone())

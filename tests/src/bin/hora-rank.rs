@@ -158,7 +158,7 @@ fn ring_early_death() -> Result<(), String> {
     use hora::collectives::{Collectives, Ring};
     let e = |e: Error| e.to_string();
     let config = hora::config::Config::from_env().map_err(e)?;
-    let conn = hora::transport_select::connect(&config, 0).map_err(e)?;
+    let conn = hora::backend::connect(&config, 0).map_err(e)?;
     let t = conn.transport;
     let rank = t.rank();
     die_if_chosen(rank);

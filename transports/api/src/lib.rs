@@ -1,8 +1,14 @@
-//! # hora-transport: the byte-moving contract
+//! # hora-transport: the backend contract
 //!
 //! ## Design overview
-//! A transport moves byte buffers between ranks of one job, and nothing else. It does not know
-//! what a tensor, a reduction or a collective is; algorithms in `hora` are written against
+//! Everything a backend crate (tcp, shm, mpi, and later nccl or verbs) needs to plug into
+//! hora, and nothing of the engine: [`Transport`], which moves byte buffers between ranks of
+//! one job; [`Collectives`], which a backend with collectives of its own implements (it may
+//! run only some calls and leave the rest to hora's ring, see [`Collectives::runs`]); the
+//! element vocabulary ([`DataType`], [`ReduceOp`], with stable codes) and the reduction
+//! kernels ([`reduce`]) such a backend reduces with; and the job-secret [`handshake`] every
+//! connection between ranks, or to the rendezvous store, starts with. A transport does not
+//! know what a tensor or a collective is; algorithms in `hora` are written against
 //! [`Transport`] and never against a concrete transport.
 //!
 //! The contract:
@@ -26,17 +32,23 @@
 //! What this crate does *not* do: connection set-up across machines, authentication or
 //! rendezvous (those belong to each concrete transport and to `hora`'s store).
 
+mod collectives;
 mod error;
+pub mod handshake;
 mod local;
 mod op;
+pub mod reduce;
 mod spin;
 mod transport;
+mod types;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use collectives::{Call, CollectiveError, Collectives};
 pub use error::TransportError;
 pub use local::LocalTransport;
 pub use op::{Op, OpKind};
 pub use spin::AdaptiveSpin;
 pub use transport::{Capabilities, Rank, Tag, Transport, Waker, deadline_after};
+pub use types::{DataType, ReduceOp};

@@ -2,10 +2,11 @@
 //!
 //! With the `mpi` cargo feature this crate provides `MpiTransport`, the [`Transport`] trait
 //! over MPI point-to-point messages (`MPI_Isend`/`MPI_Irecv` driven by `MPI_Test`, so every
-//! wait keeps the trait's deadlines, abort and wake-ups), and `Comm`, the communicator handle
-//! whose blocking collectives (`MPI_Allreduce` in place, `MPI_Bcast`, `MPI_Allgatherv`, ...)
-//! hora's engine runs natively. Rank, size and the local layout come from MPI itself, so a job
-//! under `mpirun` needs no rendezvous store.
+//! wait keeps the trait's deadlines, abort and wake-ups), `Comm`, the communicator handle with
+//! MPI's blocking collectives (`MPI_Allreduce` in place, `MPI_Bcast`, `MPI_Allgatherv`, ...),
+//! and `MpiCollectives`, which offers those to hora's engine as a native backend
+//! (`hora_transport::Collectives`). Rank, size and the local layout come from MPI itself, so a
+//! job under `mpirun` needs no rendezvous store.
 //!
 //! Without the feature only [`mod@env`] and [`mod@mpirun`] are built: the first tells whether
 //! this process was started by an MPI launcher, which the engine needs to choose a transport
@@ -18,12 +19,16 @@ pub mod env;
 pub mod mpirun;
 
 #[cfg(feature = "mpi")]
+mod collectives;
+#[cfg(feature = "mpi")]
 mod comm;
 #[cfg(feature = "mpi")]
 mod init;
 #[cfg(feature = "mpi")]
 mod transport;
 
+#[cfg(feature = "mpi")]
+pub use collectives::MpiCollectives;
 #[cfg(feature = "mpi")]
 pub use comm::{Comm, MpiOp, MpiType};
 #[cfg(feature = "mpi")]

@@ -7,14 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hora_shm::{ShmConfig, ShmGroup};
-use hora_transport::deadline_after;
-
-fn sum_f32(dst: &mut [u8], src: &[u8]) {
-    let (d, s): (&mut [f32], &[f32]) = (cast_mut(dst), cast(src));
-    for (a, b) in d.iter_mut().zip(s) {
-        *a += *b;
-    }
-}
+use hora_transport::{DataType, ReduceOp, deadline_after};
 
 fn cast(b: &[u8]) -> &[f32] {
     assert!(b.as_ptr().align_offset(4) == 0 && b.len().is_multiple_of(4));
@@ -84,15 +77,18 @@ fn main() {
         for v in cast_mut(&mut buf) {
             *v = (rank + 1) as f32;
         }
-        g.allreduce(&mut buf, 4, &mut sum_f32, dl()).unwrap();
+        g.allreduce(&mut buf, DataType::F32, ReduceOp::Sum, dl())
+            .unwrap();
         let want = (np * (np + 1) / 2) as f32;
         assert!(cast(&buf).iter().all(|&v| v == want), "wrong result");
         // Each rank times its own call after a barrier (a tiny allreduce); rank 0 reports.
         let mut times = Vec::new();
         for i in 0..warm + iters {
-            g.allreduce(&mut bar, 4, &mut sum_f32, dl()).unwrap();
+            g.allreduce(&mut bar, DataType::F32, ReduceOp::Sum, dl())
+                .unwrap();
             let t = Instant::now();
-            g.allreduce(&mut buf, 4, &mut sum_f32, dl()).unwrap();
+            g.allreduce(&mut buf, DataType::F32, ReduceOp::Sum, dl())
+                .unwrap();
             if i >= warm {
                 times.push(t.elapsed().as_secs_f64());
             }

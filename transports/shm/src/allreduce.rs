@@ -21,7 +21,8 @@
 
 use std::time::Instant;
 
-use hora_transport::TransportError;
+use hora_transport::reduce::reduce_into;
+use hora_transport::{CollectiveError, DataType, ReduceOp, TransportError};
 
 use crate::group::{Counter, ShmGroup};
 
@@ -50,37 +51,34 @@ pub(crate) fn parts(len: usize, elem: usize, n: usize) -> impl Iterator<Item = (
 }
 
 impl ShmGroup {
-    /// In-place allreduce of `buf`, made of `elem`-byte elements, with `reduce(dst, src)`
-    /// combining `src` into `dst` (equal lengths, whole elements). Every rank must call it with
-    /// the same length and element size; it returns once this rank's buffer holds the result.
+    /// In-place allreduce of `buf`, whole `dtype` elements combined with `op` (`Average` is
+    /// summed; the caller scales). Every rank must call it with the same length, dtype and
+    /// op; it returns once this rank's buffer holds the result.
     pub fn allreduce(
         &self,
         buf: &mut [u8],
-        elem: usize,
-        reduce: &mut dyn FnMut(&mut [u8], &[u8]),
+        dtype: DataType,
+        op: ReduceOp,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         self.check_not_aborted()?;
-        let (me, n) = (self.rank(), self.size());
-        if elem == 0 || !buf.len().is_multiple_of(elem) || elem > self.slice_bytes() {
-            return Err(TransportError::Protocol {
-                peer: me,
-                detail: format!(
-                    "invalid allreduce arguments: {} bytes of {elem}-byte elements",
-                    buf.len()
-                ),
-            });
+        let (me, n, elem) = (self.rank(), self.size(), dtype.size());
+        if !buf.len().is_multiple_of(elem) || elem > self.slice_bytes() {
+            return Err(CollectiveError::invalid(format_args!(
+                "shared-memory allreduce of {} bytes of {dtype} elements",
+                buf.len()
+            )));
         }
         if n == 1 || buf.is_empty() {
             return Ok(());
         }
         let mut step = self.step.lock();
-        let result = self.allreduce_steps(buf, elem, reduce, deadline, &mut step);
+        let result = self.allreduce_steps(buf, dtype, op, deadline, &mut step);
         if let Err(e) = &result {
             // Our step counters no longer match the peers': nothing later can succeed.
-            let culprit = match e {
-                TransportError::ConnectionLost { peer, .. } => *peer,
-                TransportError::Timeout { peer: Some(p), .. } => *p,
+            let culprit = match e.as_transport() {
+                Some(TransportError::ConnectionLost { peer, .. }) => *peer,
+                Some(TransportError::Timeout { peer: Some(p), .. }) => *p,
                 _ => me,
             };
             self.abort_because(&format!("a shared-memory allreduce failed: {e}"), culprit);
@@ -91,12 +89,13 @@ impl ShmGroup {
     fn allreduce_steps(
         &self,
         buf: &mut [u8],
-        elem: usize,
-        reduce: &mut dyn FnMut(&mut [u8], &[u8]),
+        dtype: DataType,
+        op: ReduceOp,
         deadline: Instant,
         step: &mut u64,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         let (me, n, depth) = (self.rank(), self.size(), self.depth() as u64);
+        let elem = dtype.size();
         // Whole elements per slice, so each part of a full block fits its slot.
         let slice = self.slice_bytes() / elem * elem;
         let block = n * slice;
@@ -134,7 +133,8 @@ impl ShmGroup {
                 // posted ≥ k+1 (Release, observed with Acquire in wait_for) and will not
                 // write it again before we publish copied ≥ k+1; it is `l` ≤ slice bytes.
                 let src = unsafe { std::slice::from_raw_parts(self.slot(p, d, me), l) };
-                reduce(&mut blk[s..s + l], src);
+                reduce_into(&mut blk[s..s + l], src, dtype, op)
+                    .map_err(CollectiveError::invalid)?;
             }
             // SAFETY: our slot (d, me) is free (step 1) and `l` ≤ slice bytes long.
             unsafe {
@@ -165,34 +165,31 @@ impl ShmGroup {
     /// block r is `bytes_per_rank[r]` bytes, blocks are consecutive in rank order. In each
     /// step every rank posts its piece of every other rank's block, then reduces its own
     /// piece straight from the peers' segments into `output`.
+    #[allow(clippy::too_many_arguments)]
     pub fn reducescatter(
         &self,
         input: &[u8],
         output: &mut [u8],
         bytes_per_rank: &[usize],
-        elem: usize,
-        reduce: &mut dyn FnMut(&mut [u8], &[u8]),
+        dtype: DataType,
+        op: ReduceOp,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), CollectiveError> {
         self.check_not_aborted()?;
-        let (me, n) = (self.rank(), self.size());
+        let (me, n, elem) = (self.rank(), self.size(), dtype.size());
         let total: usize = bytes_per_rank.iter().sum();
-        if elem == 0
-            || elem > self.slice_bytes()
+        if elem > self.slice_bytes()
             || bytes_per_rank.len() != n
             || total != input.len()
             || output.len() != bytes_per_rank[me]
             || bytes_per_rank.iter().any(|b| !b.is_multiple_of(elem))
         {
-            return Err(TransportError::Protocol {
-                peer: me,
-                detail: format!(
-                    "invalid reducescatter arguments: input {} bytes, output {}, blocks \
-                     {bytes_per_rank:?}, {elem}-byte elements",
-                    input.len(),
-                    output.len()
-                ),
-            });
+            return Err(CollectiveError::invalid(format_args!(
+                "shared-memory reducescatter: input {} bytes, output {}, blocks \
+                 {bytes_per_rank:?}, {dtype} elements",
+                input.len(),
+                output.len()
+            )));
         }
         let starts = block_starts(bytes_per_rank);
         let mine = &input[starts[me]..starts[me] + bytes_per_rank[me]];
@@ -212,7 +209,7 @@ impl ShmGroup {
         };
         let depth = self.depth() as u64;
         let mut step = self.step.lock();
-        let result = (|| {
+        let result = (|| -> Result<(), CollectiveError> {
             for j in 0..steps {
                 let k = *step;
                 let d = (k % depth) as usize;
@@ -243,7 +240,8 @@ impl ShmGroup {
                     // SAFETY: peer p wrote its slot (d, me) before publishing posted ≥ k+1 and
                     // keeps it until we publish copied ≥ k+1; it holds ≥ l bytes.
                     let src = unsafe { std::slice::from_raw_parts(self.slot(p, d, me), l) };
-                    reduce(&mut output[o..o + l], src);
+                    reduce_into(&mut output[o..o + l], src, dtype, op)
+                        .map_err(CollectiveError::invalid)?;
                 }
                 self.publish(Counter::Reduced, k + 1);
                 self.publish(Counter::Copied, k + 1);
@@ -252,9 +250,9 @@ impl ShmGroup {
             Ok(())
         })();
         if let Err(e) = &result {
-            let culprit = match e {
-                TransportError::ConnectionLost { peer, .. } => *peer,
-                TransportError::Timeout { peer: Some(p), .. } => *p,
+            let culprit = match e.as_transport() {
+                Some(TransportError::ConnectionLost { peer, .. }) => *peer,
+                Some(TransportError::Timeout { peer: Some(p), .. }) => *p,
                 _ => me,
             };
             self.abort_because(

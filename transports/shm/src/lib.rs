@@ -19,11 +19,14 @@
 //! over one byte ring per ordered pair in the same segments, and passes the shared
 //! conformance table.
 //!
-//! What this crate does *not* do: know dtypes or reduction operators (the caller passes the
-//! combining function), choose when to be used (`hora`'s `transport_select` does), or talk to
-//! other hosts.
+//! [`ShmGroup`] also implements [`hora_transport::Collectives`], reducing with the contract's
+//! kernels; it runs every collective but alltoall (see `collectives.rs`).
+//!
+//! What this crate does *not* do: choose when to be used (`hora`'s `backend` module does),
+//! or talk to other hosts.
 
 mod allreduce;
+mod collectives;
 mod gather;
 mod group;
 mod sys;

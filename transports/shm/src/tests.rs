@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use hora_transport::{TransportError, deadline_after};
+use hora_transport::{CollectiveError, DataType, ReduceOp, TransportError, deadline_after};
 
 use crate::allreduce::parts;
 use crate::{ShmConfig, ShmGroup, unique_job_name};
@@ -78,8 +78,8 @@ fn allreduce_sums_for_every_size_and_rank_count() {
                         let mut buf = input(g.rank(), call, elems);
                         g.allreduce(
                             &mut buf,
-                            4,
-                            &mut sum_u32,
+                            DataType::I32,
+                            ReduceOp::Sum,
                             deadline_after(Duration::from_secs(30)),
                         )
                         .unwrap();
@@ -103,8 +103,8 @@ fn many_back_to_back_calls_with_default_slices() {
                     let mut buf = input(g.rank(), call, elems);
                     g.allreduce(
                         &mut buf,
-                        4,
-                        &mut sum_u32,
+                        DataType::I32,
+                        ReduceOp::Sum,
                         deadline_after(Duration::from_secs(30)),
                     )
                     .unwrap();
@@ -123,13 +123,16 @@ fn a_missing_peer_is_a_timeout_naming_it() {
     let err = groups[0]
         .allreduce(
             &mut buf,
-            4,
-            &mut sum_u32,
+            DataType::I32,
+            ReduceOp::Sum,
             deadline_after(Duration::from_millis(200)),
         )
         .unwrap_err();
     assert!(
-        matches!(err, TransportError::Timeout { peer: Some(1), .. }),
+        matches!(
+            err,
+            CollectiveError::Transport(TransportError::Timeout { peer: Some(1), .. })
+        ),
         "got {err:?}"
     );
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -151,25 +154,31 @@ fn an_aborting_peer_fails_waiters_fast() {
                 let err = g
                     .allreduce(
                         &mut buf,
-                        4,
-                        &mut sum_u32,
+                        DataType::I32,
+                        ReduceOp::Sum,
                         deadline_after(Duration::from_secs(60)),
                     )
                     .unwrap_err();
                 assert!(
-                    matches!(err, TransportError::ConnectionLost { peer: 2, .. }),
+                    matches!(
+                        err,
+                        CollectiveError::Transport(TransportError::ConnectionLost { peer: 2, .. })
+                    ),
                     "got {err:?}"
                 );
                 assert!(start.elapsed() < Duration::from_secs(5));
                 // The group is unusable afterwards, and says so at once.
                 let again = g.allreduce(
                     &mut buf,
-                    4,
-                    &mut sum_u32,
+                    DataType::I32,
+                    ReduceOp::Sum,
                     deadline_after(Duration::from_secs(60)),
                 );
                 assert!(
-                    matches!(again, Err(TransportError::Aborted { .. })),
+                    matches!(
+                        again,
+                        Err(CollectiveError::Transport(TransportError::Aborted { .. }))
+                    ),
                     "got {again:?}"
                 );
             });
@@ -186,13 +195,16 @@ fn a_dropped_peer_is_seen_as_gone() {
     let err = groups[0]
         .allreduce(
             &mut buf,
-            4,
-            &mut sum_u32,
+            DataType::I32,
+            ReduceOp::Sum,
             deadline_after(Duration::from_secs(60)),
         )
         .unwrap_err();
     assert!(
-        matches!(err, TransportError::ConnectionLost { peer: 1, .. }),
+        matches!(
+            err,
+            CollectiveError::Transport(TransportError::ConnectionLost { peer: 1, .. })
+        ),
         "got {err:?}"
     );
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -253,7 +265,8 @@ fn broadcast_allgather_barrier_and_allreduce_interleave() {
                         g.barrier(dl()).unwrap();
                         let elems = len / 4;
                         let mut buf = input(me, call, elems);
-                        g.allreduce(&mut buf, 4, &mut sum_u32, dl()).unwrap();
+                        g.allreduce(&mut buf, DataType::I32, ReduceOp::Sum, dl())
+                            .unwrap();
                         assert_eq!(buf, expected(n, call, elems));
                     }
                 });
@@ -302,8 +315,8 @@ fn reducescatter_leaves_each_rank_its_reduced_block() {
                             &inp,
                             &mut out,
                             &per,
-                            4,
-                            &mut sum_u32,
+                            DataType::I32,
+                            ReduceOp::Sum,
                             deadline_after(Duration::from_secs(30)),
                         )
                         .unwrap();
@@ -314,8 +327,8 @@ fn reducescatter_leaves_each_rank_its_reduced_block() {
                         let mut buf = input(me, call + 100, elems);
                         g.allreduce(
                             &mut buf,
-                            4,
-                            &mut sum_u32,
+                            DataType::I32,
+                            ReduceOp::Sum,
                             deadline_after(Duration::from_secs(30)),
                         )
                         .unwrap();

@@ -10,16 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hora_shm::{ShmConfig, ShmGroup};
-use hora_transport::deadline_after;
+use hora_transport::{DataType, ReduceOp, deadline_after};
 
 const N: usize = 3;
 const VICTIM: usize = 1;
-
-fn sum_u8(dst: &mut [u8], src: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = d.wrapping_add(*s);
-    }
-}
 
 /// One rank: connect, say "ready", then allreduce until something fails.
 #[test]
@@ -33,8 +27,8 @@ fn worker() {
     let mut buf = vec![1u8; 1 << 20];
     g.allreduce(
         &mut buf,
-        1,
-        &mut sum_u8,
+        DataType::U8,
+        ReduceOp::Sum,
         deadline_after(Duration::from_secs(30)),
     )
     .expect("first allreduce");
@@ -42,8 +36,8 @@ fn worker() {
     loop {
         if let Err(e) = g.allreduce(
             &mut buf,
-            1,
-            &mut sum_u8,
+            DataType::U8,
+            ReduceOp::Sum,
             deadline_after(Duration::from_secs(120)),
         ) {
             println!("failed: {e}");

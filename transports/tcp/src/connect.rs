@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use hora_transport::{Rank, TransportError};
 
-use crate::handshake::{self, HandshakeError, Purpose};
 use crate::peer::Conn;
 use crate::transport::Inner;
+use hora_transport::handshake::{self, HandshakeError, Purpose};
 
 const ACCEPT: u8 = b'A';
 const DUPLICATE: u8 = b'D';

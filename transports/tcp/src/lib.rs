@@ -48,7 +48,7 @@ mod config;
 mod connect;
 mod directory;
 mod frame;
-pub mod handshake;
+pub use hora_transport::handshake;
 mod peer;
 mod sys;
 mod transport;

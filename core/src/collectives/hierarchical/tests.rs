@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use ::half::{bf16, f16};
 use hora_shm::{ShmConfig, ShmGroup};
 use hora_transport::conformance::run_ranks;
-use hora_transport::{LocalTransport, Transport, TransportError, deadline_after};
+use hora_transport::{CollectiveError, LocalTransport, Transport, TransportError, deadline_after};
 
 use super::*;
 use crate::collectives::conformance::mix;
-use crate::collectives::{Ring, ShmCollectives, SubTransport};
+use crate::collectives::{Dispatch, Ring, SubTransport};
 use crate::config::{Topology, Tuning};
 use crate::engine::{Engine, OpOptions};
 use crate::reduce::reduce_into;
@@ -48,20 +48,37 @@ fn layout(hosts: usize, local: usize, round_robin: bool) -> Layout {
 
 /// Hierarchical collectives for rank `t` of `layout`: rings over sub-views of the in-process
 /// transport with `seg`-byte segments (tiny ones reach the pipelined paths).
-fn build(layout: &Layout, t: &LocalTransport, seg: usize, mode: HierarchicalMode) -> Hierarchical {
+/// Hierarchical collectives behind the dispatch wrapper, as the engine runs them (the
+/// wrapper's ring runs what the hierarchy does not).
+type Hier = Dispatch<Hierarchical>;
+
+fn build(layout: &Layout, t: &LocalTransport, seg: usize, mode: HierarchicalMode) -> Hier {
+    build_with(layout, t, seg, |h| h.with_mode(mode))
+}
+
+/// Like [`build`], with `adjust` applied to the hierarchy first.
+fn build_with(
+    layout: &Layout,
+    t: &LocalTransport,
+    seg: usize,
+    adjust: impl FnOnce(Hierarchical) -> Hierarchical,
+) -> Hier {
     let job: Arc<dyn Transport> = Arc::new(t.clone());
     let (h, l) = layout.place_of(t.rank());
     let ring = |members: Vec<usize>| {
         let sub: Arc<dyn Transport> = Arc::new(SubTransport::new(job.clone(), members).unwrap());
         Box::new(Ring::new(sub).with_segment_bytes(seg)) as Box<dyn Collectives>
     };
-    Hierarchical::new(
+    let hier = Hierarchical::new(
         layout.clone(),
+        t.rank(),
         ring(layout.host_ranks(h)),
         ring(layout.cross_ranks(l)),
-        Box::new(Ring::new(job.clone()).with_segment_bytes(seg)),
+    );
+    Dispatch::new(
+        Box::new(adjust(hier)),
+        Ring::new(job.clone()).with_segment_bytes(seg),
     )
-    .with_mode(mode)
 }
 
 /// Runs `f` on every rank of a `layout` job.
@@ -69,7 +86,7 @@ fn on_cluster<R: Send>(
     layout: &Layout,
     seg: usize,
     mode: HierarchicalMode,
-    f: impl Fn(&Hierarchical) -> R + Sync,
+    f: impl Fn(&Hier) -> R + Sync,
 ) -> Vec<R> {
     on_cluster_piped(layout, seg, mode, 0, f)
 }
@@ -80,10 +97,12 @@ fn on_cluster_piped<R: Send>(
     seg: usize,
     mode: HierarchicalMode,
     pipeline: usize,
-    f: impl Fn(&Hierarchical) -> R + Sync,
+    f: impl Fn(&Hier) -> R + Sync,
 ) -> Vec<R> {
     run_ranks(LocalTransport::create(layout.size()), |_, t| {
-        f(&build(layout, t, seg, mode).with_pipeline_bytes(pipeline))
+        f(&build_with(layout, t, seg, |h| {
+            h.with_mode(mode).with_pipeline_bytes(pipeline)
+        }))
     })
 }
 
@@ -132,7 +151,7 @@ fn reference(dtype: DataType, op: ReduceOp, np: usize, elems: usize, salt: usize
 
 /// One allreduce per size × dtype × op, in that order, each under its own sequence number;
 /// returns the results in the same order.
-fn allreduce_every_case(h: &Hierarchical, sizes: &[usize]) -> Vec<Vec<u8>> {
+fn allreduce_every_case(h: &Hier, sizes: &[usize]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (salt, &elems) in sizes.iter().enumerate() {
         for (i, dtype) in DataType::ALL.into_iter().enumerate() {
@@ -220,7 +239,7 @@ fn inexact_float_sums_are_bit_identical_on_every_rank_and_close_to_the_flat_ring
             )
             .unwrap();
             let mut flat: Vec<f32> = data(h.rank());
-            h.flat
+            h.ring()
                 .allreduce(
                     bytemuck::cast_slice_mut(&mut flat),
                     DataType::F32,
@@ -263,7 +282,7 @@ fn allgatherv_with_ragged_and_empty_blocks_in_job_rank_order() {
                     let mut out = vec![0u8; want.len()];
                     h.allgatherv(&block(h.rank()), &mut out, &sizes, salt as u64, deadline())
                         .unwrap();
-                    (out, h.hierarchical_calls())
+                    (out, h.native().hierarchical_calls())
                 });
                 for (rank, (out, calls)) in results.iter().enumerate() {
                     assert!(*out == want, "{hosts}x{local} rr={round_robin} rank {rank}");
@@ -278,14 +297,16 @@ fn allgatherv_with_ragged_and_empty_blocks_in_job_rank_order() {
 fn turned_off_ops_run_flat() {
     let lay = Layout::uniform(2, 2);
     let results = run_ranks(LocalTransport::create(4), |_, t| {
-        let h = build(&lay, t, 4096, HierarchicalMode::Split).with_ops(false, true);
+        let h = build_with(&lay, t, 4096, |h| {
+            h.with_mode(HierarchicalMode::Split).with_ops(false, true)
+        });
         let mut buf = vec![1u8; 100];
         h.allreduce(&mut buf, DataType::U8, ReduceOp::Sum, 0, deadline())
             .unwrap();
         let mut out = vec![0u8; 4];
         h.allgatherv(&[h.rank() as u8], &mut out, &[1; 4], 1, deadline())
             .unwrap();
-        (buf, out, h.hierarchical_calls())
+        (buf, out, h.native().hierarchical_calls())
     });
     for (buf, out, calls) in results {
         assert!(buf.iter().all(|&x| x == 4));
@@ -330,7 +351,7 @@ fn a_dead_rank_on_another_host_is_named_and_nobody_hangs() {
         let start = Instant::now();
         let results = on_cluster_piped(&lay, 4096, mode, pipeline, |h| {
             if h.rank() == 3 {
-                h.flat.abort("rank 3 died on purpose");
+                h.ring().abort("rank 3 died on purpose");
                 return None;
             }
             let mut buf = vec![1u8; 100_000];
@@ -349,7 +370,10 @@ fn a_dead_rank_on_another_host_is_named_and_nobody_hangs() {
         // rank 3 too: directly, or through rank 2 giving up because of it.
         let e = results[2].as_ref().unwrap().as_ref().unwrap_err();
         assert!(
-            matches!(e, TransportError::ConnectionLost { peer: 3, .. }),
+            matches!(
+                e,
+                CollectiveError::Transport(TransportError::ConnectionLost { peer: 3, .. })
+            ),
             "{mode:?}: {e:?}"
         );
         let across = if mode == HierarchicalMode::Split {
@@ -364,7 +388,7 @@ fn a_dead_rank_on_another_host_is_named_and_nobody_hangs() {
 
 /// Two "hosts" of two ranks in one process: each host's ranks share a real shared-memory
 /// group, and the cross-host rings run over the in-process transport.
-fn shm_cluster<R: Send>(f: impl Fn(&Hierarchical) -> R + Sync) -> Vec<R> {
+fn shm_cluster<R: Send>(f: impl Fn(&Hier) -> R + Sync) -> Vec<R> {
     let lay = Layout::uniform(2, 2);
     let jobs: Vec<String> = (0..2)
         .map(|h| hora_shm::unique_job_name(&format!("hier-test-h{h}")))
@@ -376,21 +400,25 @@ fn shm_cluster<R: Send>(f: impl Fn(&Hierarchical) -> R + Sync) -> Vec<R> {
         // Small slices: many pipeline steps and slot reuse in every call.
         cfg.slice_bytes = 256;
         cfg.connect_timeout = Duration::from_secs(30);
-        let group = Arc::new(ShmGroup::connect(&cfg).unwrap());
+        let group = Box::new(ShmGroup::connect(&cfg).unwrap());
         let host: Arc<dyn Transport> =
             Arc::new(SubTransport::new(job.clone(), lay.host_ranks(h)).unwrap());
         let cross: Arc<dyn Transport> =
             Arc::new(SubTransport::new(job.clone(), lay.cross_ranks(l)).unwrap());
+        let local = Dispatch::new(group, Ring::new(host).with_segment_bytes(4096));
         let hier = Hierarchical::new(
             lay.clone(),
-            Box::new(ShmCollectives::with_transport(group, host, 4096)),
+            t.rank(),
+            Box::new(local),
             Box::new(Ring::new(cross).with_segment_bytes(4096)),
-            Box::new(Ring::new(job.clone()).with_segment_bytes(4096)),
         )
         .local_errors_name_local_ranks()
         // Large allreduces below run pipelined in pieces of ~64 KiB.
         .with_pipeline_bytes(64 << 10);
-        f(&hier)
+        f(&Dispatch::new(
+            Box::new(hier),
+            Ring::new(job.clone()).with_segment_bytes(4096),
+        ))
     })
 }
 
@@ -404,7 +432,7 @@ fn over_real_shared_memory_every_dtype_and_op() {
         let mine = vec![h.rank() as u8 + 1; sizes[h.rank()]];
         h.allgatherv(&mine, &mut gathered, &sizes, 99, deadline())
             .unwrap();
-        (out, gathered, h.hierarchical_calls())
+        (out, gathered, h.native().hierarchical_calls())
     });
     let want_gather: Vec<u8> = [5usize, 0, 70_000, 3]
         .iter()
@@ -429,8 +457,8 @@ fn a_host_peer_dying_in_shared_memory_is_named_by_job_rank() {
     let results = shm_cluster(|h| {
         // Rank 2 (local rank 0 of host 1) gives up; rank 3 shares its host.
         if h.rank() == 2 {
-            h.local.abort("rank 2 gave up on purpose");
-            h.flat.abort("rank 2 gave up on purpose");
+            h.native().local.abort("rank 2 gave up on purpose");
+            h.ring().abort("rank 2 gave up on purpose");
             return None;
         }
         let mut buf = vec![1u8; 100_000];

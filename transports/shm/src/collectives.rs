@@ -1,0 +1,97 @@
+//! [`ShmGroup`] as a native backend: every collective but alltoall through shared memory.
+//! Alltoall has no shared-memory version yet, so [`Collectives::runs`] says no and hora's
+//! dispatch wrapper runs it on its ring over the job's transport.
+
+use std::time::Instant;
+
+use hora_transport::{Call, CollectiveError, Collectives, DataType, Rank, ReduceOp};
+
+use crate::ShmGroup;
+
+impl Collectives for ShmGroup {
+    fn rank(&self) -> Rank {
+        ShmGroup::rank(self)
+    }
+
+    fn size(&self) -> usize {
+        ShmGroup::size(self)
+    }
+
+    fn runs(&self, call: &Call) -> bool {
+        !matches!(call, Call::Alltoallv { .. })
+    }
+
+    fn allreduce(
+        &self,
+        buf: &mut [u8],
+        dtype: DataType,
+        op: ReduceOp,
+        _seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        ShmGroup::allreduce(self, buf, dtype, op, deadline)
+    }
+
+    fn allgatherv(
+        &self,
+        input: &[u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        _seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        Ok(ShmGroup::allgatherv(
+            self,
+            input,
+            output,
+            bytes_per_rank,
+            deadline,
+        )?)
+    }
+
+    fn broadcast(
+        &self,
+        buf: &mut [u8],
+        root: usize,
+        _seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        Ok(ShmGroup::broadcast(self, buf, root, deadline)?)
+    }
+
+    fn alltoallv(
+        &self,
+        _input: &[u8],
+        _send_bytes: &[usize],
+        _output: &mut [u8],
+        _recv_bytes: &[usize],
+        _seq: u64,
+        _deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        Err(CollectiveError::invalid(
+            "shared memory has no alltoall of its own: run it behind hora's dispatch \
+             wrapper, which uses the ring",
+        ))
+    }
+
+    fn reducescatter(
+        &self,
+        input: &mut [u8],
+        output: &mut [u8],
+        bytes_per_rank: &[usize],
+        dtype: DataType,
+        op: ReduceOp,
+        _seq: u64,
+        deadline: Instant,
+    ) -> Result<(), CollectiveError> {
+        ShmGroup::reducescatter(self, input, output, bytes_per_rank, dtype, op, deadline)
+    }
+
+    fn barrier(&self, _seq: u64, deadline: Instant) -> Result<(), CollectiveError> {
+        Ok(ShmGroup::barrier(self, deadline)?)
+    }
+
+    fn abort(&self, reason: &str) {
+        ShmGroup::abort(self, reason);
+    }
+}
