@@ -13,13 +13,12 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::rendezvous::Store;
 
+/// A transport and the collectives run beside it.
+type Wired = (Arc<dyn Transport>, Box<dyn Collectives>);
+
 /// The whole job on this host: control messages (negotiation, abort notices) and the ring's
 /// pairwise exchanges over [`ShmTransport`], every other collective over a [`ShmGroup`].
-pub(super) fn connect(
-    config: &Config,
-    store: &dyn Store,
-    prefix: &str,
-) -> Result<(Arc<dyn Transport>, Box<dyn Collectives>), Error> {
+pub(super) fn connect(config: &Config, store: &dyn Store, prefix: &str) -> Result<Wired, Error> {
     let topo = config.topology;
     let (rank, size) = (topo.rank, topo.size);
     let group_cfg = shm_config(config, store, &format!("{prefix}shm-job"), rank, size)?;

@@ -40,7 +40,7 @@ pub(super) fn allreduce<T: Transport + ?Sized>(
         } else {
             reduce_into(theirs, mine, dtype, op).map(|()| mine.copy_from_slice(theirs))
         }
-        .map_err(|e| CollectiveError::invalid(e))
+        .map_err(CollectiveError::invalid)
     };
     if me >= p {
         // An extra rank: its partner below does the work.

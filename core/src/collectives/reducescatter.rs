@@ -168,7 +168,7 @@ impl<T: Transport + ?Sized> StepIo<'_, T> {
                 let r = self.seg_range(k, recv.len());
                 let n = r.len();
                 reduce_into(&mut recv[r], &cur[..n], self.dtype, self.op)
-                    .map_err(|e| CollectiveError::invalid(e))?;
+                    .map_err(CollectiveError::invalid)?;
             }
             if !ops.is_empty() {
                 self.t.wait(&mut ops, self.deadline)?;

@@ -10,11 +10,11 @@ use crate::ShmGroup;
 
 impl Collectives for ShmGroup {
     fn rank(&self) -> Rank {
-        ShmGroup::rank(self)
+        Self::rank(self)
     }
 
     fn size(&self) -> usize {
-        ShmGroup::size(self)
+        Self::size(self)
     }
 
     fn runs(&self, call: &Call) -> bool {
@@ -29,7 +29,7 @@ impl Collectives for ShmGroup {
         _seq: u64,
         deadline: Instant,
     ) -> Result<(), CollectiveError> {
-        ShmGroup::allreduce(self, buf, dtype, op, deadline)
+        Self::allreduce(self, buf, dtype, op, deadline)
     }
 
     fn allgatherv(
@@ -40,7 +40,7 @@ impl Collectives for ShmGroup {
         _seq: u64,
         deadline: Instant,
     ) -> Result<(), CollectiveError> {
-        Ok(ShmGroup::allgatherv(
+        Ok(Self::allgatherv(
             self,
             input,
             output,
@@ -56,7 +56,7 @@ impl Collectives for ShmGroup {
         _seq: u64,
         deadline: Instant,
     ) -> Result<(), CollectiveError> {
-        Ok(ShmGroup::broadcast(self, buf, root, deadline)?)
+        Ok(Self::broadcast(self, buf, root, deadline)?)
     }
 
     fn alltoallv(
@@ -84,14 +84,14 @@ impl Collectives for ShmGroup {
         _seq: u64,
         deadline: Instant,
     ) -> Result<(), CollectiveError> {
-        ShmGroup::reducescatter(self, input, output, bytes_per_rank, dtype, op, deadline)
+        Self::reducescatter(self, input, output, bytes_per_rank, dtype, op, deadline)
     }
 
     fn barrier(&self, _seq: u64, deadline: Instant) -> Result<(), CollectiveError> {
-        Ok(ShmGroup::barrier(self, deadline)?)
+        Ok(Self::barrier(self, deadline)?)
     }
 
     fn abort(&self, reason: &str) {
-        ShmGroup::abort(self, reason);
+        Self::abort(self, reason);
     }
 }
