@@ -111,6 +111,7 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
     tcp.connect_timeout = config.tuning.connect_timeout;
     tcp.spin = config.tuning.spin;
     tcp.peer_timeout = config.tuning.peer_timeout;
+    tcp.sockbuf = config.tuning.tcp_sockbuf;
     let transport = TcpTransport::new(tcp, directory)
         .map_err(|e| rendezvous_err(format!("cannot start the TCP transport: {e}")))?;
     connect_to_coordinator(config, &transport)?;
