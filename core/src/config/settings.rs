@@ -350,6 +350,13 @@ pub const ELSEWHERE: &[Setting] = &[
         doc: "The mpirun `horovodrun --mpi` starts (read by `horovodrun` and the MPI tests).",
     },
     Setting {
+        var: "PYTHON",
+        default: "`python3` on `PATH`",
+        accepts: "a Python interpreter",
+        doc: "The Python `horovodrun --check-build` imports `hora.torch`, `hora.tensorflow` and \
+              `hora.keras` with, to report which faces work.",
+    },
+    Setting {
         var: "HOROVOD_START_TIMEOUT",
         default: "set by `horovodrun`",
         accepts: "seconds",
