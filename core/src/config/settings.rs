@@ -7,9 +7,13 @@
 //! Topology and rendezvous variables (`HOROVOD_RANK`, `HORA_STORE_ADDR`, ...) are parsed by
 //! hand in `config.rs`, because they depend on each other (a rank below the size, a store
 //! only for several ranks); they are declared here as [`TOPOLOGY`] rows so the docs list them.
-//! Variables of other launchers (`MASTER_ADDR`, ...) are translated in `config/launchers.rs`,
-//! and `horovodrun` reads a few of its own (its CLI fallbacks); both are listed in
-//! [`ELSEWHERE`].
+//! Variables of other launchers (`MASTER_ADDR`, ...) are translated in `config/launchers.rs`.
+//! `horovodrun` reads a few on its own, before any rank exists: `HOROVOD_SECRET_KEY` (a
+//! user's secret is reused rather than a fresh one made), whether `HOROVOD_GLOO_TIMEOUT_SECONDS`
+//! is set (so `--start-timeout` does not override it), `HORA_MPIRUN` (through
+//! `hora_mpi::mpirun`) and `PYTHON` (`--check-build`). Those not declared above are listed in
+//! [`ELSEWHERE`]; a test checks that every `HORA_*`/`HOROVOD_*` name in core, the transports
+//! and the launcher is declared somewhere here.
 
 use super::parse::{self, Vars};
 use super::values::{Controller, HierarchicalMode, LogLevel};

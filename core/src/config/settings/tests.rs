@@ -37,10 +37,10 @@ fn docs_table_matches_the_declaration() {
     );
 }
 
-/// Every `HORA_*` / `HOROVOD_*` name in the sources of core and the transports is declared,
-/// so none is read without the docs listing it.
+/// Every `HORA_*` / `HOROVOD_*` name in the sources of core, the transports and the launcher
+/// is declared, so none is read (or set for the ranks) without the docs listing it.
 #[test]
-fn every_variable_named_in_core_and_transports_is_declared() {
+fn every_variable_named_in_core_transports_and_the_launcher_is_declared() {
     let declared: Vec<&str> = [TOPOLOGY, Tuning::SETTINGS, LogSettings::SETTINGS, ELSEWHERE]
         .into_iter()
         .flatten()
@@ -49,7 +49,7 @@ fn every_variable_named_in_core_and_transports_is_declared() {
     // Set by tests to inject faults or report more; never by users.
     let test_only = ["HORA_SHM_KILL9_RANK", "HORA_SHM_KILL9_JOB", "HORA_BLESS"];
     let mut missing = Vec::new();
-    for dir in ["core/src", "transports"] {
+    for dir in ["core/src", "transports", "horovodrun/src"] {
         for file in rust_files(&root().join(dir)) {
             let text = std::fs::read_to_string(&file).unwrap();
             for name in quoted_names(&text) {
