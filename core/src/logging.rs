@@ -23,3 +23,6 @@ pub(crate) fn init_from_env() {
         tracing::warn!("{e}; logging at the default level (warning)");
     }
 }
+
+#[cfg(test)]
+mod tests;
