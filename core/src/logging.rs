@@ -11,15 +11,15 @@ pub(crate) fn init_from_env() {
         Ok(s) => (s, None),
         Err(e) => (LogSettings::default(), Some(e)),
     };
-    let installed = tracing_subscriber::fmt()
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(settings.directives()))
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never into a pipe or a log file.
         .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .is_ok();
-    // A bad value must not stop the job, but it must not pass unnoticed either.
-    if let (true, Some(e)) = (installed, problem) {
+        .try_init();
+    // A bad value must not stop the job, but it must not pass unnoticed either (a host
+    // application's own subscriber, if it won, gets the warning).
+    if let Some(e) = problem {
         tracing::warn!("{e}; logging at the default level (warning)");
     }
 }
