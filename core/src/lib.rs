@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod build_info;
 pub mod collectives;
 pub mod config;
 pub mod coordinator;
@@ -36,6 +37,7 @@ pub use api::{
     allgather, allreduce, allreduce_async, alltoall, barrier, broadcast, cross_rank, cross_size,
     init, is_initialized, join, local_rank, local_size, rank, reducescatter, shutdown, size,
 };
+pub use build_info::{BuildInfo, build_info};
 pub use engine::{Engine, OpOptions};
 pub use error::{Error, Result};
 pub use handle::{Completion, Element, Handle, TensorData};

@@ -1,24 +1,28 @@
-//! Log set-up from `HOROVOD_LOG_LEVEL` (trace, debug, info, warning, error, fatal).
+//! Log set-up from [`LogSettings`]: `RUST_LOG` when set, else `HOROVOD_LOG_LEVEL` (trace,
+//! debug, info, warning, error, fatal) for hora's crates.
+
+use std::io::IsTerminal;
+
+use crate::config::LogSettings;
 
 /// Installs a stderr logger once; a host application's own subscriber wins.
 pub(crate) fn init_from_env() {
-    let level = match std::env::var("HOROVOD_LOG_LEVEL")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "trace" => "trace",
-        "debug" => "debug",
-        "info" => "info",
-        "error" | "fatal" => "error",
-        _ => "warn",
+    let (settings, problem) = match LogSettings::from_env() {
+        Ok(s) => (s, None),
+        Err(e) => (LogSettings::default(), Some(e)),
     };
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "hora={level},hora_tcp={level},hora_transport={level}"
-    ));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(settings.directives()))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Colour codes only for a person at a terminal, never into a pipe or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+    // A bad value must not stop the job, but it must not pass unnoticed either (a host
+    // application's own subscriber, if it won, gets the warning).
+    if let Some(e) = problem {
+        tracing::warn!("{e}; logging at the default level (warning)");
+    }
 }
+
+#[cfg(test)]
+mod tests;

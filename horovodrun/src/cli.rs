@@ -119,7 +119,7 @@ pub(crate) struct Args {
     #[arg(long, value_name = "MB", help_heading = "Tuning")]
     pub(crate) fusion_threshold_mb: Option<u64>,
 
-    /// Background cycle time in ms (HOROVOD_CYCLE_TIME).
+    /// Cycle time in ms (HOROVOD_CYCLE_TIME); accepted for Horovod compatibility, no effect.
     #[arg(long, value_name = "MS", value_parser = parse_positive, help_heading = "Tuning")]
     pub(crate) cycle_time_ms: Option<f64>,
 

@@ -26,6 +26,7 @@ mod hosts;
 mod launch_local;
 mod launch_mpi;
 mod launch_ssh;
+mod logging;
 mod output;
 mod remote;
 mod sys;
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    init_logging(args.verbose);
+    logging::init(args.verbose);
 
     if args.check_build {
         print!("{}", check_build::report());
@@ -295,20 +296,4 @@ fn extra_env(args: &cli::Args) -> Vec<(String, String)> {
         set("HOROVOD_HIERARCHICAL_ALLGATHER", "1".into());
     }
     v
-}
-
-/// The launcher's own messages (and the store's warnings about refused connections) go to
-/// stderr; --verbose adds what the launcher is doing.
-fn init_logging(verbose: bool) {
-    let level = if verbose {
-        tracing::Level::INFO
-    } else {
-        tracing::Level::WARN
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .without_time()
-        .try_init();
 }

@@ -13,7 +13,7 @@
 //! `hora_transport::Collectives` with `runs()` saying which calls it takes; a file here wires
 //! it from the configuration and wraps it as `Dispatch::new(native, ring)`, so argument checks
 //! and the fallback to the ring come for free; `connect` below gets one more branch and
-//! [`BUILT`] one more row. See docs/engine.md.
+//! [`crate::build_info`] one more row. See docs/engine.md.
 
 mod hierarchical;
 mod mpi;
@@ -31,17 +31,12 @@ use crate::rendezvous::{Store, StoreServer};
 
 pub use tcp::StoreDirectory;
 
-/// Every backend hora knows, with whether this build has it (for `horovodrun --check-build`).
-pub const BUILT: [(&str, bool); 5] = [
-    ("tcp", true),
-    ("shm", true),
-    ("mpi", mpi::ENABLED),
-    ("nccl", false),
-    ("verbs", false),
-];
-
 /// Whether this build has the MPI backend (`--features mpi`).
 pub const MPI_BUILT: bool = mpi::ENABLED;
+
+/// The crates whose log lines `HOROVOD_LOG_LEVEL` governs (the engine, the backend contract,
+/// and the TCP backend).
+pub const LOG_TARGETS: [&str; 3] = ["hora", "hora_tcp", "hora_transport"];
 
 /// What must live as long as the engine's transport, although nothing on the data path uses
 /// it: rank 0's store server under a foreign launcher (TCP peers look addresses up on first

@@ -95,6 +95,7 @@ pub(super) fn connect(
     tcp.connect_timeout = config.tuning.connect_timeout;
     tcp.spin = config.tuning.spin;
     tcp.peer_timeout = config.tuning.peer_timeout;
+    tcp.sockbuf = config.tuning.tcp_sockbuf;
     let transport = TcpTransport::new(tcp, directory)
         .map_err(|e| fail(format!("cannot start the TCP transport: {e}")))?;
     connect_to_coordinator(config, &transport)?;

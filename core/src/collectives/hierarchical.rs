@@ -40,6 +40,8 @@ use parking_lot::Mutex;
 
 use super::segments::{blocks_from_sizes, split_chunks};
 use super::{Collectives, check};
+// Declared with the settings, so reading the configuration needs no algorithm.
+pub use crate::config::HierarchicalMode;
 use crate::types::{DataType, ReduceOp};
 
 /// Where one rank says it runs (its launcher's `HOROVOD_LOCAL_*` and `HOROVOD_CROSS_*`).
@@ -210,27 +212,6 @@ impl Layout {
 /// the shared-memory steps and the network step costs nothing next to moving a piece, small
 /// enough that a 16 MiB gradient already overlaps them.
 pub const DEFAULT_PIPELINE_BYTES: usize = 8 << 20;
-
-/// How hierarchical allreduce splits the work (`HORA_HIERARCHICAL_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HierarchicalMode {
-    /// Every local rank runs the cross-host ring on its `1/L` block (the default).
-    #[default]
-    Split,
-    /// Local rank 0 runs the cross-host ring on the whole buffer.
-    Leader,
-}
-
-impl std::str::FromStr for HierarchicalMode {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "split" => Ok(Self::Split),
-            "leader" => Ok(Self::Leader),
-            _ => Err(()),
-        }
-    }
-}
 
 /// Allreduce and allgather through a host's collectives and a cross-host ring (the other
 /// collectives run on the flat ring of the [`Dispatch`](super::Dispatch) in front). See the

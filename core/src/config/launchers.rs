@@ -13,12 +13,18 @@
 //! rank of the job shares (job ids, node list, master address): that keeps other jobs out,
 //! but anyone on the network who can guess those values can join, so such a job is only as
 //! safe as its network. `HORA_SECRET_DERIVED=1` marks this so init can warn.
+//!
+//! These launchers' own variables (`OMPI_COMM_WORLD_RANK`, `MASTER_ADDR`, `SLURM_*`, ...) are
+//! read here, not through the settings declaration: they are translated, not settings of
+//! hora's. The ones a user sets on purpose are listed in `settings::ELSEWHERE` for the docs.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use sha2::{Digest, Sha256};
 
+use super::parse::Vars;
+use super::{Controller, Tuning};
 use crate::error::Error;
 
 /// Which launcher started us, with the variables it gave.
@@ -198,15 +204,11 @@ fn uniform(
 }
 
 /// Whether this job will run on the MPI transport (built in, started by mpirun, and not told
-/// to use TCP), so it needs no rendezvous store.
-fn mpi_carries(vars: &HashMap<String, String>, launcher: &str) -> bool {
-    let controller = vars
-        .get("HOROVOD_CONTROLLER")
-        .map(|c| c.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    crate::backend::MPI_BUILT
-        && launcher.starts_with("mpirun")
-        && !matches!(controller.as_str(), "gloo" | "tcp")
+/// to use TCP), so it needs no rendezvous store. `HOROVOD_CONTROLLER` is read by the same
+/// declaration `Config` uses, so a bad value fails here as it would there.
+fn mpi_carries(vars: &HashMap<String, String>, launcher: &str) -> Result<bool, Error> {
+    let controller = Tuning::read(&Vars(vars))?.controller;
+    Ok(crate::backend::MPI_BUILT && launcher.starts_with("mpirun") && controller != Controller::Tcp)
 }
 
 fn missing_addr(launcher: &str) -> Error {
@@ -242,7 +244,6 @@ pub(crate) fn translate(
     if get("HORA_STORE_SERVE").is_none() {
         set("HORA_STORE_SERVE", "1".to_owned());
     }
-    set("HORA_LAUNCHER", f.launcher.to_owned());
 
     let store = match get("HORA_STORE_ADDR") {
         Some(a) => a.to_owned(),
@@ -256,7 +257,7 @@ pub(crate) fn translate(
                 (None, Some(h)) if f.launcher.starts_with("srun") => h,
                 _ if f.local_size == f.size => "127.0.0.1".to_owned(),
                 // The MPI transport needs no store; the address is never used.
-                _ if mpi_carries(vars, f.launcher) => "127.0.0.1".to_owned(),
+                _ if mpi_carries(vars, f.launcher)? => "127.0.0.1".to_owned(),
                 _ => return Err(missing_addr(f.launcher)),
             };
             let port = match (

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs

@@ -6,7 +6,8 @@
 //! ```
 //! Options: `--iters N` (round trips, default 20000), `--size BYTES` (default 4096),
 //! `--bulk MIB` (per direction, default 256), `--msg MIB` (bulk message size, default 4),
-//! `--window N` (bulk messages in flight per direction, default 4), `--spin-us N`, `--pin` (pin
+//! `--window N` (bulk messages in flight per direction, default 4), `--spin-us N`,
+//! `--sockbuf BYTES` (SO_SNDBUF/SO_RCVBUF; default: the kernel's autotuning), `--pin` (pin
 //! rank r to CPU r, so a busy machine cannot put both ranks on one core).
 
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ struct Args {
     msg_mib: usize,
     window: usize,
     spin_us: u64,
+    sockbuf: Option<usize>,
 }
 
 fn parse() -> (Args, Vec<String>) {
@@ -60,6 +62,7 @@ fn parse() -> (Args, Vec<String>) {
         msg_mib: 4,
         window: 4,
         spin_us: 50,
+        sockbuf: None,
     };
     let mut rest = Vec::new();
     let mut it = std::env::args().skip(1);
@@ -76,6 +79,7 @@ fn parse() -> (Args, Vec<String>) {
             "--msg" => a.msg_mib = num("--msg"),
             "--window" => a.window = num("--window"),
             "--spin-us" => a.spin_us = num("--spin-us") as u64,
+            "--sockbuf" => a.sockbuf = Some(num("--sockbuf")),
             _ => rest.push(arg),
         }
     }
@@ -164,6 +168,7 @@ fn run_rank(t: &TcpTransport, a: &Args) {
 fn config(rank: Rank, a: &Args) -> TcpConfig {
     let mut c = TcpConfig::new(rank, 2, b"tcp-perf".to_vec());
     c.spin = Duration::from_micros(a.spin_us);
+    c.sockbuf = a.sockbuf;
     c
 }
 

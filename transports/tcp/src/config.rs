@@ -24,6 +24,9 @@ pub struct TcpConfig {
     /// A peer whose link is silent this long is declared lost (TCP keepalive probes and
     /// TCP_USER_TIMEOUT on every connection); `None` leaves the kernel defaults (hours).
     pub peer_timeout: Option<Duration>,
+    /// Send and receive buffer size of every connection; `None` leaves the kernel's
+    /// autotuning, which measured as fast or faster on loopback.
+    pub sockbuf: Option<usize>,
 }
 
 impl TcpConfig {
@@ -44,6 +47,7 @@ impl TcpConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             spin: Self::DEFAULT_SPIN,
             peer_timeout: Some(Self::DEFAULT_PEER_TIMEOUT),
+            sockbuf: None,
         }
     }
 }
@@ -59,6 +63,7 @@ impl fmt::Debug for TcpConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("spin", &self.spin)
             .field("peer_timeout", &self.peer_timeout)
+            .field("sockbuf", &self.sockbuf)
             .finish()
     }
 }

@@ -127,7 +127,7 @@ fn admit(inner: &Inner, mut stream: TcpStream, addr: SocketAddr) {
     let installed = stream
         .write_all(&[ACCEPT])
         .and_then(|()| set_liveness(&stream, inner.config.peer_timeout))
-        .and_then(|()| Conn::new(stream));
+        .and_then(|()| Conn::new(stream, inner.config.sockbuf));
     match installed {
         Ok(conn) => {
             tracing::debug!(rank = me, peer, "accepted connection");
@@ -311,7 +311,7 @@ fn dial(
     stream.read_exact(&mut verdict).map_err(io)?;
     match verdict[0] {
         ACCEPT => set_liveness(&stream, inner.config.peer_timeout)
-            .and_then(|()| Conn::new(stream))
+            .and_then(|()| Conn::new(stream, inner.config.sockbuf))
             .map(Some)
             .map_err(io),
         DUPLICATE => Ok(None),

@@ -41,8 +41,10 @@
 //! it does not run rendezvous itself (the [`PeerDirectory`] is supplied by the caller), and it
 //! does not use more than one connection per pair or bind a wildcard address unless configured.
 //!
-//! Environment: `HORA_TCP_SOCKBUF=<bytes>` sets SO_SNDBUF/SO_RCVBUF explicitly; by default the
-//! kernel's autotuning is kept, which measured as fast or faster on loopback.
+//! It reads no environment variables: everything comes in [`TcpConfig`], which `hora` fills from
+//! its settings. [`TcpConfig::sockbuf`] (hora: `HORA_TCP_SOCKBUF`) sets SO_SNDBUF/SO_RCVBUF
+//! explicitly; by default the kernel's autotuning is kept, which measured as fast or faster on
+//! loopback.
 
 mod config;
 mod connect;

@@ -130,13 +130,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Takes over a stream whose handshake (and verdict) is done.
-    pub(crate) fn new(stream: TcpStream) -> io::Result<Self> {
+    /// Takes over a stream whose handshake (and verdict) is done; `sockbuf` overrides the
+    /// kernel's socket buffer autotuning ([`TcpConfig::sockbuf`](crate::TcpConfig::sockbuf)).
+    pub(crate) fn new(stream: TcpStream, sockbuf: Option<usize>) -> io::Result<Self> {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(None)?;
         stream.set_write_timeout(None)?;
-        if let Some(bytes) = socket_buffer_override() {
+        if let Some(bytes) = sockbuf {
             sys::set_buffer_sizes(stream.as_raw_fd(), bytes)?;
         }
         let fd = stream.as_raw_fd();
@@ -164,17 +165,6 @@ impl Conn {
     fn has_owned_output(&self) -> bool {
         matches!(self.out.cur, Some(OutFrame::Owned { .. })) || !self.out.backlog.is_empty()
     }
-}
-
-/// `HORA_TCP_SOCKBUF` (bytes) overrides the kernel's socket buffer autotuning; measurements on
-/// loopback found autotuning as fast or faster, so by default nothing is set.
-fn socket_buffer_override() -> Option<usize> {
-    static VALUE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *VALUE.get_or_init(|| {
-        std::env::var("HORA_TCP_SOCKBUF")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    })
 }
 
 /// Everything this rank knows about one peer.

@@ -15,7 +15,7 @@ fn pair() -> (TcpStream, PeerState) {
     let (rx, _) = l.accept().unwrap();
     tx.set_nodelay(true).unwrap();
     let st = PeerState {
-        conn: Some(Conn::new(rx).unwrap()),
+        conn: Some(Conn::new(rx, None).unwrap()),
         ..PeerState::default()
     };
     (tx, st)
@@ -239,7 +239,7 @@ fn end_of_stream_delivers_what_arrived_then_reports_the_loss() {
 fn abandoning_a_half_sent_frame_breaks_the_connection_not_the_stream() {
     let (tx, mut rx) = pair();
     let mut st = PeerState {
-        conn: Some(Conn::new(tx).unwrap()),
+        conn: Some(Conn::new(tx, None).unwrap()),
         ..PeerState::default()
     };
     // Nobody reads, so a large send stops part-way once the socket buffers fill.
@@ -263,7 +263,7 @@ fn abandoning_a_half_sent_frame_breaks_the_connection_not_the_stream() {
 fn send_message_queues_what_the_kernel_does_not_take() {
     let (tx, mut rx) = pair();
     let mut st = PeerState {
-        conn: Some(Conn::new(tx).unwrap()),
+        conn: Some(Conn::new(tx, None).unwrap()),
         ..PeerState::default()
     };
     let counter = std::sync::atomic::AtomicUsize::new(0);
