@@ -5,25 +5,26 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Element type of a tensor.
+/// Element type of a tensor. The discriminants are stable codes shared with the faces (C, Python).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum DataType {
     /// Unsigned 8-bit integer.
-    U8,
+    U8 = 0,
     /// Signed 8-bit integer.
-    I8,
+    I8 = 1,
     /// Signed 32-bit integer.
-    I32,
+    I32 = 2,
     /// Signed 64-bit integer.
-    I64,
+    I64 = 3,
     /// IEEE 754 half precision.
-    F16,
+    F16 = 4,
     /// bfloat16 (8-bit exponent, 7-bit mantissa).
-    Bf16,
+    Bf16 = 5,
     /// IEEE 754 single precision.
-    F32,
+    F32 = 6,
     /// IEEE 754 double precision.
-    F64,
+    F64 = 7,
 }
 
 impl DataType {
@@ -67,6 +68,26 @@ impl DataType {
     pub const fn is_float(self) -> bool {
         matches!(self, Self::F16 | Self::Bf16 | Self::F32 | Self::F64)
     }
+
+    /// The stable code the C ABI and `hora._core` use for this type.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The type with this [`code`](Self::code), if any.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::U8,
+            1 => Self::I8,
+            2 => Self::I32,
+            3 => Self::I64,
+            4 => Self::F16,
+            5 => Self::Bf16,
+            6 => Self::F32,
+            7 => Self::F64,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for DataType {
@@ -98,19 +119,20 @@ impl FromStr for DataType {
     }
 }
 
-/// How allreduce and reducescatter combine values.
+/// How allreduce and reducescatter combine values. The discriminants are Horovod's op codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum ReduceOp {
     /// Element-wise sum.
-    Sum,
+    Sum = 1,
     /// Sum divided by the number of ranks.
-    Average,
+    Average = 0,
     /// Element-wise minimum.
-    Min,
+    Min = 3,
     /// Element-wise maximum.
-    Max,
+    Max = 4,
     /// Element-wise product.
-    Product,
+    Product = 5,
 }
 
 impl ReduceOp {
@@ -132,6 +154,24 @@ impl ReduceOp {
             Self::Max => "max",
             Self::Product => "product",
         }
+    }
+
+    /// The stable code the C ABI and `hora._core` use: Horovod's numbering, where 2 is its
+    /// Adasum (which hora does not implement, so no op has that code).
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The op with this [`code`](Self::code), if any.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Average,
+            1 => Self::Sum,
+            3 => Self::Min,
+            4 => Self::Max,
+            5 => Self::Product,
+            _ => return None,
+        })
     }
 }
 
@@ -160,23 +200,24 @@ impl FromStr for ReduceOp {
     }
 }
 
-/// Which collective a request or response is for.
+/// Which collective a request or response is for. The discriminants are stable codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum CollectiveKind {
     /// Reduce across ranks; every rank gets the result.
-    Allreduce,
+    Allreduce = 0,
     /// Concatenate every rank's tensor along the first dimension.
-    Allgather,
+    Allgather = 1,
     /// Copy the root's tensor to every rank.
-    Broadcast,
+    Broadcast = 2,
     /// Every rank sends a slice (rows) to every other rank.
-    Alltoall,
+    Alltoall = 3,
     /// Reduce, then each rank keeps one slice of the first dimension.
-    Reducescatter,
+    Reducescatter = 4,
     /// Wait until every rank arrives.
-    Barrier,
+    Barrier = 5,
     /// This rank has no more work; take part with neutral input until all have joined.
-    Join,
+    Join = 6,
 }
 
 impl CollectiveKind {
@@ -192,10 +233,88 @@ impl CollectiveKind {
             Self::Join => "join",
         }
     }
+
+    /// The stable code `hora._core` uses for this collective.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The collective with this [`code`](Self::code), if any.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Allreduce,
+            1 => Self::Allgather,
+            2 => Self::Broadcast,
+            3 => Self::Alltoall,
+            4 => Self::Reducescatter,
+            5 => Self::Barrier,
+            6 => Self::Join,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for CollectiveKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CollectiveKind, DataType, ReduceOp};
+
+    /// The faces hard-code these numbers (C header, Horovod's `hvd.Sum`...), so they never move.
+    #[test]
+    fn codes_are_stable_and_round_trip() {
+        let dtypes: Vec<(u8, DataType)> = (0..=u8::MAX)
+            .filter_map(|c| DataType::from_code(c).map(|d| (c, d)))
+            .collect();
+        assert_eq!(
+            dtypes.iter().map(|(_, d)| d.name()).collect::<Vec<_>>(),
+            ["u8", "i8", "i32", "i64", "f16", "bf16", "f32", "f64"]
+        );
+        assert!(dtypes.iter().all(|&(c, d)| d.code() == c));
+        assert!(
+            DataType::ALL
+                .iter()
+                .all(|d| DataType::from_code(d.code()) == Some(*d))
+        );
+
+        let ops: Vec<(u8, &str)> = (0..=u8::MAX)
+            .filter_map(|c| ReduceOp::from_code(c).map(|o| (c, o.name())))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                (0, "average"),
+                (1, "sum"),
+                (3, "min"),
+                (4, "max"),
+                (5, "product")
+            ]
+        );
+        assert!(
+            ReduceOp::ALL
+                .iter()
+                .all(|o| ReduceOp::from_code(o.code()) == Some(*o))
+        );
+
+        let kinds: Vec<(u8, CollectiveKind)> = (0..=u8::MAX)
+            .filter_map(|c| CollectiveKind::from_code(c).map(|k| (c, k)))
+            .collect();
+        assert_eq!(
+            kinds.iter().map(|(_, k)| k.name()).collect::<Vec<_>>(),
+            [
+                "allreduce",
+                "allgather",
+                "broadcast",
+                "alltoall",
+                "reducescatter",
+                "barrier",
+                "join"
+            ]
+        );
+        assert!(kinds.iter().all(|&(c, k)| k.code() == c));
     }
 }
