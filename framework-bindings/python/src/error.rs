@@ -78,6 +78,12 @@ impl MixedClass {
             let namespace = PyDict::new(py);
             namespace.set_item("__doc__", self.doc)?;
             namespace.set_item("__module__", "hora")?;
+            // Exception's own __init__ (the builtin bases would otherwise provide theirs): code
+            // that re-creates an exception only when `type(e).__init__ is Exception.__init__`
+            // (TensorFlow's autograph, for errors raised while tracing a tf.function) keeps
+            // the class instead of replacing it.
+            let init = py.get_type::<PyException>().getattr("__init__")?;
+            namespace.set_item("__init__", init)?;
             let made =
                 py.get_type::<PyType>()
                     .call1((self.name, PyTuple::new(py, bases)?, namespace))?;
