@@ -38,6 +38,8 @@ deps:
 	  [ -x $(PY) ] || python3 -m venv $(VENV); \
 	  $(VENV)/bin/pip install -q torch numpy pytest pytest-timeout maturin; }
 	@[ -x $(VENV)/bin/maturin ] || $(VENV)/bin/pip install -q maturin
+	@# mypy's stubtest checks the checked-in hora/_core.pyi against the built module (make test).
+	@[ -x $(VENV)/bin/stubtest ] || $(VENV)/bin/pip install -q mypy
 	@# hora.tensorflow: TensorFlow 2 for CPU (274 MB wheel, brings keras 3) next to torch in one venv.
 	@$(PY) -c "import torch, tensorflow" 2>/dev/null || { $(VENV)/bin/pip install -q tensorflow-cpu && \
 	  $(PY) -c "import torch, tensorflow" || { echo "deps: torch and tensorflow do not import together in $(VENV)" >&2; exit 1; }; }
@@ -83,6 +85,7 @@ test: lint
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-mpi
 	$(MAKE) --no-print-directory python
+	$(PY) -m mypy.stubtest hora._core
 	cd framework-bindings/python && for np in 2 3; do \
 	  OMP_NUM_THREADS=1 $(abspath $(TARGET_DIR))/debug/horovodrun -np $$np $(PY) -m pytest -q -p no:cacheprovider tests || exit 1; done
 

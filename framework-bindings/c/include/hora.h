@@ -33,9 +33,11 @@ typedef enum hora_status {
   HORA_STATUS_TIMEOUT = 8,
   // An internal error (a bug in hora).
   HORA_STATUS_INTERNAL = 9,
+  // Finding the other ranks failed (the launcher's store or a peer could not be reached).
+  HORA_STATUS_RENDEZVOUS = 10,
 } hora_status;
 
-// Element type of a buffer.
+// Element type of a buffer; the values are the engine's `DataType` codes.
 typedef enum hora_dtype {
   // uint8_t
   HORA_DTYPE_U8 = 0,
@@ -55,18 +57,19 @@ typedef enum hora_dtype {
   HORA_DTYPE_F64 = 7,
 } hora_dtype;
 
-// How values are combined.
+// How values are combined; the values are the engine's `ReduceOp` codes, which are Horovod's
+// (2 is skipped: Horovod's Adasum, which hora does not implement).
 typedef enum hora_op {
-  // Sum.
-  HORA_OP_SUM = 0,
   // Sum divided by the number of ranks.
-  HORA_OP_AVERAGE = 1,
+  HORA_OP_AVERAGE = 0,
+  // Sum.
+  HORA_OP_SUM = 1,
   // Minimum.
-  HORA_OP_MIN = 2,
+  HORA_OP_MIN = 3,
   // Maximum.
-  HORA_OP_MAX = 3,
+  HORA_OP_MAX = 4,
   // Product.
-  HORA_OP_PRODUCT = 4,
+  HORA_OP_PRODUCT = 5,
 } hora_op;
 
 // A running asynchronous operation (opaque).

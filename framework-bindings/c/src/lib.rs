@@ -44,9 +44,11 @@ pub enum hora_status {
     Timeout = 8,
     /// An internal error (a bug in hora).
     Internal = 9,
+    /// Finding the other ranks failed (the launcher's store or a peer could not be reached).
+    Rendezvous = 10,
 }
 
-/// Element type of a buffer.
+/// Element type of a buffer; the values are the engine's `DataType` codes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum hora_dtype {
@@ -68,20 +70,21 @@ pub enum hora_dtype {
     F64 = 7,
 }
 
-/// How values are combined.
+/// How values are combined; the values are the engine's `ReduceOp` codes, which are Horovod's
+/// (2 is skipped: Horovod's Adasum, which hora does not implement).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum hora_op {
-    /// Sum.
-    Sum = 0,
     /// Sum divided by the number of ranks.
-    Average = 1,
+    Average = 0,
+    /// Sum.
+    Sum = 1,
     /// Minimum.
-    Min = 2,
+    Min = 3,
     /// Maximum.
-    Max = 3,
+    Max = 4,
     /// Product.
-    Product = 4,
+    Product = 5,
 }
 
 /// A running asynchronous operation (opaque).
@@ -131,7 +134,8 @@ fn set_last_error(msg: &str) {
 fn status_of(e: &Error) -> hora_status {
     match e {
         Error::NotInitialized => hora_status::NotInitialized,
-        Error::NotLaunched { .. } | Error::Rendezvous { .. } => hora_status::NotLaunched,
+        Error::NotLaunched { .. } => hora_status::NotLaunched,
+        Error::Rendezvous { .. } => hora_status::Rendezvous,
         Error::InvalidConfig { .. } => hora_status::InvalidConfig,
         Error::InvalidArgument { .. } => hora_status::InvalidArgument,
         Error::Mismatch { .. } => hora_status::Mismatch,
@@ -605,4 +609,59 @@ pub unsafe extern "C" fn hora_join(last_rank: *mut c_int) -> hora_status {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hora_dtype, hora_op, hora_status, status_of};
+    use hora_core::{DataType, Error, ReduceOp};
+
+    const DTYPES: [hora_dtype; 8] = [
+        hora_dtype::U8,
+        hora_dtype::I8,
+        hora_dtype::I32,
+        hora_dtype::I64,
+        hora_dtype::F16,
+        hora_dtype::Bf16,
+        hora_dtype::F32,
+        hora_dtype::F64,
+    ];
+    const OPS: [hora_op; 5] = [
+        hora_op::Average,
+        hora_op::Sum,
+        hora_op::Min,
+        hora_op::Max,
+        hora_op::Product,
+    ];
+
+    /// C callers, Python and the engine share one numbering: each C value is the engine's code
+    /// for the value it converts to, and every engine code has its C value.
+    #[test]
+    fn c_enum_values_are_the_engine_codes() {
+        for d in DTYPES {
+            assert_eq!(d as u8, DataType::from(d).code(), "{d:?}");
+        }
+        for o in OPS {
+            assert_eq!(o as u8, ReduceOp::from(o).code(), "{o:?}");
+        }
+        let dtype_codes: Vec<u8> = (0..=u8::MAX)
+            .filter(|&c| DataType::from_code(c).is_some())
+            .collect();
+        assert_eq!(dtype_codes, DTYPES.map(|d| d as u8));
+        let op_codes: Vec<u8> = (0..=u8::MAX)
+            .filter(|&c| ReduceOp::from_code(c).is_some())
+            .collect();
+        assert_eq!(op_codes, OPS.map(|o| o as u8));
+    }
+
+    #[test]
+    fn rendezvous_failures_have_their_own_status() {
+        let e = Error::Rendezvous {
+            rank: 1,
+            detail: "store unreachable".into(),
+        };
+        assert_eq!(status_of(&e), hora_status::Rendezvous);
+        let e = Error::NotLaunched { hint: "-".into() };
+        assert_eq!(status_of(&e), hora_status::NotLaunched);
+    }
 }

@@ -2,9 +2,14 @@
 //!
 //! Every exception is a subclass of `hora.HoraError` and carries `rank`, `tensor_name` and
 //! `cause` attributes (None when the error has no such part), so handlers need not parse text.
+//! Two also derive from the builtin a Python caller would catch: `InvalidArgumentError` from
+//! `ValueError` and `TypeError` (the faces raise it for every caller mistake, including the
+//! wrong-type ones that were `TypeError` before), `WaitTimeoutError` from `TimeoutError`.
 
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyErr, Python, create_exception};
 
 create_exception!(
@@ -45,12 +50,6 @@ create_exception!(
 );
 create_exception!(
     hora,
-    InvalidArgumentError,
-    HoraError,
-    "A call's arguments are invalid (size, duplicate name, root, splits)."
-);
-create_exception!(
-    hora,
     RendezvousError,
     HoraError,
     "Finding the other ranks failed."
@@ -62,39 +61,89 @@ create_exception!(
     "An internal invariant broke (a hora bug)."
 );
 
+/// A class with a builtin base as well as `HoraError`. `create_exception!` allows one base
+/// only, so these are made with `type(name, bases, namespace)` on first use.
+struct MixedClass {
+    cell: PyOnceLock<Py<PyType>>,
+    name: &'static str,
+    doc: &'static str,
+    builtins: fn(Python<'_>) -> Vec<Bound<'_, PyType>>,
+}
+
+impl MixedClass {
+    fn get<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyType>> {
+        let ty = self.cell.get_or_try_init(py, || {
+            let mut bases = vec![py.get_type::<HoraError>()];
+            bases.extend((self.builtins)(py));
+            let namespace = PyDict::new(py);
+            namespace.set_item("__doc__", self.doc)?;
+            namespace.set_item("__module__", "hora")?;
+            // Exception's own __init__ (the builtin bases would otherwise provide theirs): code
+            // that re-creates an exception only when `type(e).__init__ is Exception.__init__`
+            // (TensorFlow's autograph, for errors raised while tracing a tf.function) keeps
+            // the class instead of replacing it.
+            let init = py.get_type::<PyException>().getattr("__init__")?;
+            namespace.set_item("__init__", init)?;
+            let made =
+                py.get_type::<PyType>()
+                    .call1((self.name, PyTuple::new(py, bases)?, namespace))?;
+            PyResult::Ok(made.cast_into::<PyType>()?.unbind())
+        })?;
+        Ok(ty.bind(py).clone())
+    }
+}
+
+/// `hora.InvalidArgumentError`.
+static INVALID_ARGUMENT: MixedClass = MixedClass {
+    cell: PyOnceLock::new(),
+    name: "InvalidArgumentError",
+    doc: "A call's arguments are invalid (dtype, size, duplicate name, root, splits, op); \
+          also a ValueError and a TypeError.",
+    builtins: |py| vec![py.get_type::<PyValueError>(), py.get_type::<PyTypeError>()],
+};
+
+/// `hora.WaitTimeoutError`.
+static WAIT_TIMEOUT: MixedClass = MixedClass {
+    cell: PyOnceLock::new(),
+    name: "WaitTimeoutError",
+    doc: "A wait passed its timeout; the operation is still running and the handle stays \
+          valid. Also a TimeoutError.",
+    builtins: |py| vec![py.get_type::<PyTimeoutError>()],
+};
+
 /// Builds the Python exception for `err`, with its structured parts as attributes.
 pub(crate) fn to_py(py: Python<'_>, err: &hora::Error) -> PyErr {
     use hora::Error as E;
-    let msg = err.to_string();
-    let (py_err, rank, tensor): (PyErr, Option<usize>, Option<String>) = match err {
-        E::NotLaunched { .. } | E::InvalidConfig { .. } => {
-            (ConfigError::new_err(msg.clone()), None, None)
-        }
-        E::NotInitialized => (NotInitializedError::new_err(msg.clone()), None, None),
-        E::Mismatch { rank, tensor, .. } => (
-            MismatchError::new_err(msg.clone()),
-            Some(*rank),
-            Some(tensor.clone()),
-        ),
-        E::Transport { rank, tensor, .. } => (
-            PeerFailedError::new_err(msg.clone()),
-            Some(*rank),
-            Some(tensor.clone()),
-        ),
-        E::ShutDown { rank, .. } => (ShutDownError::new_err(msg.clone()), Some(*rank), None),
-        E::InvalidArgument { rank, tensor, .. } => (
-            InvalidArgumentError::new_err(msg.clone()),
-            Some(*rank),
-            Some(tensor.clone()),
-        ),
-        E::Rendezvous { rank, .. } => (RendezvousError::new_err(msg.clone()), Some(*rank), None),
-        E::WaitTimeout { tensor } => (
-            InternalError::new_err(msg.clone()),
-            None,
-            Some(tensor.clone()),
-        ),
-        _ => (InternalError::new_err(msg.clone()), None, None),
+    let (class, rank, tensor): (PyResult<Bound<'_, PyType>>, Option<usize>, Option<&str>) =
+        match err {
+            E::NotLaunched { .. } | E::InvalidConfig { .. } => {
+                (Ok(py.get_type::<ConfigError>()), None, None)
+            }
+            E::NotInitialized => (Ok(py.get_type::<NotInitializedError>()), None, None),
+            E::Mismatch { rank, tensor, .. } => (
+                Ok(py.get_type::<MismatchError>()),
+                Some(*rank),
+                Some(tensor),
+            ),
+            E::Transport { rank, tensor, .. } => (
+                Ok(py.get_type::<PeerFailedError>()),
+                Some(*rank),
+                Some(tensor),
+            ),
+            E::ShutDown { rank, .. } => (Ok(py.get_type::<ShutDownError>()), Some(*rank), None),
+            E::InvalidArgument { rank, tensor, .. } => {
+                (INVALID_ARGUMENT.get(py), Some(*rank), Some(tensor))
+            }
+            E::Rendezvous { rank, .. } => (Ok(py.get_type::<RendezvousError>()), Some(*rank), None),
+            E::WaitTimeout { tensor } => (WAIT_TIMEOUT.get(py), None, Some(tensor)),
+            _ => (Ok(py.get_type::<InternalError>()), None, None),
+        };
+    let class = match class {
+        Ok(c) => c,
+        Err(e) => return e,
     };
+    let msg = err.to_string();
+    let py_err = PyErr::from_type(class, msg.clone());
     let value = py_err.value(py);
     // Setting attributes on a fresh exception instance cannot fail short of memory exhaustion;
     // the message already carries the same facts, so a failure here is not worth masking it.
@@ -107,17 +156,21 @@ pub(crate) fn to_py(py: Python<'_>, err: &hora::Error) -> PyErr {
 /// Adds the exception classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add("HoraError", py.get_type::<HoraError>())?;
+    let base = py.get_type::<HoraError>();
+    // Class-level defaults, so an instance the Python layer raises itself (before anything
+    // reaches the engine) has the same attributes as one built by `to_py`.
+    for attr in ["rank", "tensor_name", "cause"] {
+        base.setattr(attr, py.None())?;
+    }
+    m.add("HoraError", base)?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("NotInitializedError", py.get_type::<NotInitializedError>())?;
     m.add("MismatchError", py.get_type::<MismatchError>())?;
     m.add("PeerFailedError", py.get_type::<PeerFailedError>())?;
     m.add("ShutDownError", py.get_type::<ShutDownError>())?;
-    m.add(
-        "InvalidArgumentError",
-        py.get_type::<InvalidArgumentError>(),
-    )?;
+    m.add("InvalidArgumentError", INVALID_ARGUMENT.get(py)?)?;
     m.add("RendezvousError", py.get_type::<RendezvousError>())?;
+    m.add("WaitTimeoutError", WAIT_TIMEOUT.get(py)?)?;
     m.add("InternalError", py.get_type::<InternalError>())?;
     Ok(())
 }

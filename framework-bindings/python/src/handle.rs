@@ -3,7 +3,7 @@
 
 use std::os::raw::c_int;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hora::handle::OutputBuffer;
 use pyo3::prelude::*;
@@ -51,22 +51,34 @@ impl PyHandle {
     }
 }
 
-/// Waits for `h` in short GIL-free slices, checking for signals between them.
+/// Waits for `h` in short GIL-free slices, checking for signals between them. Past
+/// `deadline` (if any) it fails with `WaitTimeoutError`; then, as on a signal, the handle goes
+/// to `give_back` so the caller can wait again.
 pub(crate) fn wait_interruptible(
     py: Python<'_>,
     mut h: hora::Handle,
-    on_interrupt: impl FnOnce(hora::Handle),
+    deadline: Option<Instant>,
+    give_back: impl FnOnce(hora::Handle),
 ) -> PyResult<hora::Completion> {
     let result = loop {
         if h.poll() {
             break h.wait();
         }
-        match py.detach(move || h.wait_timeout(WAIT_SLICE)) {
+        let slice = match deadline {
+            Some(d) => WAIT_SLICE.min(d.saturating_duration_since(Instant::now())),
+            None => WAIT_SLICE,
+        };
+        match py.detach(move || h.wait_timeout(slice)) {
             Ok(r) => break r,
             Err(back) => {
                 if let Err(e) = py.check_signals() {
-                    on_interrupt(back);
+                    give_back(back);
                     return Err(e);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let tensor = back.name().to_string();
+                    give_back(back);
+                    return Err(to_py(py, &hora::Error::WaitTimeout { tensor }));
                 }
                 h = back;
             }
@@ -96,11 +108,31 @@ impl PyHandle {
             .is_none_or(hora::Handle::poll)
     }
 
-    /// Waits for completion. Returns None for in-place operations, otherwise
-    /// `(output, shape, received_splits)`; raises a `HoraError` subclass on failure.
-    fn wait(&self, py: Python<'_>) -> PyResult<Option<WaitResult>> {
+    /// Waits for completion, at most `timeout` seconds if given. Returns None for in-place
+    /// operations, otherwise `(output, shape, received_splits)`; raises a `HoraError` subclass
+    /// on failure, `WaitTimeoutError` (the handle stays valid) when the timeout passes.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<WaitResult>> {
+        let deadline = match timeout {
+            None => None,
+            Some(t) => Some(
+                Duration::try_from_secs_f64(t)
+                    .ok()
+                    .and_then(|t| Instant::now().checked_add(t))
+                    .ok_or_else(|| {
+                        to_py(
+                            py,
+                            &hora::Error::InvalidArgument {
+                                rank: hora::rank().unwrap_or(0),
+                                tensor: self.name.clone(),
+                                detail: format!("wait timeout {t} is not a number of seconds >= 0"),
+                            },
+                        )
+                    })?,
+            ),
+        };
         let h = self.take()?;
-        let mut c = wait_interruptible(py, h, |back| self.put_back(back))?;
+        let mut c = wait_interruptible(py, h, deadline, |back| self.put_back(back))?;
         // The lent tensor goes back to Python here, with the GIL held.
         drop(c.data.take());
         match c.output.take() {

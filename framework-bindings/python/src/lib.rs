@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hora::engine::{OpOptions, request};
 use hora::{CollectiveKind, DataType, ReduceOp};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-use crate::error::{HoraError, InvalidArgumentError, to_py};
+use crate::error::{HoraError, to_py};
 use crate::handle::{Output, PyHandle, wait_interruptible};
 use crate::tensor::LentTensor;
 
@@ -67,42 +68,57 @@ fn engine(py: Python<'_>) -> PyResult<std::sync::Arc<hora::Engine>> {
     hora::api::engine().map_err(|e| to_py(py, &e))
 }
 
-/// Dtype codes shared with `hora/common/_dtypes.py` (position in this list).
-const DTYPES: [DataType; 8] = [
-    DataType::U8,
-    DataType::I8,
-    DataType::I32,
-    DataType::I64,
-    DataType::F16,
-    DataType::Bf16,
-    DataType::F32,
-    DataType::F64,
-];
+/// `{name: code}` for every value of a stable-coded enum, in code order: what `_core` exports
+/// as `DTYPES`, `OPS` and `KINDS`, so Python (`hora/common/vocabulary.py`) never writes a code
+/// of its own.
+fn codes<T>(
+    py: Python<'_>,
+    from_code: fn(u8) -> Option<T>,
+    name: fn(T) -> &'static str,
+) -> PyResult<Bound<'_, PyDict>> {
+    let table = PyDict::new(py);
+    for code in 0..=u8::MAX {
+        if let Some(v) = from_code(code) {
+            table.set_item(name(v), code)?;
+        }
+    }
+    Ok(table)
+}
 
-/// Reduce-op codes shared with `hora/common/ops.py`.
-const OPS: [ReduceOp; 5] = [
-    ReduceOp::Average,
-    ReduceOp::Sum,
-    ReduceOp::Min,
-    ReduceOp::Max,
-    ReduceOp::Product,
-];
+/// Reads a code sent by the Python layer; an unknown one is the caller's mistake.
+fn decode<T>(code: i64, from_code: fn(u8) -> Option<T>) -> Option<T> {
+    u8::try_from(code).ok().and_then(from_code)
+}
 
-/// Collective codes shared with `hora/common/basics.py`.
-const KINDS: [CollectiveKind; 7] = [
-    CollectiveKind::Allreduce,
-    CollectiveKind::Allgather,
-    CollectiveKind::Broadcast,
-    CollectiveKind::Alltoall,
-    CollectiveKind::Reducescatter,
-    CollectiveKind::Barrier,
-    CollectiveKind::Join,
-];
+/// The `InvalidArgumentError` for a mistake `_core` itself finds, worded as the engine's own.
+fn invalid(py: Python<'_>, rank: usize, name: &str, detail: String) -> PyErr {
+    to_py(
+        py,
+        &hora::Error::InvalidArgument {
+            rank,
+            tensor: name.to_string(),
+            detail,
+        },
+    )
+}
 
-fn code<T: Copy>(table: &[T], i: usize, what: &str, name: &str) -> PyResult<T> {
-    table.get(i).copied().ok_or_else(|| {
-        InvalidArgumentError::new_err(format!("tensor '{name}': unknown {what} code {i}"))
-    })
+/// The one place this crate builds the coordinator's request and submits it.
+#[allow(clippy::too_many_arguments)]
+fn submit(
+    engine: &hora::Engine,
+    name: &str,
+    kind: CollectiveKind,
+    dtype: DataType,
+    shape: &[u64],
+    op: ReduceOp,
+    root: u32,
+    opts: OpOptions,
+    splits: Vec<u64>,
+    data: Option<Box<dyn hora::TensorData>>,
+) -> hora::Handle {
+    let mut req = request(name, kind, dtype, shape, op, root, opts);
+    req.splits = splits;
+    engine.enqueue(req, data)
 }
 
 /// Starts hora from the launcher's environment (a no-op when already running).
@@ -145,73 +161,86 @@ fn topology(py: Python<'_>) -> PyResult<(usize, usize, usize, usize, usize, usiz
 
 /// Submits one collective and returns its handle at once.
 ///
-/// `owner` keeps the memory at `ptr` (`nbytes` long, contiguous, CPU) alive until the handle
-/// completes; pass `None` with `ptr == 0` for barrier and join.
+/// Keyword-only. `kind`, `dtype` and `op` are codes from `KINDS`, `DTYPES` and `OPS`. `owner`
+/// keeps the memory at `ptr` (`nbytes` long, contiguous, CPU) alive until the handle
+/// completes; barrier and join pass no owner.
 #[pyfunction]
-#[pyo3(signature = (kind, name, owner, ptr, nbytes, dtype, shape, op=0, root=0, prescale=1.0, postscale=1.0, splits=Vec::new()))]
+#[pyo3(signature = (
+    *, kind, name, dtype, shape, owner=None, ptr=0, nbytes=0, op=ReduceOp::Average.code().into(),
+    root=0, prescale=1.0,
+    postscale=1.0, splits=Vec::new()
+))]
 #[allow(clippy::too_many_arguments)]
 fn enqueue(
     py: Python<'_>,
-    kind: usize,
+    kind: i64,
     name: &str,
+    dtype: i64,
+    shape: Vec<u64>,
     owner: Option<Py<PyAny>>,
     ptr: usize,
     nbytes: usize,
-    dtype: usize,
-    shape: Vec<u64>,
-    op: usize,
-    root: u32,
+    op: i64,
+    root: i64,
     prescale: f64,
     postscale: f64,
-    splits: Vec<u64>,
+    splits: Vec<i64>,
 ) -> PyResult<PyHandle> {
     let engine = engine(py)?;
-    let kind = code(&KINDS, kind, "collective", name)?;
-    let dtype = code(&DTYPES, dtype, "dtype", name)?;
-    let op = code(&OPS, op, "reduce op", name)?;
-    let mut req = request(
-        name,
-        kind,
-        dtype,
-        &shape,
-        op,
-        root,
-        OpOptions {
-            prescale,
-            postscale,
-        },
-    );
-    req.splits = splits;
+    let rank = engine.topology().rank;
+    let bad = |detail: String| invalid(py, rank, name, detail);
+    let kind = decode(kind, CollectiveKind::from_code)
+        .ok_or_else(|| bad(format!("unknown collective code {kind}")))?;
+    let dtype = decode(dtype, DataType::from_code)
+        .ok_or_else(|| bad(format!("unknown dtype code {dtype}")))?;
+    let op = decode(op, ReduceOp::from_code)
+        .ok_or_else(|| bad(format!("unknown reduce op code {op}")))?;
+    let root = u32::try_from(root).map_err(|_| {
+        bad(format!(
+            "broadcast root {root} is not a rank of this job (size {})",
+            engine.topology().size
+        ))
+    })?;
+    let splits = splits
+        .iter()
+        .map(|&s| u64::try_from(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad(format!("alltoall splits {splits:?} must not be negative")))?;
     let data: Option<Box<dyn hora::TensorData>> = match owner {
-        Some(owner) => Some(Box::new(LentTensor::new(owner, ptr, nbytes).ok_or_else(
-            || {
-                InvalidArgumentError::new_err(format!(
-                    "tensor '{name}': null data pointer for {nbytes} bytes"
-                ))
-            },
-        )?)),
+        Some(owner) => Some(Box::new(
+            LentTensor::new(owner, ptr, nbytes)
+                .ok_or_else(|| bad(format!("null data pointer for {nbytes} bytes")))?,
+        )),
+        None if nbytes != 0 => return Err(bad(format!("{nbytes} bytes but no owner"))),
         None => None,
     };
-    Ok(PyHandle::new(engine.enqueue(req, data)))
+    let opts = OpOptions {
+        prescale,
+        postscale,
+    };
+    Ok(PyHandle::new(submit(
+        &engine, name, kind, dtype, &shape, op, root, opts, splits, data,
+    )))
 }
 
 /// Declares this rank done and waits (interruptibly) until every rank has; returns the last
 /// rank to join.
 #[pyfunction]
 fn join(py: Python<'_>) -> PyResult<usize> {
-    let h = engine(py)?.enqueue(
-        request(
-            "join",
-            CollectiveKind::Join,
-            DataType::U8,
-            &[0],
-            ReduceOp::Sum,
-            0,
-            OpOptions::default(),
-        ),
+    let engine = engine(py)?;
+    let h = submit(
+        &engine,
+        "join",
+        CollectiveKind::Join,
+        DataType::U8,
+        &[0],
+        ReduceOp::Sum,
+        0,
+        OpOptions::default(),
+        Vec::new(),
         None,
     );
-    let c = wait_interruptible(py, h, drop)?;
+    let c = wait_interruptible(py, h, None, drop)?;
     c.last_joined
         .ok_or_else(|| HoraError::new_err("join completed without naming the last rank"))
 }
@@ -229,11 +258,12 @@ fn hora_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(topology, m)?)?;
     m.add_function(wrap_pyfunction!(enqueue, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
+    let py = m.py();
+    m.add("DTYPES", codes(py, DataType::from_code, DataType::name)?)?;
+    m.add("OPS", codes(py, ReduceOp::from_code, ReduceOp::name)?)?;
     m.add(
-        "DTYPES",
-        DTYPES.iter().map(|d| d.name()).collect::<Vec<_>>(),
+        "KINDS",
+        codes(py, CollectiveKind::from_code, CollectiveKind::name)?,
     )?;
-    m.add("OPS", OPS.iter().map(|o| o.name()).collect::<Vec<_>>())?;
-    m.add("KINDS", KINDS.iter().map(|k| k.name()).collect::<Vec<_>>())?;
     Ok(())
 }

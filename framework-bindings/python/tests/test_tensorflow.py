@@ -325,9 +325,9 @@ def test_graph_names_agree_even_when_one_rank_traced_more(monkeypatch):
     seen = []
     real = _core.enqueue
 
-    def spy(kind, name, *args):
-        seen.append(name)
-        return real(kind, name, *args)
+    def spy(**kw):
+        seen.append(kw["name"])
+        return real(**kw)
 
     monkeypatch.setattr(_core, "enqueue", spy)
     out = f(tf.fill([3], float(r)))

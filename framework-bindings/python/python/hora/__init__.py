@@ -14,6 +14,7 @@ from hora._core import (
     PeerFailedError,
     RendezvousError,
     ShutDownError,
+    WaitTimeoutError,
 )
 from hora.common.basics import (
     cross_rank,
@@ -39,6 +40,7 @@ __all__ = [
     "PeerFailedError",
     "RendezvousError",
     "ShutDownError",
+    "WaitTimeoutError",
     "cross_rank",
     "cross_size",
     "init",

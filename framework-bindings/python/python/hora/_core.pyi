@@ -1,50 +1,82 @@
 """Type stubs of the native module hora._core (glue only; use hora / hora.torch)."""
 
-from typing import Any
+import sys
+from typing import Any, final
 
-DTYPES: list[str]
-OPS: list[str]
-KINDS: list[str]
+__all__ = [
+    "HoraError",
+    "ConfigError",
+    "NotInitializedError",
+    "MismatchError",
+    "PeerFailedError",
+    "ShutDownError",
+    "InvalidArgumentError",
+    "RendezvousError",
+    "WaitTimeoutError",
+    "InternalError",
+    "Handle",
+    "Output",
+    "init",
+    "shutdown",
+    "is_initialized",
+    "topology",
+    "enqueue",
+    "join",
+    "DTYPES",
+    "OPS",
+    "KINDS",
+]
+
+# {name: code}, taken from the Rust enums' stable codes.
+DTYPES: dict[str, int]
+OPS: dict[str, int]
+KINDS: dict[str, int]
 
 class HoraError(Exception):
     rank: int | None
     tensor_name: str | None
-    cause: str
+    cause: str | None
 
 class ConfigError(HoraError): ...
 class NotInitializedError(HoraError): ...
 class MismatchError(HoraError): ...
 class PeerFailedError(HoraError): ...
 class ShutDownError(HoraError): ...
-class InvalidArgumentError(HoraError): ...
+class InvalidArgumentError(HoraError, ValueError, TypeError): ...
 class RendezvousError(HoraError): ...
+class WaitTimeoutError(HoraError, TimeoutError): ...
 class InternalError(HoraError): ...
 
+@final
 class Output:
     """Engine-allocated result bytes; supports the (writable) buffer protocol."""
 
     def __len__(self) -> int: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...
+    # Python exposes the C buffer slot as __buffer__ from 3.12 on (PEP 688).
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
 
+@final
 class Handle:
     @property
     def name(self) -> str: ...
     def poll(self) -> bool: ...
-    def wait(self) -> tuple[Output | None, list[int], list[int]] | None: ...
+    def wait(self, timeout: float | None = None) -> tuple[Output | None, list[int], list[int]] | None: ...
 
 def init() -> None: ...
 def shutdown() -> None: ...
 def is_initialized() -> bool: ...
 def topology() -> tuple[int, int, int, int, int, int]: ...
 def enqueue(
+    *,
     kind: int,
     name: str,
-    owner: Any | None,
-    ptr: int,
-    nbytes: int,
     dtype: int,
     shape: list[int],
-    op: int = 0,
+    owner: Any | None = None,
+    ptr: int = 0,
+    nbytes: int = 0,
+    op: int = ...,
     root: int = 0,
     prescale: float = 1.0,
     postscale: float = 1.0,

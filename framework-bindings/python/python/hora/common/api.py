@@ -11,6 +11,7 @@ from hora._core import (
     PeerFailedError,
     RendezvousError,
     ShutDownError,
+    WaitTimeoutError,
 )
 from hora.common.basics import (
     cross_rank,

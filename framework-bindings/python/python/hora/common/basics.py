@@ -4,9 +4,6 @@ import atexit
 
 from hora import _core
 
-# Codes understood by hora._core.enqueue (positions in _core.KINDS / _core.OPS).
-ALLREDUCE, ALLGATHER, BROADCAST, ALLTOALL, REDUCESCATTER, BARRIER, JOIN = range(7)
-
 _topology = None
 _atexit_registered = False
 

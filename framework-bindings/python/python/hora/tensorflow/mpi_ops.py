@@ -16,7 +16,6 @@ graph's unique names, fixed at trace time, so they agree across ranks.
 
 import collections
 import contextlib
-import enum
 import itertools
 import math
 import re
@@ -32,52 +31,41 @@ from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
 from tensorflow.python.ops import control_flow_util as _cf_util
 
 from hora import _core
-from hora._core import HoraError, InvalidArgumentError
-from hora.common.basics import (
+from hora._core import HoraError
+from hora.common.basics import local_rank, local_size, rank, size
+from hora.common.errors import invalid_argument
+from hora.common.handles import wait_all
+from hora.common.vocabulary import (  # noqa: F401  (Adasum, Max, Min, Product: re-exported)
     ALLGATHER,
     ALLREDUCE,
     ALLTOALL,
     BARRIER,
     BROADCAST,
+    DTYPES,
     REDUCESCATTER,
-    local_rank,
-    local_size,
-    rank,
-    size,
+    Adasum,
+    Average,
+    Max,
+    Min,
+    Product,
+    ReduceOp,
+    Sum,
+    reduce_op,
 )
-from hora.common.handles import wait_all
 from hora.tensorflow.compression import Compression
 
-
-class ReduceOp(enum.IntEnum):
-    """How allreduce and reducescatter combine values (0-4 are hora._core's codes)."""
-
-    AVERAGE = 0
-    SUM = 1
-    MIN = 2
-    MAX = 3
-    PRODUCT = 4
-    ADASUM = 5
-
-
-Average = ReduceOp.AVERAGE
-Sum = ReduceOp.SUM
-Min = ReduceOp.MIN
-Max = ReduceOp.MAX
-Product = ReduceOp.PRODUCT
-Adasum = ReduceOp.ADASUM
-
-# Positions in hora._core.DTYPES.
-_DTYPE_CODES = {
-    tf.uint8: 0,
-    tf.int8: 1,
-    tf.int32: 2,
-    tf.int64: 3,
-    tf.float16: 4,
-    tf.bfloat16: 5,
-    tf.float32: 6,
-    tf.float64: 7,
+# TensorFlow dtype -> hora dtype name (hora.common.vocabulary.DTYPES gives its code).
+_HORA_DTYPES = {
+    tf.uint8: "u8",
+    tf.int8: "i8",
+    tf.int32: "i32",
+    tf.int64: "i64",
+    tf.float16: "f16",
+    tf.bfloat16: "bf16",
+    tf.float32: "f32",
+    tf.float64: "f64",
 }
+_DTYPE_CODES = {dt: DTYPES[name] for dt, name in _HORA_DTYPES.items()}
 _NP_DTYPES = {dt: np.dtype(dt.as_numpy_dtype) for dt in _DTYPE_CODES}
 
 # TensorFlow's CPU kernels assume (and CHECK) this alignment of every tensor buffer.
@@ -94,18 +82,7 @@ _graph_errors = collections.deque(maxlen=32)
 
 
 def _op(average, op):
-    if average is not None and op is not None:
-        raise ValueError("hora.tensorflow: give either op or the deprecated average, not both")
-    if op is None:
-        op = Average if average is None or average else Sum
-    try:
-        op = ReduceOp(op)
-    except ValueError:
-        raise InvalidArgumentError(f"hora.tensorflow: unknown reduce op {op!r}") from None
-    if op == Adasum:
-        raise InvalidArgumentError("hora.tensorflow: the Adasum reduction is not supported by hora "
-                                   "(use Average or Sum)")
-    return op
+    return reduce_op(average, op, "hora.tensorflow")
 
 
 def _code(dtype, what):
@@ -113,8 +90,8 @@ def _code(dtype, what):
         return _DTYPE_CODES[dtype]
     except KeyError:
         names = ", ".join(d.name for d in _DTYPE_CODES)
-        raise TypeError(f"hora.tensorflow.{what}: dtype {dtype.name} is not supported "
-                        f"(supported: {names})") from None
+        raise invalid_argument(f"hora.tensorflow.{what}: dtype {dtype.name} is not supported "
+                               f"(supported: {names})") from None
 
 
 def _tensor(value, what):
@@ -129,7 +106,7 @@ def _eager_view(t, what):
     if not isinstance(t, _EagerTensor):
         t = tf.convert_to_tensor(t)
     if "GPU" in t.device:
-        raise ValueError(f"hora.tensorflow.{what}: only CPU tensors are supported (got one on {t.device})")
+        raise invalid_argument(f"hora.tensorflow.{what}: only CPU tensors are supported (got one on {t.device})")
     return t._numpy()
 
 
@@ -190,9 +167,9 @@ def _py_function(func, inputs, touts):
     g = tf.compat.v1.get_default_graph()
     if _cf_util.GraphOrParentsInXlaContext(g):
         # Refused at trace time, before any rank submits anything, so no rank waits.
-        raise ValueError("hora.tensorflow: collectives cannot run in a function compiled with XLA "
-                         "(tf.function(jit_compile=True)): they are tf.py_function ops; use "
-                         "jit_compile=False for the function that calls them")
+        raise invalid_argument("hora.tensorflow: collectives cannot run in a function compiled with XLA "
+                               "(tf.function(jit_compile=True)): they are tf.py_function ops; use "
+                               "jit_compile=False for the function that calls them")
     last = _last_op.get(g)
 
     def body(*xs):
@@ -250,8 +227,8 @@ def _differentiable(t):
 def _allreduce_eager(t, name, op, pre, post):
     code = _code(t.dtype, "allreduce")
     buf, ptr = _aligned_copy(_eager_view(t, "allreduce"))
-    _core.enqueue(ALLREDUCE, name, buf, ptr, buf.nbytes, code, list(buf.shape), int(op), 0, float(pre),
-                  float(post), []).wait()
+    _core.enqueue(kind=ALLREDUCE, name=name, dtype=code, shape=list(buf.shape), owner=buf, ptr=ptr,
+                  nbytes=buf.nbytes, op=int(op), prescale=float(pre), postscale=float(post)).wait()
     return _to_tf(buf, ptr, t.dtype)
 
 
@@ -285,7 +262,7 @@ def _allreduce_diff(t, name, op, pre, post):
 def _allreduce_sparse(slices, name, op, pre, post):
     """IndexedSlices: gather every rank's values and indices (Horovod's sparse allreduce)."""
     if op not in (Average, Sum):
-        raise InvalidArgumentError("hora.tensorflow.allreduce: IndexedSlices support only Average and Sum")
+        raise invalid_argument("hora.tensorflow.allreduce: IndexedSlices support only Average and Sum")
     values = allgather(slices.values, name=f"{name}.values" if name else None)
     indices = allgather(slices.indices, name=f"{name}.indices" if name else None)
     scale = pre * post / (size() if op == Average else 1)
@@ -309,7 +286,7 @@ def allreduce(tensor, average=None, device_dense="", device_sparse="", compressi
     return compression.decompress(out, ctx)
 
 
-def _eager_group(kind, what, ts, base, op=0, root=0, pre=1.0, post=1.0):
+def _eager_group(kind, what, ts, base, op=Average, root=0, pre=1.0, post=1.0):
     """Runs an in-place collective (allreduce or broadcast) on each eager tensor of ``ts``, all
     submitted before any is waited on, as tensors ``<base>.<i>``."""
     # One engine request per tensor (the engine fuses them): packing the group into one buffer
@@ -319,8 +296,9 @@ def _eager_group(kind, what, ts, base, op=0, root=0, pre=1.0, post=1.0):
         code = _code(t.dtype, what)
         buf, ptr = _aligned_copy(_eager_view(t, what))
         bufs.append((buf, ptr, t.dtype))
-        handles.append(_core.enqueue(kind, f"{base}.{i}", buf, ptr, buf.nbytes, code, list(buf.shape),
-                                     int(op), root, float(pre), float(post), []))
+        handles.append(_core.enqueue(kind=kind, name=f"{base}.{i}", dtype=code, shape=list(buf.shape), owner=buf,
+                                     ptr=ptr, nbytes=buf.nbytes, op=int(op), root=root, prescale=float(pre),
+                                     postscale=float(post)))
     wait_all(handles)
     return [_to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
 
@@ -374,8 +352,8 @@ def _allgather_eager(t, name):
     src = _eager_view(t, "allgather")
     if src.ndim == 0:
         src = src.reshape(1)
-    res = _core.enqueue(ALLGATHER, name, src, _address(src), src.nbytes, code, list(src.shape), 0, 0, 1.0, 1.0,
-                        []).wait()
+    res = _core.enqueue(kind=ALLGATHER, name=name, dtype=code, shape=list(src.shape), owner=src,
+                        ptr=_address(src), nbytes=src.nbytes).wait()
     return _from_output(res, t.dtype)
 
 
@@ -422,14 +400,15 @@ def allgather(tensor, name=None, ignore_name_scope=False, process_set=None):
 
 def _check_root(root_rank, what):
     if not isinstance(root_rank, (int, np.integer)) or isinstance(root_rank, bool):
-        raise TypeError(f"hora.tensorflow.{what}: root_rank must be an int, got {type(root_rank).__name__}")
+        raise invalid_argument(f"hora.tensorflow.{what}: root_rank must be an int, got {type(root_rank).__name__}")
     return int(root_rank)
 
 
 def _broadcast_eager(t, name, root):
     code = _code(t.dtype, "broadcast")
     buf, ptr = _aligned_copy(_eager_view(t, "broadcast"))
-    _core.enqueue(BROADCAST, name, buf, ptr, buf.nbytes, code, list(buf.shape), 0, root, 1.0, 1.0, []).wait()
+    _core.enqueue(kind=BROADCAST, name=name, dtype=code, shape=list(buf.shape), owner=buf, ptr=ptr,
+                  nbytes=buf.nbytes, root=root).wait()
     return _to_tf(buf, ptr, t.dtype)
 
 
@@ -475,8 +454,8 @@ def _splits_list(splits):
 def _alltoall_eager(t, splits, name):
     code = _code(t.dtype, "alltoall")
     src = _eager_view(t, "alltoall")
-    res = _core.enqueue(ALLTOALL, name, src, _address(src), src.nbytes, code, list(src.shape), 0, 0, 1.0, 1.0,
-                        _splits_list(splits)).wait()
+    res = _core.enqueue(kind=ALLTOALL, name=name, dtype=code, shape=list(src.shape), owner=src,
+                        ptr=_address(src), nbytes=src.nbytes, splits=_splits_list(splits)).wait()
     return _from_output(res, t.dtype), tf.constant(res[2], dtype=tf.int32)
 
 
@@ -524,8 +503,9 @@ def alltoall(tensor, splits=None, name=None, ignore_name_scope=False, process_se
 def _reducescatter_eager(t, name, op, pre, post):
     code = _code(t.dtype, "reducescatter")
     src = _eager_view(t, "reducescatter")
-    res = _core.enqueue(REDUCESCATTER, name, src, _address(src), src.nbytes, code, list(src.shape), int(op), 0,
-                        float(pre), float(post), []).wait()
+    res = _core.enqueue(kind=REDUCESCATTER, name=name, dtype=code, shape=list(src.shape), owner=src,
+                        ptr=_address(src), nbytes=src.nbytes, op=int(op), prescale=float(pre),
+                        postscale=float(post)).wait()
     return _from_output(res, t.dtype)
 
 
@@ -570,7 +550,7 @@ def reducescatter(tensor, device_dense="", compression=Compression.none, op=Aver
 
 
 def _barrier_eager(name):
-    _core.enqueue(BARRIER, name, None, 0, 0, 0, [0]).wait()
+    _core.enqueue(kind=BARRIER, name=name, dtype=DTYPES["u8"], shape=[0]).wait()
     return tf.constant(0, tf.int32)
 
 

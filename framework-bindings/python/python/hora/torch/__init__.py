@@ -23,6 +23,7 @@ from hora.torch.functions import (
     broadcast_parameters,
 )
 from hora.torch.mpi_ops import (
+    Adasum,
     Average,
     Max,
     Min,

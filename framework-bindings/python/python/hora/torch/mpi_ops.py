@@ -8,54 +8,46 @@ until its handle is synchronized. A non-contiguous tensor is made contiguous fir
 the in-place forms, copied back at synchronize.
 """
 
-import enum
 import itertools
 import math
 
 import torch
 
 from hora import _core
-from hora.common.basics import (
+from hora.common.basics import rank, size
+from hora.common.errors import invalid_argument
+from hora.common.handles import wait_all
+from hora.common.vocabulary import (  # noqa: F401  (Adasum, Max, Min, Product: re-exported)
     ALLGATHER,
     ALLREDUCE,
     ALLTOALL,
     BARRIER,
     BROADCAST,
+    DTYPES,
     REDUCESCATTER,
-    rank,
-    size,
+    Adasum,
+    Average,
+    Max,
+    Min,
+    Product,
+    ReduceOp,
+    Sum,
+    reduce_op,
 )
-from hora.common.handles import wait_all
 from hora.torch.compression import Compression
 
-
-class ReduceOp(enum.IntEnum):
-    """How allreduce and reducescatter combine values (codes shared with hora._core)."""
-
-    AVERAGE = 0
-    SUM = 1
-    MIN = 2
-    MAX = 3
-    PRODUCT = 4
-
-
-Average = ReduceOp.AVERAGE
-Sum = ReduceOp.SUM
-Min = ReduceOp.MIN
-Max = ReduceOp.MAX
-Product = ReduceOp.PRODUCT
-
-# Positions in hora._core.DTYPES.
-_DTYPE_CODES = {
-    torch.uint8: 0,
-    torch.int8: 1,
-    torch.int32: 2,
-    torch.int64: 3,
-    torch.float16: 4,
-    torch.bfloat16: 5,
-    torch.float32: 6,
-    torch.float64: 7,
+# torch dtype -> hora dtype name (hora.common.vocabulary.DTYPES gives its code).
+_HORA_DTYPES = {
+    torch.uint8: "u8",
+    torch.int8: "i8",
+    torch.int32: "i32",
+    torch.int64: "i64",
+    torch.float16: "f16",
+    torch.bfloat16: "bf16",
+    torch.float32: "f32",
+    torch.float64: "f64",
 }
+_DTYPE_CODES = {dt: DTYPES[name] for dt, name in _HORA_DTYPES.items()}
 
 # handle id -> (native handle, function turning its result into the user's value)
 _handles = {}
@@ -68,32 +60,30 @@ _barriers = itertools.count()
 
 def _dtype_code(tensor, what):
     if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"hora.torch.{what}: expected a torch.Tensor, got {type(tensor).__name__}")
+        raise invalid_argument(f"hora.torch.{what}: expected a torch.Tensor, got {type(tensor).__name__}")
     if tensor.device.type != "cpu":
-        raise ValueError(f"hora.torch.{what}: only CPU tensors are supported (got one on {tensor.device})")
+        raise invalid_argument(f"hora.torch.{what}: only CPU tensors are supported (got one on {tensor.device})")
     if tensor.layout != torch.strided:
-        raise ValueError(f"hora.torch.{what}: only dense tensors are supported (got {tensor.layout})")
+        raise invalid_argument(f"hora.torch.{what}: only dense tensors are supported (got {tensor.layout})")
     try:
         return _DTYPE_CODES[tensor.dtype]
     except KeyError:
         names = ", ".join(str(d).replace("torch.", "") for d in _DTYPE_CODES)
-        raise TypeError(f"hora.torch.{what}: dtype {tensor.dtype} is not supported (supported: {names})") from None
+        raise invalid_argument(f"hora.torch.{what}: dtype {tensor.dtype} is not supported "
+                               f"(supported: {names})") from None
 
 
 def _op(average, op):
-    if average is not None and op is not None:
-        raise ValueError("hora.torch: give either op or the deprecated average, not both")
-    if op is None:
-        return Average if average is None or average else Sum
-    return ReduceOp(op)
+    return reduce_op(average, op, "hora.torch")
 
 
 def _submit(kind, prefix, name, work, code, finish, op=Average, root=0, pre=1.0, post=1.0, splits=()):
     hid = next(_ids)
     full = f"{prefix}.{name}" if name else f"{prefix}.noname.{next(_noname)}"
     nbytes = work.numel() * work.element_size()
-    h = _core.enqueue(kind, full, work, work.data_ptr(), nbytes, code, list(work.shape), int(op), root,
-                      float(pre), float(post), list(splits))
+    h = _core.enqueue(kind=kind, name=full, dtype=code, shape=list(work.shape), owner=work, ptr=work.data_ptr(),
+                      nbytes=nbytes, op=int(op), root=root, prescale=float(pre), postscale=float(post),
+                      splits=list(splits))
     _handles[hid] = (h, finish)
     return hid
 
@@ -109,7 +99,7 @@ def poll(handle):
     try:
         return _handles[handle][0].poll()
     except KeyError:
-        raise ValueError(f"hora.torch.poll: unknown handle {handle} (already synchronized?)") from None
+        raise invalid_argument(f"hora.torch.poll: unknown handle {handle} (already synchronized?)") from None
 
 
 def synchronize(handle):
@@ -117,7 +107,7 @@ def synchronize(handle):
     try:
         h, finish = _handles[handle]
     except KeyError:
-        raise ValueError(f"hora.torch.synchronize: unknown handle {handle} (already synchronized?)") from None
+        raise invalid_argument(f"hora.torch.synchronize: unknown handle {handle} (already synchronized?)") from None
     try:
         res = h.wait()
     except KeyboardInterrupt:
@@ -223,8 +213,9 @@ def _grouped(tensors, name, op, pre, post, in_place):
             work = t.detach().clone(memory_format=torch.contiguous_format)
             outs.append(work)
         nbytes = work.numel() * work.element_size()
-        natives.append(_core.enqueue(ALLREDUCE, f"{base}.{i}", work, work.data_ptr(), nbytes, code, list(work.shape),
-                                     int(op), 0, float(pre), float(post), []))
+        natives.append(_core.enqueue(kind=ALLREDUCE, name=f"{base}.{i}", dtype=code, shape=list(work.shape),
+                                     owner=work, ptr=work.data_ptr(), nbytes=nbytes, op=int(op),
+                                     prescale=float(pre), postscale=float(post)))
 
     def finish(_r):
         with torch.no_grad():
@@ -311,7 +302,7 @@ def allgather(tensor, name=None, process_set=None):
 
 def _check_root(root_rank, what):
     if not isinstance(root_rank, int) or isinstance(root_rank, bool):
-        raise TypeError(f"hora.torch.{what}: root_rank must be an int, got {type(root_rank).__name__}")
+        raise invalid_argument(f"hora.torch.{what}: root_rank must be an int, got {type(root_rank).__name__}")
 
 
 def broadcast_async_(tensor, root_rank, name=None, process_set=None):
@@ -429,7 +420,7 @@ def reducescatter_async(tensor, name=None, op=Average, process_set=None, prescal
         out, shape, _ = res
         return _from_output(out, shape, dtype)
 
-    return _submit(REDUCESCATTER, "reducescatter", name, work, code, finish, op=ReduceOp(op),
+    return _submit(REDUCESCATTER, "reducescatter", name, work, code, finish, op=_op(None, op),
                    pre=prescale_factor, post=postscale_factor)
 
 
@@ -454,7 +445,7 @@ def reducescatter(tensor, name=None, compression=Compression.none, op=Average, p
     _dtype_code(tensor, "reducescatter")
     compressed, ctx = compression.compress(tensor)
     if torch.is_grad_enabled() and compressed.requires_grad:
-        out = _ReducescatterFn.apply(compressed, name, ReduceOp(op), prescale_factor, postscale_factor)
+        out = _ReducescatterFn.apply(compressed, name, _op(None, op), prescale_factor, postscale_factor)
     else:
         out = synchronize(reducescatter_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
                                               postscale_factor=postscale_factor))
@@ -466,7 +457,7 @@ def reducescatter(tensor, name=None, compression=Compression.none, op=Average, p
 
 def barrier(process_set=None):
     """Waits until every rank calls barrier."""
-    h = _core.enqueue(BARRIER, f"barrier.python.{next(_barriers)}", None, 0, 0, 0, [0])
+    h = _core.enqueue(kind=BARRIER, name=f"barrier.python.{next(_barriers)}", dtype=DTYPES["u8"], shape=[0])
     h.wait()
 
 

@@ -14,7 +14,8 @@ import torch
 
 from hora.common.basics import size
 from hora.torch.compression import Compression
-from hora.torch.mpi_ops import Average, ReduceOp, _grouped, allreduce_async_, synchronize
+from hora.common.vocabulary import reduce_op
+from hora.torch.mpi_ops import Average, _grouped, allreduce_async_, synchronize
 
 
 class _DistributedMixin:
@@ -24,7 +25,7 @@ class _DistributedMixin:
                  gradient_predivide_factor, groups, sparse_as_dense):
         super().__init__(params)
         self._compression = compression
-        self._op = ReduceOp(op)
+        self._op = reduce_op(None, op, "hora.torch.DistributedOptimizer")
         if gradient_predivide_factor != 1.0 and self._op != Average:
             raise ValueError("gradient_predivide_factor needs op=Average")
         self._predivide = float(gradient_predivide_factor)
