@@ -21,6 +21,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::hosts::Slot;
+use crate::sys;
 
 /// What the job needs from the command line.
 #[derive(Debug)]
@@ -313,8 +314,7 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
     };
     let env = rank_env(plan, store.addr(), &hex::encode(secret), std::env::vars());
     let names: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = sys::is_root();
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let args = arguments(flavor, plan, &names, root, cores);
     tracing::info!(mpirun = %mpirun.display(), ?flavor, args = ?args, "starting the job through mpirun");
@@ -351,8 +351,7 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
         let mut first = None;
         for s in signals.forever() {
             first.get_or_insert(s);
-            // SAFETY: signalling our own child, which we have not reaped yet.
-            unsafe { libc::kill(pid, s) };
+            sys::signal_child(pid, s);
         }
         first
     });

@@ -12,6 +12,9 @@
 //! With `--mpi` the ranks are started by `mpirun` instead (`launch_mpi`). It does not restart
 //! failed ranks (elastic training).
 
+// Every `unsafe` of the launcher is in `sys`, which says why each call is sound.
+#![deny(unsafe_code)]
+
 use std::net::{IpAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +31,7 @@ mod launch_mpi;
 mod launch_ssh;
 mod output;
 mod remote;
+#[allow(unsafe_code)]
 mod sys;
 
 /// Exit code for bad usage, as clap uses.
