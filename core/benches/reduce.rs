@@ -2,6 +2,8 @@
 //!
 //! Quick run: `cargo bench -p hora --bench reduce -- --warm-up-time 1 --measurement-time 2`.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -3,6 +3,8 @@
 //!
 //! Quick run: `cargo bench -p hora --bench ring -- --warm-up-time 1 --measurement-time 2`.
 
+#![forbid(unsafe_code)]
+
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;

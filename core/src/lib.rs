@@ -17,6 +17,9 @@
 //! a framework's tensors (bindings lend their memory through [`TensorData`]), or move bytes
 //! itself (transports do).
 
+// The only `unsafe` is one clock read in the test-support conformance table.
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod backend;
 pub mod build_info;

@@ -16,19 +16,12 @@ use std::process::Command;
 use std::thread;
 
 use hora::rendezvous::StoreServer;
+use hora_mpi::mpirun::{Flavor, Mpirun};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::hosts::Slot;
-
-/// Which `mpirun` it is: their flags differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flavor {
-    /// Open MPI's `mpirun` (orterun / prterun).
-    OpenMpi,
-    /// MPICH's (or Intel MPI's) Hydra `mpiexec`.
-    Hydra,
-}
+use crate::sys;
 
 /// What the job needs from the command line.
 #[derive(Debug)]
@@ -116,61 +109,14 @@ fn user_sets_mca(extra: &[String], key: &str) -> bool {
         .any(|w| matches!(w[0].as_str(), "--mca" | "-mca") && w[1] == key)
 }
 
-/// `mpirun` from `HORA_MPIRUN`, else the first `mpirun` on `PATH`.
+/// `mpirun` from `HORA_MPIRUN`, else the first `mpirun` on `PATH` (see [`Mpirun::locate`]).
 pub(crate) fn find_mpirun() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("HORA_MPIRUN").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        return if is_executable(&p) {
-            Ok(p)
-        } else {
-            Err(format!(
-                "HORA_MPIRUN={} is not an executable file",
-                p.display()
-            ))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("mpirun"))
-        .find(|p| is_executable(p))
-        // Open MPI derives its install prefix from the path it was started by; Debian's
-        // alternatives symlinks (/bin/mpirun) would give it a wrong one.
-        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-        .ok_or_else(|| {
-            "--mpi: mpirun was not found on PATH; install an MPI (Debian: `apt-get install \
-             openmpi-bin`, or `mpich`), set HORA_MPIRUN=/path/to/mpirun, or run without --mpi \
-             to use horovodrun's own launcher"
-                .to_owned()
-        })
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Asks `mpirun --version` which MPI it belongs to.
-pub(crate) fn flavor(mpirun: &Path) -> Result<Flavor, String> {
-    let out = Command::new(mpirun)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("cannot run {} --version: {e}", mpirun.display()))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if text.contains("Open MPI") || text.contains("OpenRTE") {
-        Ok(Flavor::OpenMpi)
-    } else if text.contains("HYDRA") || text.contains("Hydra") || text.contains("MPICH") {
-        Ok(Flavor::Hydra)
-    } else {
-        Err(format!(
-            "{} is neither Open MPI's nor MPICH's mpirun (its --version says {:?})",
-            mpirun.display(),
-            text.lines().next().unwrap_or("")
-        ))
-    }
+    Mpirun::locate()?.ok_or_else(|| {
+        "--mpi: mpirun was not found on PATH; install an MPI (Debian: `apt-get install \
+         openmpi-bin`, or `mpich`), set HORA_MPIRUN=/path/to/mpirun, or run without --mpi \
+         to use horovodrun's own launcher"
+            .to_owned()
+    })
 }
 
 /// The variables every rank gets through mpirun, beyond the ones MPI sets itself.
@@ -352,8 +298,8 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
             return 1;
         }
     };
-    let flavor = match flavor(&mpirun) {
-        Ok(f) => f,
+    let flavor = match Mpirun::at(mpirun.clone()) {
+        Ok(m) => m.flavor,
         Err(e) => {
             eprintln!("horovodrun: --mpi: {e}");
             return 1;
@@ -368,8 +314,7 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
     };
     let env = rank_env(plan, store.addr(), &hex::encode(secret), std::env::vars());
     let names: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = sys::is_root();
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let args = arguments(flavor, plan, &names, root, cores);
     tracing::info!(mpirun = %mpirun.display(), ?flavor, args = ?args, "starting the job through mpirun");
@@ -406,8 +351,7 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
         let mut first = None;
         for s in signals.forever() {
             first.get_or_insert(s);
-            // SAFETY: signalling our own child, which we have not reaped yet.
-            unsafe { libc::kill(pid, s) };
+            sys::signal_child(pid, s);
         }
         first
     });

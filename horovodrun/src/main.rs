@@ -12,6 +12,9 @@
 //! With `--mpi` the ranks are started by `mpirun` instead (`launch_mpi`). It does not restart
 //! failed ranks (elastic training).
 
+// Every `unsafe` of the launcher is in `sys`, which says why each call is sound.
+#![deny(unsafe_code)]
+
 use std::net::{IpAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,6 +32,7 @@ mod launch_ssh;
 mod logging;
 mod output;
 mod remote;
+#[allow(unsafe_code)]
 mod sys;
 
 /// Exit code for bad usage, as clap uses.
@@ -38,6 +42,10 @@ fn usage(msg: &str) -> ExitCode {
     eprintln!("horovodrun: {msg}");
     ExitCode::from(USAGE)
 }
+
+/// What every step of a launch returns: its result, or the exit code to stop with (the
+/// message already printed).
+type Step<T> = Result<T, ExitCode>;
 
 fn main() -> ExitCode {
     // sshd starts us as the wrapper of one remote rank.
@@ -57,15 +65,51 @@ fn main() -> ExitCode {
         print!("{}", check_build::report());
         return ExitCode::SUCCESS;
     }
-    let Some(np) = args.num_proc else {
-        return usage("-np N is required (the number of ranks to start)");
-    };
+    launch(&args).unwrap_or_else(|code| code)
+}
 
+/// Plans the job from the arguments, checks the hosts, then starts it with mpirun or ourselves.
+fn launch(args: &cli::Args) -> Step<ExitCode> {
+    let Some(np) = args.num_proc else {
+        return Err(usage("-np N is required (the number of ranks to start)"));
+    };
+    let slots = place(args, np)?;
+    let remote_hosts = remote_hosts(&slots);
+    let secret = secret_from_env()?;
+    let ssh = ssh_options(args, &slots, &remote_hosts);
+    let listen_ip = listen_ip(args, &remote_hosts, &ssh).map_err(|e| {
+        eprintln!("horovodrun: {e}");
+        ExitCode::from(1)
+    })?;
+    // mpirun's own ssh reaches the other hosts, with these options from our ssh flags.
+    let mpi_ssh = if args.mpi {
+        mpi_ssh_options(args).inspect_err(|_| ssh.close())?
+    } else {
+        Vec::new()
+    };
+    check_reachable(args, &ssh, &remote_hosts).inspect_err(|_| ssh.close())?;
+
+    if args.mpi {
+        ssh.close();
+        return Ok(run_mpi(args, np, &slots, listen_ip, mpi_ssh, &secret));
+    }
+    let code = run_local(args, np, slots, listen_ip, &ssh, &secret);
+    ssh.close();
+    Ok(code)
+}
+
+/// Reads the host list (`-H`, `--hostfile`, or this machine alone) and gives each rank a slot.
+fn place(args: &cli::Args, np: u32) -> Step<Vec<hosts::Slot>> {
     let listed = match (&args.hosts, &args.hostfile) {
         (Some(text), _) => hosts::parse(text),
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(text) => hosts::parse_hostfile(&path.display().to_string(), &text),
-            Err(e) => return usage(&format!("cannot read --hostfile {}: {e}", path.display())),
+            Err(e) => {
+                return Err(usage(&format!(
+                    "cannot read --hostfile {}: {e}",
+                    path.display()
+                )));
+            }
         },
         (None, None) => Ok(vec![hosts::HostSlots {
             host: "localhost".into(),
@@ -73,32 +117,42 @@ fn main() -> ExitCode {
         }]),
     };
     let hostname = sys::hostname();
-    let slots = match listed
+    listed
         .map(|h| hosts::merge(&h, hostname.as_deref()))
         .and_then(|h| hosts::assign(&h, np))
-    {
-        Ok(s) => s,
-        Err(e) => return usage(&e.to_string()),
-    };
+        .map_err(|e| usage(&e.to_string()))
+}
+
+/// The hosts other than this one that got a slot, in slot order, each once.
+fn remote_hosts(slots: &[hosts::Slot]) -> Vec<String> {
     let mut remote_hosts: Vec<String> = Vec::new();
     for s in slots.iter().filter(|s| s.host != "localhost") {
         if !remote_hosts.contains(&s.host) {
             remote_hosts.push(s.host.clone());
         }
     }
+    remote_hosts
+}
 
+/// The job secret: `HOROVOD_SECRET_KEY` when set, else a fresh one.
+fn secret_from_env() -> Step<Vec<u8>> {
     let from_env = match std::env::var_os("HOROVOD_SECRET_KEY") {
         None => None,
         Some(v) => match v.into_string() {
             Ok(s) => Some(s),
-            Err(_) => return usage("HOROVOD_SECRET_KEY is set but is not hex"),
+            Err(_) => return Err(usage("HOROVOD_SECRET_KEY is set but is not hex")),
         },
     };
-    let secret = match env::job_secret(from_env.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return usage(&e),
-    };
+    env::job_secret(from_env.as_deref()).map_err(|e| usage(&e))
+}
 
+/// Our ssh settings from the flags; with remote hosts, a control directory and the hosts whose
+/// ranks can share one multiplexed connection.
+fn ssh_options(
+    args: &cli::Args,
+    slots: &[hosts::Slot],
+    remote_hosts: &[String],
+) -> launch_ssh::SshOptions {
     let mut ssh = launch_ssh::SshOptions {
         port: args.ssh_port,
         identity: args.ssh_identity_file.clone(),
@@ -117,77 +171,90 @@ fn main() -> ExitCode {
             .cloned()
             .collect();
     }
-    let listen_ip = match listen_ip(&args, &remote_hosts, &ssh) {
-        Ok(ip) => ip,
-        Err(e) => {
-            eprintln!("horovodrun: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    // mpirun's own ssh reaches the other hosts, with these options from our ssh flags.
-    let mpi_ssh = if args.mpi {
-        match launch_mpi::ssh_options(
-            args.ssh_port,
-            args.ssh_identity_file.as_deref(),
-            args.ssh_config_file.as_deref(),
-            args.start_timeout,
-        ) {
-            Ok(o) => o,
-            Err(e) => {
-                ssh.close();
-                return usage(&e);
-            }
-        }
-    } else {
-        Vec::new()
-    };
+    ssh
+}
+
+/// The ssh options mpirun passes on, from our ssh flags.
+fn mpi_ssh_options(args: &cli::Args) -> Step<Vec<String>> {
+    launch_mpi::ssh_options(
+        args.ssh_port,
+        args.ssh_identity_file.as_deref(),
+        args.ssh_config_file.as_deref(),
+        args.start_timeout,
+    )
+    .map_err(|e| usage(&e))
+}
+
+/// Fails, naming them, when remote hosts do not answer ssh within the start timeout.
+fn check_reachable(
+    args: &cli::Args,
+    ssh: &launch_ssh::SshOptions,
+    remote_hosts: &[String],
+) -> Step<()> {
     // Also before mpirun, as Horovod does: a host that does not answer is named here, where
     // mpirun would print a generic daemon failure (Open MPI) or hang (MPICH's Hydra).
-    if !remote_hosts.is_empty() {
-        let bad =
-            launch_ssh::unreachable(&ssh, &remote_hosts, Duration::from_secs(args.start_timeout));
-        if !bad.is_empty() {
-            eprintln!(
-                "horovodrun: {} of {} hosts cannot be reached over ssh within {} s (--start-timeout); no rank was started:",
-                bad.len(),
-                remote_hosts.len(),
-                args.start_timeout
-            );
-            for (h, why) in &bad {
-                eprintln!("horovodrun:   {h}: {why}");
-            }
-            ssh.close();
-            return ExitCode::from(1);
+    if remote_hosts.is_empty() {
+        return Ok(());
+    }
+    let bad = launch_ssh::unreachable(ssh, remote_hosts, Duration::from_secs(args.start_timeout));
+    if !bad.is_empty() {
+        eprintln!(
+            "horovodrun: {} of {} hosts cannot be reached over ssh within {} s (--start-timeout); no rank was started:",
+            bad.len(),
+            remote_hosts.len(),
+            args.start_timeout
+        );
+        for (h, why) in &bad {
+            eprintln!("horovodrun:   {h}: {why}");
         }
-        tracing::info!(hosts = ?remote_hosts, "every host answered ssh");
+        return Err(ExitCode::from(1));
     }
+    tracing::info!(hosts = ?remote_hosts, "every host answered ssh");
+    Ok(())
+}
 
-    if args.mpi {
-        let plan = launch_mpi::MpiPlan {
-            command: args.command.clone(),
-            np,
-            hosts: launch_mpi::MpiPlan::hosts_of(&slots),
-            listen_ip,
-            nic: args.network_interface.clone(),
-            start_timeout_secs: args.start_timeout,
-            extra_env: extra_env(&args),
-            extra_args: args
-                .mpi_args
-                .as_deref()
-                .unwrap_or("")
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
-            ssh: mpi_ssh,
-            ssh_given: args.ssh_port.is_some()
-                || args.ssh_identity_file.is_some()
-                || args.ssh_config_file.is_some(),
-        };
-        ssh.close();
-        let code = launch_mpi::run(&plan, &secret);
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
-    }
+/// Starts the job with mpirun and waits for it.
+fn run_mpi(
+    args: &cli::Args,
+    np: u32,
+    slots: &[hosts::Slot],
+    listen_ip: IpAddr,
+    mpi_ssh: Vec<String>,
+    secret: &[u8],
+) -> ExitCode {
+    let plan = launch_mpi::MpiPlan {
+        command: args.command.clone(),
+        np,
+        hosts: launch_mpi::MpiPlan::hosts_of(slots),
+        listen_ip,
+        nic: args.network_interface.clone(),
+        start_timeout_secs: args.start_timeout,
+        extra_env: extra_env(args),
+        extra_args: args
+            .mpi_args
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        ssh: mpi_ssh,
+        ssh_given: args.ssh_port.is_some()
+            || args.ssh_identity_file.is_some()
+            || args.ssh_config_file.is_some(),
+    };
+    let code = launch_mpi::run(&plan, secret);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
 
+/// Starts the ranks ourselves (here and over ssh) and waits for them.
+fn run_local(
+    args: &cli::Args,
+    np: u32,
+    slots: Vec<hosts::Slot>,
+    listen_ip: IpAddr,
+    ssh: &launch_ssh::SshOptions,
+    secret: &[u8],
+) -> ExitCode {
     let plan = launch_local::Plan {
         command: args.command.clone(),
         np,
@@ -197,12 +264,11 @@ fn main() -> ExitCode {
         listen_ip,
         nic: args.network_interface.clone(),
         ssh: ssh.clone(),
-        extra_env: extra_env(&args),
+        extra_env: extra_env(args),
         output_dir: args.output_filename.clone(),
     };
     tracing::info!(np = plan.np, command = ?plan.command, %listen_ip, "launching ranks");
-    let code = launch_local::run(&plan, &secret);
-    ssh.close();
+    let code = launch_local::run(&plan, secret);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 

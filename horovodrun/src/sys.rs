@@ -33,6 +33,19 @@ pub(crate) fn signal_group(pgid: u32, sig: i32) -> io::Result<()> {
     }
 }
 
+/// Sends `sig` to our child `pid`, which must not have been reaped yet (else the pid may
+/// name another process); errors are ignored: a child that already ended needs no signal.
+pub(crate) fn signal_child(pid: libc::pid_t, sig: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Whether we run as root (mpirun wants to be told it may).
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    (unsafe { libc::geteuid() }) == 0
+}
+
 /// True while any process is left in the group `pgid`.
 pub(crate) fn group_alive(pgid: u32) -> bool {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else {

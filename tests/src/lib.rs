@@ -1,5 +1,7 @@
 //! Helpers for the multi-process tests: find the binaries, run a job, read its output.
 
+#![forbid(unsafe_code)]
+
 pub mod netns;
 
 use std::path::PathBuf;

@@ -9,6 +9,8 @@
 //! header line says which one ran. `--raw` times the chosen collectives directly, without the
 //! engine (allreduce only).
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;

@@ -208,7 +208,11 @@ fn uniform(
 /// declaration `Config` uses, so a bad value fails here as it would there.
 fn mpi_carries(vars: &HashMap<String, String>, launcher: &str) -> Result<bool, Error> {
     let controller = Tuning::read(&Vars(vars))?.controller;
-    Ok(crate::backend::MPI_BUILT && launcher.starts_with("mpirun") && controller != Controller::Tcp)
+    Ok(
+        crate::backend::MPI_BUILT
+            && launcher.starts_with("mpirun")
+            && controller != Controller::Tcp,
+    )
 }
 
 fn missing_addr(launcher: &str) -> Error {

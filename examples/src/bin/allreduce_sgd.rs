@@ -4,6 +4,8 @@
 //! squared error on its shard, the ranks average their gradients with an allreduce, and each
 //! applies the same update, so the parameters stay identical everywhere.
 
+#![forbid(unsafe_code)]
+
 use hora::ReduceOp;
 
 /// Features per sample.

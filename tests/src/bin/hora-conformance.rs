@@ -6,6 +6,8 @@
 //! table on the chosen collectives directly, without the engine. Each rank prints
 //! `rank R: collectives conformance over T OK` or its first wrong result, and exits non-zero.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 

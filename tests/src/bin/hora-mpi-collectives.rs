@@ -11,6 +11,8 @@
 //! exits non-zero (aborting its transport, so its peers fail instead of hanging).
 //! `HORA_CONFORMANCE_FAIL=R` makes rank R fail on purpose, to check that the job then ends.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;

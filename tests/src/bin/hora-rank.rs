@@ -3,6 +3,8 @@
 //! Every scenario checks its own results and exits non-zero with a message on the first wrong
 //! value, so a test only has to look at exit codes and output lines.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -32,6 +32,8 @@
 //! What this crate does *not* do: connection set-up across machines, authentication or
 //! rendezvous (those belong to each concrete transport and to `hora`'s store).
 
+#![forbid(unsafe_code)]
+
 mod collectives;
 mod error;
 pub mod handshake;

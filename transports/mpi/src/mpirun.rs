@@ -40,6 +40,13 @@ impl Mpirun {
     /// `HORA_MPIRUN` if set, else the first `mpirun` on `PATH`; `Ok(None)` when there is none.
     /// Fails when `HORA_MPIRUN` names no executable or the file is neither flavour.
     pub fn find() -> Result<Option<Self>, String> {
+        Self::locate()?.map(Self::at).transpose()
+    }
+
+    /// Where [`Mpirun::find`] looks, without asking the file its flavour: `HORA_MPIRUN` if set,
+    /// else the first `mpirun` on `PATH` (symlinks resolved); `Ok(None)` when there is none.
+    /// Fails when `HORA_MPIRUN` names no executable.
+    pub fn locate() -> Result<Option<PathBuf>, String> {
         if let Some(p) = std::env::var_os("HORA_MPIRUN").filter(|p| !p.is_empty()) {
             let p = PathBuf::from(p);
             if !is_executable(&p) {
@@ -48,18 +55,15 @@ impl Mpirun {
                     p.display()
                 ));
             }
-            return Self::at(p).map(Some);
+            return Ok(Some(p));
         }
         let path = std::env::var_os("PATH").unwrap_or_default();
-        match std::env::split_paths(&path)
+        Ok(std::env::split_paths(&path)
             .map(|d| d.join("mpirun"))
             .find(|p| is_executable(p))
-        {
             // Open MPI derives its install prefix from the path it was started by; Debian's
             // alternatives symlinks would give it a wrong one.
-            Some(p) => Self::at(std::fs::canonicalize(&p).unwrap_or(p)).map(Some),
-            None => Ok(None),
-        }
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p)))
     }
 
     /// The `mpirun` at `path`, its flavour asked of `--version`.

@@ -22,9 +22,7 @@
 //! the ranks they wait for.
 
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,6 +30,9 @@ use hora_transport::{AdaptiveSpin, Rank, TransportError};
 use parking::Mutex;
 
 use crate::sys;
+use setup::{Layout, Meeting, Peers, create_segment, effective_spin, map_peers};
+
+mod setup;
 
 /// A tiny mutex over `std::sync::Mutex` that ignores poisoning (a panicking collective leaves
 /// no half-updated state behind that a later call could misread).
@@ -188,214 +189,37 @@ impl ShmGroup {
     /// Creates this rank's segment, meets the other ranks and maps theirs. Every rank of the
     /// group must call it with the same `job`, `size`, `slice_bytes` and `depth`.
     pub fn connect(cfg: &ShmConfig) -> Result<Self, TransportError> {
-        let (rank, size) = (cfg.rank, cfg.size);
-        if size == 0 || rank >= size {
-            return Err(TransportError::InvalidPeer {
-                peer: rank,
-                size,
-                me: rank,
-            });
-        }
-        let slice = cfg.slice_bytes.max(64).div_ceil(64) * 64;
-        let depth = cfg.depth.max(1);
-        let ring = cfg.ring_bytes.div_ceil(64) * 64;
-        let seg_len = HEADER_BYTES
-            + depth * size * slice
-            + size * std::mem::size_of::<PairLines>()
-            + size * ring;
-        let deadline = hora_transport::deadline_after(cfg.connect_timeout);
-
-        let fd = sys::memfd(&format!("hora-shm-{rank}"), seg_len)
-            .map_err(|e| io_err(format!("cannot create a shared-memory segment: {e}"), None))?;
-        let own = sys::Mapping::map(&fd, seg_len)
-            .map_err(|e| io_err(format!("cannot map a {seg_len}-byte segment: {e}"), None))?;
-        {
-            // SAFETY: the mapping is at least HEADER_BYTES long, page aligned, and Header holds
-            // only atomics (valid for any bytes); nobody else can see it yet.
-            let h = unsafe { &*own.ptr().cast::<Header>() };
-            h.shape.0[0].store(size as u64, Ordering::Relaxed);
-            h.shape.0[1].store(slice as u64, Ordering::Relaxed);
-            h.shape.0[2].store(depth as u64, Ordering::Relaxed);
-            h.shape.0[3].store(ring as u64, Ordering::Relaxed);
-            h.magic.0.store(MAGIC, Ordering::Release);
-        }
-
-        let name = |r: Rank| format!("{}/{r}", cfg.job);
-        let listener = if rank + 1 < size {
-            let addr = SocketAddr::from_abstract_name(name(rank).as_bytes())
-                .map_err(|e| io_err(format!("bad job name {:?}: {e}", cfg.job), None))?;
-            let l = UnixListener::bind_addr(&addr).map_err(|e| {
-                io_err(
-                    format!("cannot listen on the abstract socket {:?}: {e}", name(rank)),
-                    None,
-                )
-            })?;
-            l.set_nonblocking(true)
-                .map_err(|e| io_err(format!("listener: {e}"), None))?;
-            Some(l)
-        } else {
-            None
+        let layout = Layout::of(cfg)?;
+        let (fd, own) = create_segment(&layout)?;
+        let meeting = Meeting {
+            cfg,
+            layout: &layout,
+            deadline: hora_transport::deadline_after(cfg.connect_timeout),
         };
-
-        let announce = |r: Rank| -> [u8; 16] {
-            let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&MAGIC.to_le_bytes());
-            b[8..].copy_from_slice(&(r as u64).to_le_bytes());
-            b
-        };
-        let parse = |b: &[u8; 16], from: &str| -> Result<Rank, TransportError> {
-            let magic = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-            let r = u64::from_le_bytes(b[8..].try_into().expect("8 bytes")) as usize;
-            if magic != MAGIC || r >= size || r == rank {
-                return Err(io_err(
-                    format!("unexpected shared-memory hello from {from}: rank {r}"),
-                    None,
-                ));
-            }
-            Ok(r)
-        };
-        let check_user = |s: &UnixStream, peer: Option<Rank>| -> Result<(), TransportError> {
-            let (_, uid) =
-                sys::peer_cred(s).map_err(|e| io_err(format!("SO_PEERCRED: {e}"), peer))?;
-            if uid != sys::euid() {
-                return Err(TransportError::AuthFailed {
-                    peer,
-                    detail: format!("shared-memory peer runs as uid {uid}, not ours"),
-                });
-            }
-            Ok(())
-        };
-        let remaining = |peer: Option<Rank>| -> Result<Duration, TransportError> {
-            deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| TransportError::Timeout {
-                    peer,
-                    after: cfg.connect_timeout,
-                    what: "shared-memory set-up".into(),
-                })
-        };
-
-        let mut fds: Vec<Option<std::os::fd::OwnedFd>> = (0..size).map(|_| None).collect();
-        let mut socks: Vec<Option<UnixStream>> = (0..size).map(|_| None).collect();
-        // Lower ranks: we dial, send ours, receive theirs.
-        for p in 0..rank {
-            let addr = SocketAddr::from_abstract_name(name(p).as_bytes())
-                .map_err(|e| io_err(e, Some(p)))?;
-            let s = loop {
-                match UnixStream::connect_addr(&addr) {
-                    Ok(s) => break s,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
-                        ) =>
-                    {
-                        remaining(Some(p))?;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err(e) => return Err(io_err(format!("connect: {e}"), Some(p))),
-                }
-            };
-            check_user(&s, Some(p))?;
-            s.set_read_timeout(Some(remaining(Some(p))?))
-                .map_err(|e| io_err(e, Some(p)))?;
-            sys::send_fd(&s, &announce(rank), fd.as_raw_fd())
-                .map_err(|e| io_err(format!("sending our segment: {e}"), Some(p)))?;
-            let mut hello = [0u8; 16];
-            let pfd = sys::recv_fd(&s, &mut hello)
-                .map_err(|e| io_err(format!("receiving its segment: {e}"), Some(p)))?;
-            if parse(&hello, &format!("rank {p}"))? != p {
-                return Err(io_err("answered with the wrong rank", Some(p)));
-            }
-            fds[p] = Some(pfd);
-            socks[p] = Some(s);
-        }
-        // Higher ranks dial us.
+        let listener = meeting.listen()?;
+        let mut peers = Peers::new(layout.size);
+        meeting.dial_lower(&fd, &mut peers)?;
         if let Some(l) = &listener {
-            let mut missing = size - 1 - rank;
-            while missing > 0 {
-                let s = match l.accept() {
-                    Ok((s, _)) => s,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        remaining(None)?;
-                        std::thread::sleep(Duration::from_millis(1));
-                        continue;
-                    }
-                    Err(e) => return Err(io_err(format!("accept: {e}"), None)),
-                };
-                s.set_nonblocking(false).map_err(|e| io_err(e, None))?;
-                check_user(&s, None)?;
-                s.set_read_timeout(Some(remaining(None)?))
-                    .map_err(|e| io_err(e, None))?;
-                let mut hello = [0u8; 16];
-                let pfd = sys::recv_fd(&s, &mut hello)
-                    .map_err(|e| io_err(format!("receiving a segment: {e}"), None))?;
-                let p = parse(&hello, "a connecting rank")?;
-                if p < rank || fds[p].is_some() {
-                    return Err(io_err(format!("duplicate hello from rank {p}"), Some(p)));
-                }
-                sys::send_fd(&s, &announce(rank), fd.as_raw_fd())
-                    .map_err(|e| io_err(format!("sending our segment: {e}"), Some(p)))?;
-                fds[p] = Some(pfd);
-                socks[p] = Some(s);
-                missing -= 1;
-            }
+            meeting.accept_higher(l, &fd, &mut peers)?;
         }
         drop(listener);
-
-        let mut maps = Vec::with_capacity(size);
-        for (p, pfd) in fds.into_iter().enumerate() {
-            if p == rank {
-                maps.push(None);
-                continue;
-            }
-            let pfd = pfd.expect("every peer answered");
-            let m = sys::Mapping::map(&pfd, seg_len)
-                .map_err(|e| io_err(format!("cannot map rank {p}'s segment: {e}"), Some(p)))?;
-            // SAFETY: as for our own header: mapped, aligned, atomics only.
-            let h = unsafe { &*m.ptr().cast::<Header>() };
-            let shape = [0, 1, 2, 3].map(|i| h.shape.0[i].load(Ordering::Relaxed) as usize);
-            if h.magic.0.load(Ordering::Acquire) != MAGIC || shape != [size, slice, depth, ring] {
-                return Err(io_err(
-                    format!(
-                        "rank {p}'s segment has shape (size, slice, depth, ring) = {shape:?}, ours is {:?}: \
-                         every rank must use the same shared-memory settings",
-                        [size, slice, depth, ring]
-                    ),
-                    Some(p),
-                ));
-            }
-            maps.push(Some(m));
-        }
-        maps[rank] = Some(own);
-        let maps: Vec<sys::Mapping> = maps
-            .into_iter()
-            .map(|m| m.expect("every segment is mapped"))
-            .collect();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let oversubscribed = size > cores;
-        // With more ranks than cores a spinning waiter holds the core its peer needs.
-        let spin = if oversubscribed {
-            Duration::ZERO
-        } else {
-            cfg.spin
-        };
-        for s in socks.iter().flatten() {
+        let maps = map_peers(&layout, peers.fds, own)?;
+        let (spin, oversubscribed) = effective_spin(layout.size, cfg.spin);
+        for s in peers.socks.iter().flatten() {
             // Reads only ever happen in `hung_up`, which polls first; never block on them.
             let _ = s.set_read_timeout(None);
         }
         Ok(Self {
-            rank,
-            size,
-            slice,
-            depth,
-            ring,
+            rank: layout.rank,
+            size: layout.size,
+            slice: layout.slice,
+            depth: layout.depth,
+            ring: layout.ring,
             spin,
             oversubscribed,
             step_spin: AdaptiveSpin::new(spin),
             maps,
-            socks,
+            socks: peers.socks,
             step: Mutex::new(0),
             aborted: AtomicBool::new(false),
             abort_reason: Mutex::new(None),

@@ -4,6 +4,8 @@
 //! over the first n ranks of `MPI_COMM_WORLD`. Rank 0 prints a line per check and a
 //! closing `N passed, 0 failed, K skipped` line; any failure panics, which fails the whole `mpirun`.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hora_mpi::{Comm, MpiTransport};
