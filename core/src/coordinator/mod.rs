@@ -56,9 +56,10 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub(crate) use message::Request;
 pub use message::{
-    CacheInsert, DownItem, DownMsg, Plan, ProtocolError, Request, Response, ResponseError,
-    TensorInfo, UpItem, UpMsg,
+    CacheInsert, DownItem, DownMsg, Plan, ProtocolError, Response, ResponseError, TensorInfo,
+    UpItem, UpMsg,
 };
 pub use worker::Worker;
 
