@@ -18,7 +18,7 @@ mod tensor;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hora::engine::{OpOptions, request};
+use hora::engine::Op;
 use hora::{CollectiveKind, DataType, ReduceOp};
 use pyo3::prelude::*;
 
@@ -169,19 +169,11 @@ fn enqueue(
     let kind = code(&KINDS, kind, "collective", name)?;
     let dtype = code(&DTYPES, dtype, "dtype", name)?;
     let op = code(&OPS, op, "reduce op", name)?;
-    let mut req = request(
-        name,
-        kind,
-        dtype,
-        &shape,
-        op,
-        root,
-        OpOptions {
-            prescale,
-            postscale,
-        },
-    );
-    req.splits = splits;
+    let op = Op::new(kind, name, dtype, &shape)
+        .reduce_op(op)
+        .root(root as usize)
+        .scales(prescale, postscale)
+        .splits(splits);
     let data: Option<Box<dyn hora::TensorData>> = match owner {
         Some(owner) => Some(Box::new(LentTensor::new(owner, ptr, nbytes).ok_or_else(
             || {
@@ -192,25 +184,14 @@ fn enqueue(
         )?)),
         None => None,
     };
-    Ok(PyHandle::new(engine.enqueue(req, data)))
+    Ok(PyHandle::new(engine.submit(op, data)))
 }
 
 /// Declares this rank done and waits (interruptibly) until every rank has; returns the last
 /// rank to join.
 #[pyfunction]
 fn join(py: Python<'_>) -> PyResult<usize> {
-    let h = engine(py)?.enqueue(
-        request(
-            "join",
-            CollectiveKind::Join,
-            DataType::U8,
-            &[0],
-            ReduceOp::Sum,
-            0,
-            OpOptions::default(),
-        ),
-        None,
-    );
+    let h = engine(py)?.submit(Op::join(), None);
     let c = wait_interruptible(py, h, drop)?;
     c.last_joined
         .ok_or_else(|| HoraError::new_err("join completed without naming the last rank"))
