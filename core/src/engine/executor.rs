@@ -35,6 +35,9 @@ use crate::reduce;
 use crate::timeline::Timeline;
 use crate::types::{CollectiveKind, DataType, ReduceOp};
 
+#[cfg(test)]
+mod tests;
+
 /// The one place a collective's failure becomes a [`hora::Error`](Error): `op` names what ran
 /// and `tensors` the names it carried.
 pub(crate) fn collective_error(

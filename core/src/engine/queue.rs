@@ -21,6 +21,9 @@ use crate::error::Error;
 use crate::fasthash::{FastMap, FastSet};
 use crate::handle::{Completion, Handle, HandleState, TensorData};
 
+#[cfg(test)]
+mod tests;
+
 /// One operation taken from the queue for a response: its name, the caller's tensor (none for
 /// barrier and join), and the handle to complete.
 pub(crate) struct Entry {
