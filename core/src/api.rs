@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 
 use crate::backend::KeepAlive;
 use crate::config::Config;
-use crate::engine::{Engine, OpOptions};
+use crate::engine::{Engine, Op};
 use crate::error::{Error, Result};
 use crate::handle::{Element, Handle};
 use crate::types::ReduceOp;
@@ -126,15 +126,8 @@ fn shape_of<T>(v: &[T]) -> [u64; 1] {
 
 /// Starts an allreduce of `data`; the handle's completion holds the reduced `Vec<T>`.
 pub fn allreduce_async<T: Element>(name: &str, data: Vec<T>, op: ReduceOp) -> Result<Handle> {
-    let shape = shape_of(&data);
-    Ok(engine()?.allreduce_async(
-        name,
-        T::DTYPE,
-        &shape,
-        Box::new(data),
-        op,
-        OpOptions::default(),
-    ))
+    let op = Op::allreduce(name, T::DTYPE, &shape_of(&data)).reduce_op(op);
+    Ok(engine()?.submit(op, Some(Box::new(data))))
 }
 
 /// Allreduces `data` and returns the result.
@@ -144,17 +137,15 @@ pub fn allreduce<T: Element>(name: &str, data: Vec<T>, op: ReduceOp) -> Result<V
 
 /// Concatenates every rank's `data` (lengths may differ) in rank order.
 pub fn allgather<T: Element>(name: &str, data: Vec<T>) -> Result<Vec<T>> {
-    let shape = shape_of(&data);
-    let c = engine()?
-        .allgather_async(name, T::DTYPE, &shape, Box::new(data))
-        .wait()?;
+    let op = Op::allgather(name, T::DTYPE, &shape_of(&data));
+    let c = engine()?.submit(op, Some(Box::new(data))).wait()?;
     Ok(c.output.map(|o| o.to_vec()).unwrap_or_default())
 }
 
 /// Copies `root`'s `data` to every rank.
 pub fn broadcast<T: Element>(name: &str, data: Vec<T>, root: usize) -> Result<Vec<T>> {
-    let shape = shape_of(&data);
-    take_vec(engine()?.broadcast_async(name, T::DTYPE, &shape, Box::new(data), root))
+    let op = Op::broadcast(name, T::DTYPE, &shape_of(&data), root);
+    take_vec(engine()?.submit(op, Some(Box::new(data))))
 }
 
 /// Sends `splits[d]` elements to rank `d` (empty = even split); returns what arrived and how
@@ -164,10 +155,8 @@ pub fn alltoall<T: Element>(
     data: Vec<T>,
     splits: Vec<u64>,
 ) -> Result<(Vec<T>, Vec<u64>)> {
-    let shape = shape_of(&data);
-    let c = engine()?
-        .alltoall_async(name, T::DTYPE, &shape, Box::new(data), splits)
-        .wait()?;
+    let op = Op::alltoall(name, T::DTYPE, &shape_of(&data)).splits(splits);
+    let c = engine()?.submit(op, Some(Box::new(data))).wait()?;
     Ok((
         c.output.map(|o| o.to_vec()).unwrap_or_default(),
         c.received_splits,
@@ -176,18 +165,8 @@ pub fn alltoall<T: Element>(
 
 /// Reduces `data` and returns this rank's share (earlier ranks get one more when uneven).
 pub fn reducescatter<T: Element>(name: &str, data: Vec<T>, op: ReduceOp) -> Result<Vec<T>> {
-    let shape = shape_of(&data);
-    let e = engine()?;
-    let c = e
-        .reducescatter_async(
-            name,
-            T::DTYPE,
-            &shape,
-            Box::new(data),
-            op,
-            OpOptions::default(),
-        )
-        .wait()?;
+    let op = Op::reducescatter(name, T::DTYPE, &shape_of(&data)).reduce_op(op);
+    let c = engine()?.submit(op, Some(Box::new(data))).wait()?;
     Ok(c.output.map(|o| o.to_vec()).unwrap_or_default())
 }
 

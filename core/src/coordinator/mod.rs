@@ -19,7 +19,7 @@
 //!
 //! Event-driven, not in rounds. Each incoming `UpMsg` is processed at once:
 //!
-//! 1. Every item becomes a [`Request`] — sent in full, or rebuilt from a cache id (`cache.rs`).
+//! 1. Every item becomes a `Request` — sent in full, or rebuilt from a cache id (`cache.rs`).
 //! 2. The message table (`negotiate.rs`) files it under its name. A name is ready when every rank
 //!    has submitted it or joined. A ready name leaves the table and is checked for agreement
 //!    (kind, dtype, op, root, scales, shapes, alltoall splits) into one [`Response`]: the resolved
@@ -56,9 +56,10 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub(crate) use message::Request;
 pub use message::{
-    CacheInsert, DownItem, DownMsg, Plan, ProtocolError, Request, Response, ResponseError,
-    TensorInfo, UpItem, UpMsg,
+    CacheInsert, DownItem, DownMsg, Plan, ProtocolError, Response, ResponseError, TensorInfo,
+    UpItem, UpMsg,
 };
 pub use worker::Worker;
 

@@ -1,24 +1,30 @@
-//! The engine's IO shell: moves requests to the coordinator and plans back, then runs them.
+//! The engine's IO shell: moves requests to the coordinator and plans back, hands each
+//! response to the executor and completes the handles with what it returns.
 //!
-//! How it works: the loop takes newly enqueued entries, encodes them through the `Worker`
+//! How it works: the loop takes newly submitted entries from the queue, encodes them through
+//! the `Worker`
 //! (which replaces cached requests by compact ids) and sends them to rank 0 at once — there
 //! is no fixed negotiation round, so an idle job answers a single small allreduce in one
 //! round trip. Rank 0 feeds every message into the sans-IO `Coordinator`, broadcasts each
 //! `DownMsg` it produces to all ranks before running it locally, and every rank runs the
 //! resulting plans in order. Waiting happens inside the transport (spin, then sleep in the
-//! kernel); `enqueue` interrupts the wait through the transport's waker.
+//! kernel); `submit` interrupts the wait through the transport's waker.
+//!
+//! This file is the only part of the engine that does IO with control messages, owns the
+//! coordinator and decides what a failure means: a collective's error comes back from the
+//! executor as a value, and the shell names its root cause, tells the peers, and stops.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hora_transport::{Tag, Transport, TransportError, deadline_after};
 
-use super::{Entry, Shared};
+use super::executor::Executor;
+use super::queue::TensorQueue;
 use crate::collectives::Collectives;
 use crate::config::{Topology, Tuning};
-use crate::coordinator::{Coordinator, CoordinatorConfig, DownMsg, Plan, Worker};
+use crate::coordinator::{Coordinator, CoordinatorConfig, DownMsg, Plan, Response, Worker};
 use crate::error::Error;
-use crate::fasthash::FastMap;
 use crate::timeline::Timeline;
 use crate::wire;
 
@@ -36,22 +42,15 @@ pub(crate) const TAG_ABORT: Tag = Tag::new(3, 0);
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
 pub(crate) struct Background {
-    pub(super) topology: Topology,
-    pub(super) tuning: Tuning,
-    pub(super) transport: Arc<dyn Transport>,
-    pub(super) collectives: Box<dyn Collectives>,
-    pub(super) shared: Arc<Shared>,
+    topology: Topology,
+    /// Where rank 0 writes its Chrome-trace timeline, if asked for.
+    timeline_path: Option<std::path::PathBuf>,
+    transport: Arc<dyn Transport>,
+    queue: TensorQueue,
     worker: Worker,
     coordinator: Option<Coordinator>,
-    /// Submitted entries waiting for their response, by name.
-    pub(super) table: FastMap<String, Entry>,
-    /// Numbers collectives identically on every rank (tags).
-    pub(super) seq: u64,
-    /// Reused buffer for fused tensors.
-    pub(super) fusion: Vec<u8>,
+    executor: Executor,
     sent_shutdown: bool,
-    /// Rank 0's Chrome-trace timeline (disabled elsewhere or when not asked for).
-    pub(super) timeline: Timeline,
 }
 
 enum Flow {
@@ -65,7 +64,7 @@ impl Background {
         tuning: Tuning,
         transport: Arc<dyn Transport>,
         collectives: Box<dyn Collectives>,
-        shared: Arc<Shared>,
+        queue: TensorQueue,
     ) -> Self {
         let coordinator = (topology.rank == 0).then(|| {
             Coordinator::new(
@@ -82,22 +81,18 @@ impl Background {
             worker: Worker::new(topology.rank, topology.size, tuning.cache_capacity),
             coordinator,
             topology,
-            tuning,
+            timeline_path: tuning.timeline,
             transport,
-            collectives,
-            shared,
-            table: FastMap::default(),
-            seq: 0,
-            fusion: Vec::new(),
+            queue,
+            executor: Executor::new(collectives, tuning.op_timeout),
             sent_shutdown: false,
-            timeline: Timeline::disabled(),
         }
     }
 
     pub(crate) fn run(mut self) {
-        if let (0, Some(path)) = (self.topology.rank, self.tuning.timeline.clone()) {
+        if let (0, Some(path)) = (self.topology.rank, self.timeline_path.take()) {
             match Timeline::create(&path) {
-                Ok(t) => self.timeline = t,
+                Ok(t) => self.executor.set_timeline(t),
                 Err(e) => tracing::warn!("HOROVOD_TIMELINE={}: cannot create: {e}", path.display()),
             }
         }
@@ -110,13 +105,13 @@ impl Background {
                     self.tell_peers(&e);
                     // Close every connection so peers fail fast instead of waiting on us.
                     self.transport.abort(&e.to_string());
-                    self.collectives.abort(&e.to_string());
+                    self.executor.abort(&e.to_string());
                     break e;
                 }
             }
         };
-        self.fail_everything(reason);
-        self.timeline.finish();
+        self.queue.fail_everything(reason);
+        self.executor.finish();
     }
 
     fn rank(&self) -> usize {
@@ -173,8 +168,7 @@ impl Background {
     }
 
     fn peer_failure(&self, e: TransportError) -> Error {
-        let mut names: Vec<&str> = self.table.keys().map(|s| s.as_str()).collect();
-        names.sort_unstable();
+        let names = self.queue.waiting_names();
         self.with_root_cause(Error::transport(
             self.rank(),
             "negotiation",
@@ -183,14 +177,18 @@ impl Background {
         ))
     }
 
-    /// `err` (made from `e`), naming the root cause when the peer that `e` lost said why it
-    /// stopped: "rank 2 stopped: connection to rank 3 lost" rather than only "connection to
-    /// rank 2 lost", whether this rank noticed in negotiation or inside a collective.
-    pub(super) fn with_root_cause(&self, mut err: Error) -> Error {
-        if let (Some(peer), Error::Transport { cause, .. }) = (err.peer(), &mut err)
+    /// `err`, naming the root cause when the peer it lost said why it stopped: "rank 2
+    /// stopped: connection to rank 3 lost" rather than only "connection to rank 2 lost",
+    /// whether this rank noticed in negotiation or inside a collective.
+    fn with_root_cause(&self, mut err: Error) -> Error {
+        if let Error::Transport {
+            cause,
+            peer: Some(peer),
+            ..
+        } = &mut err
             && let Ok(Some((_, why))) =
                 self.transport
-                    .recv_msg(Some(peer), TAG_ABORT, Instant::now())
+                    .recv_msg(Some(*peer), TAG_ABORT, Instant::now())
         {
             *cause = format!("rank {peer} stopped: {}", String::from_utf8_lossy(&why));
         }
@@ -213,23 +211,19 @@ impl Background {
         }
     }
 
-    /// Hands newly enqueued entries (and a shutdown request) to the coordinator.
+    /// Hands newly submitted requests (and a shutdown request) to the coordinator.
     fn submit_new(&mut self) -> Result<(), Error> {
-        let (new, shutdown) = {
-            let mut inbox = self.shared.inbox.lock();
-            (std::mem::take(&mut inbox.new), inbox.shutdown)
-        };
+        let mut reqs = Vec::new();
+        let timeline = self.executor.timeline_mut();
+        let shutdown = self.queue.take_new(|req| {
+            timeline.begin(&req.name, "NEGOTIATE");
+            reqs.push(req);
+        });
         let shutdown = shutdown && !self.sent_shutdown;
-        if new.is_empty() && !shutdown {
+        if reqs.is_empty() && !shutdown {
             return Ok(());
         }
         self.sent_shutdown |= shutdown;
-        let mut reqs = Vec::with_capacity(new.len());
-        for entry in new {
-            self.timeline.begin(&entry.req.name, "NEGOTIATE");
-            reqs.push(entry.req.clone());
-            self.table.insert(entry.req.name.clone(), entry);
-        }
         let up = self.worker.submit(reqs, shutdown);
         if let Some(c) = self.coordinator.as_mut() {
             c.handle_message(Instant::now(), 0, up);
@@ -286,25 +280,22 @@ impl Background {
         Ok(Flow::Continue)
     }
 
-    /// Fails every pending and future operation with `reason`.
-    fn fail_everything(&mut self, reason: Error) {
-        let mut inbox = self.shared.inbox.lock();
-        inbox.dead = Some(reason.clone());
-        let new = std::mem::take(&mut inbox.new);
-        inbox.in_flight.clear();
-        drop(inbox);
-        for entry in new.into_iter().chain(self.table.drain().map(|(_, e)| e)) {
-            entry.handle.complete(Err(reason.clone()));
+    /// Runs one response on the executor and completes its handles; a failed collective
+    /// stops the engine with its root cause.
+    fn execute(&mut self, resp: Response) -> Result<(), Error> {
+        let entries = resp
+            .tensors
+            .iter()
+            .map(|t| self.queue.take(&t.name))
+            .collect();
+        let mut done = self.executor.run(resp, entries);
+        let stop = done.take_stop();
+        for (entry, result) in done {
+            self.queue.complete(entry, result);
         }
-    }
-
-    pub(super) fn op_deadline(&self) -> Instant {
-        deadline_after(self.tuning.op_timeout)
-    }
-
-    /// Completes an entry's handle and frees its name for reuse.
-    pub(super) fn finish(&self, entry: Entry, result: Result<crate::handle::Completion, Error>) {
-        self.shared.inbox.lock().in_flight.remove(&entry.req.name);
-        entry.handle.complete(result);
+        match stop {
+            Some(err) => Err(self.with_root_cause(err)),
+            None => Ok(()),
+        }
     }
 }

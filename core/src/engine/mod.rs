@@ -1,72 +1,52 @@
 //! The engine: one background thread per process that negotiates, fuses and runs collectives.
 //!
-//! `enqueue` hands a request and the caller's tensor to the background thread and returns a
-//! [`Handle`] at once. The background thread (see `background.rs`) is event-driven: it sends
-//! newly ready requests to the coordinator as soon as they arrive, executes each plan the
-//! coordinator broadcasts, in the same order on every rank, and completes the handles.
+//! # Design overview
+//!
+//! [`Engine::submit`] checks an [`Op`] against the job, hands it and the caller's tensor to the
+//! background thread and returns a [`Handle`] at once. The rooms, each owning its state:
+//!
+//! * `queue.rs`: the tensor queue, from submit until the handle completes (in-flight names,
+//!   shutdown, the dead engine's error, entries waiting for their response).
+//! * `background.rs`: the IO shell, and the only room that talks to other ranks about control:
+//!   queue → worker/coordinator → control messages → executor → complete handles; failures and
+//!   their root causes are decided here.
+//! * `executor.rs`: runs one resolved response over its collectives and returns what each
+//!   entry completes with; it knows nothing of the coordinator, the queue or control traffic.
+//! * `fusion_buffer.rs`: the executor's reused buffer for fused tensors.
+//! * `op.rs`: the public builder every face describes an operation with.
+//!
+//! The executor takes its rank and size from its collectives and holds no process-wide state,
+//! so a second process set, or a device (GPU) executor, is another `Executor` instance with its
+//! own collectives and fusion buffer, driven by the same shell, not a branch inside it.
+//!
+//! The background thread is event-driven: it sends newly ready requests to the coordinator as
+//! soon as they arrive, executes each plan the coordinator broadcasts, in the same order on
+//! every rank, and completes the handles.
 
 mod background;
 mod executor;
+mod fusion_buffer;
+mod op;
+mod queue;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use hora_transport::{AdaptiveSpin, Transport, Waker};
+use hora_transport::{AdaptiveSpin, Transport};
 use parking_lot::Mutex;
 
 use crate::collectives::{Collectives, Ring};
 use crate::config::{Topology, Tuning};
-use crate::coordinator::Request;
 use crate::error::{Error, Result};
-use crate::fasthash::FastSet;
-use crate::handle::{Handle, HandleState, TensorData};
-use crate::types::{CollectiveKind, DataType, ReduceOp};
+use crate::handle::{Handle, TensorData};
+use crate::types::{DataType, ReduceOp};
 
-/// One submitted operation waiting for the coordinator's go.
-pub(crate) struct Entry {
-    pub(crate) req: Request,
-    pub(crate) data: Option<Box<dyn TensorData>>,
-    pub(crate) handle: Arc<HandleState>,
-}
-
-#[derive(Default)]
-pub(crate) struct Inbox {
-    pub(crate) new: Vec<Entry>,
-    pub(crate) in_flight: FastSet<String>,
-    pub(crate) shutdown: bool,
-    /// Set once the background thread has stopped; later calls fail with it.
-    pub(crate) dead: Option<Error>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) inbox: Mutex<Inbox>,
-    pub(crate) waker: Waker,
-    /// Spin budget of callers waiting on handles, shared by all of this rank's handles.
-    pub(crate) spin: Arc<AdaptiveSpin>,
-}
-
-/// Options of one operation beyond its name and data.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OpOptions {
-    /// Multiply the input by this before reducing.
-    pub prescale: f64,
-    /// Multiply the result by this after reducing.
-    pub postscale: f64,
-}
-
-impl Default for OpOptions {
-    fn default() -> Self {
-        Self {
-            prescale: 1.0,
-            postscale: 1.0,
-        }
-    }
-}
+pub use op::{Op, OpOptions};
 
 /// A running hora engine for one rank.
 pub struct Engine {
     topology: Topology,
-    shared: Arc<Shared>,
+    queue: queue::Submitter,
     thread: Mutex<Option<JoinHandle<()>>>,
     barrier_seq: std::sync::atomic::AtomicU64,
 }
@@ -108,24 +88,32 @@ impl Engine {
                 topology.size
             )));
         }
-        let shared = Arc::new(Shared {
-            inbox: Mutex::new(Inbox::default()),
-            waker: transport.waker(),
-            spin: Arc::new(AdaptiveSpin::yielding(tuning.spin)),
-        });
+        let (submitter, queue) = queue::new(
+            topology.rank,
+            transport.waker(),
+            Arc::new(AdaptiveSpin::yielding(tuning.spin)),
+        );
         let collectives: Box<dyn Collectives> = match collectives {
             Some(c) => c,
             None => Box::new(Ring::new(transport.clone()).with_segment_bytes(tuning.segment_bytes)),
         };
-        let bg =
-            background::Background::new(topology, tuning, transport, collectives, shared.clone());
+        if collectives.rank() != topology.rank || collectives.size() != topology.size {
+            return Err(Error::Bug(format!(
+                "collectives are rank {}/{} but the topology says {}/{}",
+                collectives.rank(),
+                collectives.size(),
+                topology.rank,
+                topology.size
+            )));
+        }
+        let bg = background::Background::new(topology, tuning, transport, collectives, queue);
         let thread = std::thread::Builder::new()
             .name(format!("hora-engine-{}", topology.rank))
             .spawn(move || bg.run())
             .map_err(|e| Error::Bug(format!("cannot start the engine thread: {e}")))?;
         Ok(Self {
             topology,
-            shared,
+            queue: submitter,
             thread: Mutex::new(Some(thread)),
             barrier_seq: std::sync::atomic::AtomicU64::new(0),
         })
@@ -136,86 +124,15 @@ impl Engine {
         self.topology
     }
 
-    /// Submits one operation; returns at once. The low-level form every other call uses.
-    pub fn enqueue(&self, req: Request, data: Option<Box<dyn TensorData>>) -> Handle {
-        let rank = self.topology.rank;
-        if let Some(d) = &data {
-            let expected = req.shape.iter().product::<u64>() as usize * req.dtype.size();
-            if d.bytes().len() != expected {
-                return Handle::failed(
-                    &req.name,
-                    Error::InvalidArgument {
-                        rank,
-                        tensor: req.name.clone(),
-                        detail: format!(
-                            "buffer is {} bytes but shape {:?} of {} needs {expected}",
-                            d.bytes().len(),
-                            req.shape,
-                            req.dtype
-                        ),
-                    },
-                );
-            }
+    /// Submits one operation with the caller's tensor (none for barrier and join) and returns
+    /// its handle at once; the tensor comes back in the completion. The form every other call
+    /// uses. An op that does not fit the job or the buffer gives a handle that has failed.
+    pub fn submit(&self, op: Op, data: Option<Box<dyn TensorData>>) -> Handle {
+        let lent = data.as_ref().map(|d| d.bytes().len());
+        if let Err(err) = op.check(self.topology.rank, self.topology.size, lent) {
+            return Handle::failed(op.name(), err);
         }
-        if req.kind == CollectiveKind::Broadcast && req.root as usize >= self.topology.size {
-            return Handle::failed(
-                &req.name,
-                Error::InvalidArgument {
-                    rank,
-                    tensor: req.name.clone(),
-                    detail: format!(
-                        "broadcast root {} is not a rank of this job (size {})",
-                        req.root, self.topology.size
-                    ),
-                },
-            );
-        }
-        if req.kind == CollectiveKind::Alltoall && !req.splits.is_empty() {
-            let rows = req.shape.first().copied().unwrap_or(0);
-            if req.splits.len() != self.topology.size || req.splits.iter().sum::<u64>() != rows {
-                return Handle::failed(
-                    &req.name,
-                    Error::InvalidArgument {
-                        rank,
-                        tensor: req.name.clone(),
-                        detail: format!(
-                            "alltoall splits {:?} must have one entry per rank ({}) summing to dim 0 ({rows})",
-                            req.splits, self.topology.size
-                        ),
-                    },
-                );
-            }
-        }
-        let state = HandleState::new(req.name.clone(), self.shared.spin.clone());
-        let handle = Handle::new(state.clone());
-        {
-            let mut inbox = self.shared.inbox.lock();
-            if let Some(err) = &inbox.dead {
-                state.complete(Err(err.clone()));
-                return handle;
-            }
-            if inbox.shutdown {
-                state.complete(Err(Error::ShutDown { rank, reason: None }));
-                return handle;
-            }
-            if !inbox.in_flight.insert(req.name.clone()) {
-                state.complete(Err(Error::InvalidArgument {
-                    rank,
-                    tensor: req.name.clone(),
-                    detail: "an operation with this name is already in flight on this rank; \
-                             names must be unique until their handle completes"
-                        .to_string(),
-                }));
-                return handle;
-            }
-            inbox.new.push(Entry {
-                req,
-                data,
-                handle: state,
-            });
-        }
-        self.shared.waker.wake();
-        handle
+        self.queue.push(op.req, data)
     }
 
     /// Starts an allreduce of `data` (any [`TensorData`]) and returns its handle.
@@ -228,10 +145,10 @@ impl Engine {
         op: ReduceOp,
         opts: OpOptions,
     ) -> Handle {
-        self.enqueue(
-            request(name, CollectiveKind::Allreduce, dtype, shape, op, 0, opts),
-            Some(data),
-        )
+        let op = Op::allreduce(name, dtype, shape)
+            .reduce_op(op)
+            .options(opts);
+        self.submit(op, Some(data))
     }
 
     /// Starts an allgather (rank-dependent first dimension allowed).
@@ -242,16 +159,7 @@ impl Engine {
         shape: &[u64],
         data: Box<dyn TensorData>,
     ) -> Handle {
-        let req = request(
-            name,
-            CollectiveKind::Allgather,
-            dtype,
-            shape,
-            ReduceOp::Sum,
-            0,
-            OpOptions::default(),
-        );
-        self.enqueue(req, Some(data))
+        self.submit(Op::allgather(name, dtype, shape), Some(data))
     }
 
     /// Starts a broadcast from `root` (in place).
@@ -263,16 +171,7 @@ impl Engine {
         data: Box<dyn TensorData>,
         root: usize,
     ) -> Handle {
-        let req = request(
-            name,
-            CollectiveKind::Broadcast,
-            dtype,
-            shape,
-            ReduceOp::Sum,
-            root as u32,
-            OpOptions::default(),
-        );
-        self.enqueue(req, Some(data))
+        self.submit(Op::broadcast(name, dtype, shape, root), Some(data))
     }
 
     /// Starts an alltoall; `splits[d]` rows of dim 0 go to rank `d` (empty = even split).
@@ -284,17 +183,7 @@ impl Engine {
         data: Box<dyn TensorData>,
         splits: Vec<u64>,
     ) -> Handle {
-        let mut req = request(
-            name,
-            CollectiveKind::Alltoall,
-            dtype,
-            shape,
-            ReduceOp::Sum,
-            0,
-            OpOptions::default(),
-        );
-        req.splits = splits;
-        self.enqueue(req, Some(data))
+        self.submit(Op::alltoall(name, dtype, shape).splits(splits), Some(data))
     }
 
     /// Starts a reducescatter: reduce, then rank r keeps its share of dim 0.
@@ -307,18 +196,10 @@ impl Engine {
         op: ReduceOp,
         opts: OpOptions,
     ) -> Handle {
-        self.enqueue(
-            request(
-                name,
-                CollectiveKind::Reducescatter,
-                dtype,
-                shape,
-                op,
-                0,
-                opts,
-            ),
-            Some(data),
-        )
+        let op = Op::reducescatter(name, dtype, shape)
+            .reduce_op(op)
+            .options(opts);
+        self.submit(op, Some(data))
     }
 
     /// Blocks until every rank calls barrier.
@@ -326,31 +207,14 @@ impl Engine {
         let n = self
             .barrier_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let req = request(
-            &format!("barrier.{n}"),
-            CollectiveKind::Barrier,
-            DataType::U8,
-            &[0],
-            ReduceOp::Sum,
-            0,
-            OpOptions::default(),
-        );
-        self.enqueue(req, None).wait().map(|_| ())
+        let op = Op::barrier(format!("barrier.{n}"));
+        self.submit(op, None).wait().map(|_| ())
     }
 
     /// Declares that this rank has no more work: it takes part in other ranks' collectives with
     /// neutral input until every rank has joined. Returns the last rank to join.
     pub fn join(&self) -> Result<usize> {
-        let req = request(
-            "join",
-            CollectiveKind::Join,
-            DataType::U8,
-            &[0],
-            ReduceOp::Sum,
-            0,
-            OpOptions::default(),
-        );
-        let c = self.enqueue(req, None).wait()?;
+        let c = self.submit(Op::join(), None).wait()?;
         c.last_joined
             .ok_or_else(|| Error::Bug("join completed without a last rank".into()))
     }
@@ -358,8 +222,7 @@ impl Engine {
     /// Stops the engine: pending operations fail with `ShutDown` on every rank.
     /// Waits for the background thread to finish.
     pub fn shutdown(&self) {
-        self.shared.inbox.lock().shutdown = true;
-        self.shared.waker.wake();
+        self.queue.shutdown();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
@@ -369,29 +232,6 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// Builds a request with the common fields.
-pub fn request(
-    name: &str,
-    kind: CollectiveKind,
-    dtype: DataType,
-    shape: &[u64],
-    op: ReduceOp,
-    root: u32,
-    opts: OpOptions,
-) -> Request {
-    Request {
-        name: name.to_string(),
-        kind,
-        dtype,
-        shape: shape.to_vec(),
-        op,
-        root,
-        prescale: opts.prescale,
-        postscale: opts.postscale,
-        splits: Vec::new(),
     }
 }
 

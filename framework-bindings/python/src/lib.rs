@@ -18,7 +18,7 @@ mod tensor;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hora::engine::{OpOptions, request};
+use hora::engine::Op;
 use hora::{CollectiveKind, DataType, ReduceOp};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -100,25 +100,6 @@ fn invalid(py: Python<'_>, rank: usize, name: &str, detail: String) -> PyErr {
             detail,
         },
     )
-}
-
-/// The one place this crate builds the coordinator's request and submits it.
-#[allow(clippy::too_many_arguments)]
-fn submit(
-    engine: &hora::Engine,
-    name: &str,
-    kind: CollectiveKind,
-    dtype: DataType,
-    shape: &[u64],
-    op: ReduceOp,
-    root: u32,
-    opts: OpOptions,
-    splits: Vec<u64>,
-    data: Option<Box<dyn hora::TensorData>>,
-) -> hora::Handle {
-    let mut req = request(name, kind, dtype, shape, op, root, opts);
-    req.splits = splits;
-    engine.enqueue(req, data)
 }
 
 /// Starts hora from the launcher's environment (a no-op when already running).
@@ -206,6 +187,11 @@ fn enqueue(
         .map(|&s| u64::try_from(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| bad(format!("alltoall splits {splits:?} must not be negative")))?;
+    let op = Op::new(kind, name, dtype, &shape)
+        .reduce_op(op)
+        .root(root as usize)
+        .scales(prescale, postscale)
+        .splits(splits);
     let data: Option<Box<dyn hora::TensorData>> = match owner {
         Some(owner) => Some(Box::new(
             LentTensor::new(owner, ptr, nbytes)
@@ -214,32 +200,14 @@ fn enqueue(
         None if nbytes != 0 => return Err(bad(format!("{nbytes} bytes but no owner"))),
         None => None,
     };
-    let opts = OpOptions {
-        prescale,
-        postscale,
-    };
-    Ok(PyHandle::new(submit(
-        &engine, name, kind, dtype, &shape, op, root, opts, splits, data,
-    )))
+    Ok(PyHandle::new(engine.submit(op, data)))
 }
 
 /// Declares this rank done and waits (interruptibly) until every rank has; returns the last
 /// rank to join.
 #[pyfunction]
 fn join(py: Python<'_>) -> PyResult<usize> {
-    let engine = engine(py)?;
-    let h = submit(
-        &engine,
-        "join",
-        CollectiveKind::Join,
-        DataType::U8,
-        &[0],
-        ReduceOp::Sum,
-        0,
-        OpOptions::default(),
-        Vec::new(),
-        None,
-    );
+    let h = engine(py)?.submit(Op::join(), None);
     let c = wait_interruptible(py, h, None, drop)?;
     c.last_joined
         .ok_or_else(|| HoraError::new_err("join completed without naming the last rank"))

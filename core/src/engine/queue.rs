@@ -1,0 +1,203 @@
+//! The tensor queue: every operation of this rank from `submit` until its handle completes.
+//!
+//! It has two ends, like a channel. [`Submitter`] is the callers' end (held by the `Engine`,
+//! used from any thread): it checks that a name is not already in flight, refuses work once the
+//! engine is shut down or dead, and wakes the background thread. [`TensorQueue`] is the
+//! background thread's end: it takes the newly submitted entries, keeps them by name while the
+//! coordinator decides, hands them out when a response names them, completes their handles and,
+//! when the engine stops, fails everything still queued.
+//!
+//! Cost per operation is what the engine had before this type existed: one lock by the caller,
+//! one lock per batch to take new entries, one lock to free the name at completion, and the
+//! same name strings (the in-flight set and the waiting table use `crate::fasthash`).
+
+use std::sync::Arc;
+
+use hora_transport::{AdaptiveSpin, Waker};
+use parking_lot::Mutex;
+
+use crate::coordinator::Request;
+use crate::error::Error;
+use crate::fasthash::{FastMap, FastSet};
+use crate::handle::{Completion, Handle, HandleState, TensorData};
+
+#[cfg(test)]
+mod tests;
+
+/// One operation taken from the queue for a response: its name, the caller's tensor (none for
+/// barrier and join), and the handle to complete.
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) data: Option<Box<dyn TensorData>>,
+    pub(crate) handle: Arc<HandleState>,
+}
+
+/// A submitted operation not yet taken by the background thread.
+struct Submitted {
+    req: Request,
+    data: Option<Box<dyn TensorData>>,
+    handle: Arc<HandleState>,
+}
+
+/// An operation sent to the coordinator and waiting for its response (its name is the key).
+struct Waiting {
+    data: Option<Box<dyn TensorData>>,
+    handle: Arc<HandleState>,
+}
+
+/// What callers and the background thread share, under one lock.
+#[derive(Default)]
+struct State {
+    new: Vec<Submitted>,
+    /// Names submitted and not yet completed: a second submit of one of them is refused.
+    in_flight: FastSet<String>,
+    shutdown: bool,
+    /// Set once the background thread has stopped; later submits fail with it.
+    dead: Option<Error>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    waker: Waker,
+    /// Spin budget of callers waiting on handles, shared by all of this rank's handles.
+    spin: Arc<AdaptiveSpin>,
+}
+
+/// Makes a queue whose callers wake the background thread through `waker`; handles spin up to
+/// `spin` before sleeping.
+pub(crate) fn new(rank: usize, waker: Waker, spin: Arc<AdaptiveSpin>) -> (Submitter, TensorQueue) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        waker,
+        spin,
+    });
+    (
+        Submitter {
+            rank,
+            shared: shared.clone(),
+        },
+        TensorQueue {
+            shared,
+            new: Vec::new(),
+            waiting: FastMap::default(),
+        },
+    )
+}
+
+/// The callers' end of the queue.
+pub(crate) struct Submitter {
+    rank: usize,
+    shared: Arc<Shared>,
+}
+
+impl Submitter {
+    /// Queues `req` (already checked against the job) and returns its handle; a name already
+    /// in flight, a shut-down or a dead engine give a handle that has already failed.
+    pub(crate) fn push(&self, req: Request, data: Option<Box<dyn TensorData>>) -> Handle {
+        let state = HandleState::new(req.name.clone(), self.shared.spin.clone());
+        let handle = Handle::new(state.clone());
+        {
+            let mut s = self.shared.state.lock();
+            let refused = if let Some(err) = &s.dead {
+                Some(err.clone())
+            } else if s.shutdown {
+                Some(Error::ShutDown {
+                    rank: self.rank,
+                    reason: None,
+                })
+            } else if !s.in_flight.insert(req.name.clone()) {
+                Some(Error::InvalidArgument {
+                    rank: self.rank,
+                    tensor: req.name.clone(),
+                    detail: "an operation with this name is already in flight on this rank; \
+                             names must be unique until their handle completes"
+                        .to_string(),
+                })
+            } else {
+                None
+            };
+            if let Some(err) = refused {
+                drop(s);
+                state.complete(Err(err));
+                return handle;
+            }
+            s.new.push(Submitted {
+                req,
+                data,
+                handle: state,
+            });
+        }
+        self.shared.waker.wake();
+        handle
+    }
+
+    /// Asks the background thread to shut the job down; later submits fail with `ShutDown`.
+    pub(crate) fn shutdown(&self) {
+        self.shared.state.lock().shutdown = true;
+        self.shared.waker.wake();
+    }
+}
+
+/// The background thread's end of the queue.
+pub(crate) struct TensorQueue {
+    shared: Arc<Shared>,
+    /// Swapped with the shared list of new entries, so neither side reallocates per batch.
+    new: Vec<Submitted>,
+    /// Entries whose requests went to the coordinator, by name, until a response names them.
+    waiting: FastMap<String, Waiting>,
+}
+
+impl TensorQueue {
+    /// Takes the newly submitted entries: each request goes to `sink` (for the coordinator) and
+    /// its entry waits here for the response. Returns whether a shutdown was asked for.
+    pub(crate) fn take_new(&mut self, mut sink: impl FnMut(Request)) -> bool {
+        let shutdown = {
+            let mut s = self.shared.state.lock();
+            std::mem::swap(&mut s.new, &mut self.new);
+            s.shutdown
+        };
+        for Submitted { req, data, handle } in self.new.drain(..) {
+            self.waiting
+                .insert(req.name.clone(), Waiting { data, handle });
+            sink(req);
+        }
+        shutdown
+    }
+
+    /// The entry a response names, if this rank submitted it (a joined rank has none).
+    pub(crate) fn take(&mut self, name: &str) -> Option<Entry> {
+        self.waiting.remove_entry(name).map(|(name, w)| Entry {
+            name,
+            data: w.data,
+            handle: w.handle,
+        })
+    }
+
+    /// The names waiting for a response, sorted (for error messages).
+    pub(crate) fn waiting_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.waiting.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Completes an entry's handle and frees its name for reuse.
+    pub(crate) fn complete(&self, entry: Entry, result: Result<Completion, Error>) {
+        self.shared.state.lock().in_flight.remove(&entry.name);
+        entry.handle.complete(result);
+    }
+
+    /// Fails every queued and future operation with `reason` (the engine has stopped).
+    pub(crate) fn fail_everything(&mut self, reason: Error) {
+        let mut s = self.shared.state.lock();
+        s.dead = Some(reason.clone());
+        let new = std::mem::take(&mut s.new);
+        s.in_flight.clear();
+        drop(s);
+        for entry in new {
+            entry.handle.complete(Err(reason.clone()));
+        }
+        for (_, entry) in self.waiting.drain() {
+            entry.handle.complete(Err(reason.clone()));
+        }
+    }
+}
