@@ -13,7 +13,7 @@
 //! `hora_transport::Collectives` with `runs()` saying which calls it takes; a file here wires
 //! it from the configuration and wraps it as `Dispatch::new(native, ring)`, so argument checks
 //! and the fallback to the ring come for free; `connect` below gets one more branch and
-//! [`crate::build_info`] one more row. See docs/engine.md.
+//! [`crate::build_info()`] one more row. See docs/engine.md.
 
 mod hierarchical;
 mod mpi;

@@ -8,7 +8,7 @@ use super::{Collectives, Seq, allreduce_scaled, call_err, deadline, input, mix, 
 use crate::types::{DataType, ReduceOp};
 
 /// One allreduce of this rank's [`input`] (prescaled and postscaled by `scale`) checked
-/// against the [`reference`]; `what` names it in a failure.
+/// against the [`reference()`]; `what` names it in a failure.
 #[allow(clippy::too_many_arguments)]
 fn check_allreduce(
     c: &dyn Collectives,

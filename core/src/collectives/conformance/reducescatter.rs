@@ -36,7 +36,7 @@ pub fn reducescatter_uneven(c: &dyn Collectives, seq: &mut Seq) -> Result<(), St
 }
 
 /// One reducescatter of this rank's [`input`] into blocks of `elems[r]` elements for rank
-/// `r`, checked against this rank's block of the [`reference`].
+/// `r`, checked against this rank's block of the [`reference()`].
 fn check_reducescatter(
     c: &dyn Collectives,
     seq: &mut Seq,
