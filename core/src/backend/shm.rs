@@ -21,20 +21,19 @@ type Wired = (Arc<dyn Transport>, Box<dyn Collectives>);
 pub(super) fn connect(config: &Config, store: &dyn Store, prefix: &str) -> Result<Wired, Error> {
     let topo = config.topology;
     let (rank, size) = (topo.rank, topo.size);
-    let group_cfg = shm_config(config, store, &format!("{prefix}shm-job"), rank, size)?;
-    let group = ShmGroup::connect(&group_cfg).map_err(shm_err(rank))?;
     // Over loopback TCP each control hop costs a socket wake-up, which made up most of a
     // small allreduce's time through the engine.
     let control_cfg = shm_config(config, store, &format!("{prefix}shm-ctl"), rank, size)?;
     let control: Arc<dyn Transport> =
         Arc::new(ShmTransport::connect(&control_cfg).map_err(shm_err(rank))?);
-    let collectives = Dispatch::new(Box::new(group), flat(config, control.clone()));
+    let key = format!("{prefix}shm-job");
+    let collectives = host_group(config, store, &key, rank, size, control.clone())?;
     Ok((control, Box::new(collectives)))
 }
 
-/// The shared-memory collectives of one host's ranks (`host_ranks` job ranks, this rank
-/// being `local_rank` of them), falling back to a ring over `transport` (a view of the job's
-/// transport with the same numbering).
+/// The shared-memory collectives of one host's `local_size` ranks (this rank is `local_rank`
+/// of them; the group's name is shared at `key`), falling back to a ring over `transport`,
+/// which numbers the same ranks alike.
 pub(super) fn host_group(
     config: &Config,
     store: &dyn Store,
