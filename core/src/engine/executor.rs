@@ -140,7 +140,7 @@ impl Executor {
             CollectiveKind::Reducescatter => self.reducescatter(&resp, &entries),
             CollectiveKind::Barrier => self
                 .collectives
-                .barrier(self.seq, deadline_after(self.op_timeout))
+                .barrier(self.seq, self.deadline())
                 .map(|()| Completion::default()),
             CollectiveKind::Join => Ok(Completion {
                 last_joined: Some(resp.root as usize),
@@ -336,6 +336,7 @@ impl Executor {
         let per_rank: Vec<usize> = split.iter().map(|&r| r as usize * rb).collect();
         let total: usize = per_rank.iter().sum();
         // The algorithm clobbers its input, and the caller's tensor must survive: work on a copy.
+        let deadline = self.deadline();
         let input = entries[0].as_ref().and_then(|e| e.data.as_deref());
         let work = self
             .fusion
@@ -349,7 +350,7 @@ impl Executor {
             dtype,
             op,
             self.seq,
-            deadline_after(self.op_timeout),
+            deadline,
         )?;
         if post != 1.0 {
             reduce::scale(out.as_bytes_mut(), dtype, post);
