@@ -71,16 +71,17 @@ fn engine(py: Python<'_>) -> PyResult<std::sync::Arc<hora::Engine>> {
 /// `{name: code}` for every value of a stable-coded enum, in code order: what `_core` exports
 /// as `DTYPES`, `OPS` and `KINDS`, so Python (`hora/common/vocabulary.py`) never writes a code
 /// of its own.
-fn codes<T>(
-    py: Python<'_>,
-    from_code: fn(u8) -> Option<T>,
+fn codes<'py, T: Copy>(
+    py: Python<'py>,
+    all: &[T],
+    code: fn(T) -> u8,
     name: fn(T) -> &'static str,
-) -> PyResult<Bound<'_, PyDict>> {
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut by_code = all.to_vec();
+    by_code.sort_by_key(|&v| code(v));
     let table = PyDict::new(py);
-    for code in 0..=u8::MAX {
-        if let Some(v) = from_code(code) {
-            table.set_item(name(v), code)?;
-        }
+    for v in by_code {
+        table.set_item(name(v), code(v))?;
     }
     Ok(table)
 }
@@ -227,11 +228,22 @@ fn hora_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(enqueue, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
     let py = m.py();
-    m.add("DTYPES", codes(py, DataType::from_code, DataType::name)?)?;
-    m.add("OPS", codes(py, ReduceOp::from_code, ReduceOp::name)?)?;
+    m.add(
+        "DTYPES",
+        codes(py, &DataType::ALL, DataType::code, DataType::name)?,
+    )?;
+    m.add(
+        "OPS",
+        codes(py, &ReduceOp::ALL, ReduceOp::code, ReduceOp::name)?,
+    )?;
     m.add(
         "KINDS",
-        codes(py, CollectiveKind::from_code, CollectiveKind::name)?,
+        codes(
+            py,
+            &CollectiveKind::ALL,
+            CollectiveKind::code,
+            CollectiveKind::name,
+        )?,
     )?;
     Ok(())
 }
