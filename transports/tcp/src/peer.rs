@@ -188,7 +188,15 @@ impl PeerState {
     }
 
     /// Marks the connection lost and shuts it down so the peer notices too.
+    ///
+    /// What the peer sent before it went away is read first: a failed *send* is often how a
+    /// dead peer is noticed, and its last message (why it stopped) may be waiting unread in
+    /// the kernel; once lost, the socket is never read again.
     pub(crate) fn mark_lost(&mut self, detail: String) {
+        if self.lost.is_none() && self.conn.is_some() {
+            // No op of this call can match peer `Rank::MAX`: everything read is queued.
+            let _ = self.pump_in(Rank::MAX, &mut [], true);
+        }
         if let Some(conn) = &self.conn {
             let _ = conn.stream.shutdown(Shutdown::Both);
         }

@@ -236,6 +236,24 @@ fn end_of_stream_delivers_what_arrived_then_reports_the_loss() {
 }
 
 #[test]
+fn a_send_that_finds_the_peer_gone_still_delivers_its_last_words() {
+    let (mut tx, mut st) = pair();
+    tx.write_all(&frame(Tag(3), b"why I stopped")).unwrap();
+    drop(tx);
+    // Sending into the closed socket fails (EPIPE or a reset) before anything read it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while st.send_message(PEER, Tag(1), &[0u8; 4096]).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "sends never failed");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(st.lost.is_some());
+    assert_eq!(
+        st.take_message(PEER, Tag(3)).unwrap().as_deref(),
+        Some(&b"why I stopped"[..])
+    );
+}
+
+#[test]
 fn abandoning_a_half_sent_frame_breaks_the_connection_not_the_stream() {
     let (tx, mut rx) = pair();
     let mut st = PeerState {
