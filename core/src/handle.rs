@@ -169,16 +169,6 @@ impl Handle {
         }
     }
 
-    /// A handle that has already failed.
-    pub(crate) fn failed(name: &str, err: Error) -> Self {
-        let state = HandleState::new(
-            name.to_string(),
-            Arc::new(AdaptiveSpin::new(Duration::ZERO)),
-        );
-        state.complete(Err(err));
-        Self::new(state)
-    }
-
     /// The tensor name this handle is for.
     pub fn name(&self) -> &str {
         &self.state.name

@@ -31,6 +31,7 @@ pub mod error;
 mod fasthash;
 pub mod handle;
 mod logging;
+pub mod process_set;
 pub mod rendezvous;
 pub mod timeline;
 
@@ -46,4 +47,5 @@ pub use error::{Error, Result};
 pub use handle::{Completion, Element, Handle, TensorData};
 /// Element-wise reductions (the kernels live in the backend contract crate).
 pub use hora_transport::reduce;
+pub use process_set::ProcessSet;
 pub use types::{CollectiveKind, DataType, ReduceOp};

@@ -73,20 +73,58 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
     };
     let prefix = format!("hora/{generation}/");
     let (store, server) = tcp::rendezvous(config, rdv)?;
-    let transport = tcp::connect(config, rdv, &store, &prefix)?;
-    let keep_alive = KeepAlive {
+    let mut connected = wire(config, rdv, store, &prefix)?;
+    connected.keep_alive = KeepAlive {
         _store_server: server,
     };
+    Ok(connected)
+}
+
+/// Builds the backend of a process set among the ranks whose set-local numbering
+/// `set_config.topology` gives, through the job's store (`store`, from the job's [`Connected`])
+/// under its own `prefix`: its own connections, so a set's collectives never share a byte
+/// stream or a waker with another set's, and the same choice of shared memory, hierarchy or
+/// ring as a job of that shape would get.
+pub fn connect_set(
+    set_config: &Config,
+    store: Option<&Arc<dyn Store>>,
+    prefix: &str,
+) -> Result<Connected, Error> {
+    if set_config.topology.size == 1 {
+        return Ok(single_process(set_config));
+    }
+    let (Some(rdv), Some(store)) = (&set_config.rendezvous, store) else {
+        return Err(Error::InvalidArgument {
+            rank: set_config.topology.rank,
+            tensor: String::new(),
+            detail: "process sets of more than one rank need the job's rendezvous store, which \
+                     the MPI backend does not use (hora has no MPI sub-communicators yet): \
+                     launch with horovodrun's default TCP backend (no --mpi, HOROVOD_MPI unset)"
+                .into(),
+        });
+    };
+    wire(set_config, rdv, store.clone(), prefix)
+}
+
+/// Connects the ranks of `config` over TCP through `store` and picks their collectives:
+/// shared memory when they all share this host, hierarchical across hosts, the ring otherwise.
+fn wire(
+    config: &Config,
+    rdv: &crate::config::Rendezvous,
+    store: Arc<dyn Store>,
+    prefix: &str,
+) -> Result<Connected, Error> {
+    let transport = tcp::connect(config, rdv, &store, prefix)?;
     let topo = config.topology;
     let t = &config.tuning;
     let (transport, collectives, name) = if t.shm && topo.size > 1 && topo.local_size == topo.size {
-        let (control, collectives) = shm::connect(config, &*store, &prefix)?;
+        let (control, collectives) = shm::connect(config, &*store, prefix)?;
         // The TCP transport only served the rendezvous: control messages take shared memory.
         drop(transport);
         (control, collectives, "shm")
     } else {
         let transport: Arc<dyn Transport> = Arc::new(transport);
-        match hierarchical::build(config, &transport, &*store, &prefix)? {
+        match hierarchical::build(config, &transport, &*store, prefix)? {
             Some(h) => (transport, h, "tcp+shm hierarchical"),
             None => (transport.clone(), ring(config, transport), "tcp"),
         }
@@ -96,7 +134,7 @@ pub fn connect(config: &Config, generation: u64) -> Result<Connected, Error> {
         store: Some(store),
         name,
         collectives,
-        keep_alive,
+        keep_alive: KeepAlive::default(),
     })
 }
 

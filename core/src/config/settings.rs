@@ -155,6 +155,11 @@ settings! {
         /// ([transports.md](transports.md)); 0 keeps it on TCP.
         "HOROVOD_SHM" => shm: bool = true,
             shown "1", accepts "1/0, true/false, yes/no or on/off", parse parse::flag;
+        /// 1 lets `add_process_set` / `remove_process_set` change the job's process sets
+        /// after `init`; 0 allows only the sets given to `init(process_sets=...)`
+        /// ([process-sets.md](process-sets.md)).
+        "HOROVOD_DYNAMIC_PROCESS_SETS" => dynamic_process_sets: bool = false,
+            shown "0", accepts "1/0, true/false, yes/no or on/off", parse parse::flag;
         /// `mpi`: the MPI transport (needs `--features mpi` and `mpirun`, else init fails
         /// saying so); `gloo` or `tcp`: TCP (+ shared memory) even under mpirun; unset or
         /// `auto`: MPI when built in and started by mpirun, else TCP.

@@ -39,6 +39,7 @@ use crate::collectives::{Collectives, Ring};
 use crate::config::{Topology, Tuning};
 use crate::error::{Error, Result};
 use crate::handle::{Handle, TensorData};
+use crate::process_set::{ProcessSet, SetView};
 use crate::types::{DataType, ReduceOp};
 
 pub use op::{Op, OpOptions};
@@ -79,6 +80,30 @@ impl Engine {
         transport: Arc<dyn Transport>,
         collectives: Option<Box<dyn Collectives>>,
     ) -> Result<Self> {
+        Self::start_inner(topology, tuning, transport, collectives, None)
+    }
+
+    /// The engine of a process set: `topology` numbers the set's members `0..n`, and every
+    /// error its handles complete with names global ranks and the set.
+    pub(crate) fn start_in_set(
+        topology: Topology,
+        tuning: Tuning,
+        transport: Arc<dyn Transport>,
+        collectives: Box<dyn Collectives>,
+        set: &ProcessSet,
+    ) -> Result<Self> {
+        let view = SetView::new(set);
+        Self::start_inner(topology, tuning, transport, Some(collectives), Some(view))
+            .map_err(|e| SetView::new(set).renumber(e))
+    }
+
+    fn start_inner(
+        topology: Topology,
+        tuning: Tuning,
+        transport: Arc<dyn Transport>,
+        collectives: Option<Box<dyn Collectives>>,
+        view: Option<SetView>,
+    ) -> Result<Self> {
         if transport.rank() != topology.rank || transport.size() != topology.size {
             return Err(Error::Bug(format!(
                 "transport is rank {}/{} but the topology says {}/{}",
@@ -92,6 +117,7 @@ impl Engine {
             topology.rank,
             transport.waker(),
             Arc::new(AdaptiveSpin::yielding(tuning.spin)),
+            view,
         );
         let collectives: Box<dyn Collectives> = match collectives {
             Some(c) => c,
@@ -130,7 +156,7 @@ impl Engine {
     pub fn submit(&self, op: Op, data: Option<Box<dyn TensorData>>) -> Handle {
         let lent = data.as_ref().map(|d| d.bytes().len());
         if let Err(err) = op.check(self.topology.rank, self.topology.size, lent) {
-            return Handle::failed(op.name(), err);
+            return self.queue.refuse(op.name(), err);
         }
         self.queue.push(op.req, data)
     }
@@ -200,6 +226,11 @@ impl Engine {
             .reduce_op(op)
             .options(opts);
         self.submit(op, Some(data))
+    }
+
+    /// How many operations this rank submitted that have not completed yet.
+    pub fn in_flight(&self) -> usize {
+        self.queue.in_flight()
     }
 
     /// Blocks until every rank calls barrier.

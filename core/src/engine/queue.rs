@@ -20,6 +20,7 @@ use crate::coordinator::Request;
 use crate::error::Error;
 use crate::fasthash::{FastMap, FastSet};
 use crate::handle::{Completion, Handle, HandleState, TensorData};
+use crate::process_set::SetView;
 
 #[cfg(test)]
 mod tests;
@@ -61,15 +62,34 @@ struct Shared {
     waker: Waker,
     /// Spin budget of callers waiting on handles, shared by all of this rank's handles.
     spin: Arc<AdaptiveSpin>,
+    /// For a process set's engine: how its errors are told in global ranks.
+    view: Option<SetView>,
+}
+
+impl Shared {
+    /// Completes `handle`, with an error told in the job's ranks when this is a set's queue.
+    fn finish(&self, handle: &HandleState, result: Result<Completion, Error>) {
+        match (&self.view, result) {
+            (Some(view), Err(e)) => handle.complete(Err(view.renumber(e))),
+            (_, result) => handle.complete(result),
+        }
+    }
 }
 
 /// Makes a queue whose callers wake the background thread through `waker`; handles spin up to
 /// `spin` before sleeping.
-pub(crate) fn new(rank: usize, waker: Waker, spin: Arc<AdaptiveSpin>) -> (Submitter, TensorQueue) {
+/// `view` is set for a process set's engine.
+pub(crate) fn new(
+    rank: usize,
+    waker: Waker,
+    spin: Arc<AdaptiveSpin>,
+    view: Option<SetView>,
+) -> (Submitter, TensorQueue) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         waker,
         spin,
+        view,
     });
     (
         Submitter {
@@ -118,7 +138,7 @@ impl Submitter {
             };
             if let Some(err) = refused {
                 drop(s);
-                state.complete(Err(err));
+                self.shared.finish(&state, Err(err));
                 return handle;
             }
             s.new.push(Submitted {
@@ -129,6 +149,18 @@ impl Submitter {
         }
         self.shared.waker.wake();
         handle
+    }
+
+    /// How many operations of this rank are submitted and not yet completed.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shared.state.lock().in_flight.len()
+    }
+
+    /// Fails `handle` right away with `err` (told in the job's ranks for a set's queue).
+    pub(crate) fn refuse(&self, name: &str, err: Error) -> Handle {
+        let state = HandleState::new(name.to_string(), self.shared.spin.clone());
+        self.shared.finish(&state, Err(err));
+        Handle::new(state)
     }
 
     /// Asks the background thread to shut the job down; later submits fail with `ShutDown`.
@@ -183,7 +215,7 @@ impl TensorQueue {
     /// Completes an entry's handle and frees its name for reuse.
     pub(crate) fn complete(&self, entry: Entry, result: Result<Completion, Error>) {
         self.shared.state.lock().in_flight.remove(&entry.name);
-        entry.handle.complete(result);
+        self.shared.finish(&entry.handle, result);
     }
 
     /// Fails every queued and future operation with `reason` (the engine has stopped).
@@ -194,10 +226,10 @@ impl TensorQueue {
         s.in_flight.clear();
         drop(s);
         for entry in new {
-            entry.handle.complete(Err(reason.clone()));
+            self.shared.finish(&entry.handle, Err(reason.clone()));
         }
         for (_, entry) in self.waiting.drain() {
-            entry.handle.complete(Err(reason.clone()));
+            self.shared.finish(&entry.handle, Err(reason.clone()));
         }
     }
 }

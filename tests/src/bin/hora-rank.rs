@@ -5,6 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "hora-rank/sets.rs"]
+mod sets;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -206,7 +209,18 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = api::init() {
+    let started = if scenario == "static-sets" {
+        // Evens and odds, known from the start (Horovod's `init(process_sets=...)`).
+        hora::config::Config::from_env().and_then(|c| {
+            let n = c.topology.size;
+            let evens = (0..n).step_by(2).collect();
+            let odds = (1..n).step_by(2).collect();
+            api::init_with_process_sets(c, &[evens, odds])
+        })
+    } else {
+        api::init()
+    };
+    if let Err(e) = started {
         eprintln!("hora-rank: init failed: {e}");
         return ExitCode::from(2);
     }
@@ -215,6 +229,8 @@ fn main() -> ExitCode {
         "loop" => allreduce_loop(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100)),
         "mismatch" => mismatch(),
         "early-death" => early_death(),
+        "process-sets" => sets::dynamic(),
+        "static-sets" => sets::static_sets(),
         other => fail(format!("unknown scenario {other:?}")),
     };
     let rank = api::rank().unwrap_or(usize::MAX);

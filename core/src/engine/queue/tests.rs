@@ -13,7 +13,12 @@ use crate::types::{CollectiveKind, DataType};
 
 fn queue() -> (Submitter, TensorQueue) {
     let t = LocalTransport::create(1).pop().unwrap();
-    super::new(0, t.waker(), Arc::new(AdaptiveSpin::new(Duration::ZERO)))
+    super::new(
+        0,
+        t.waker(),
+        Arc::new(AdaptiveSpin::new(Duration::ZERO)),
+        None,
+    )
 }
 
 fn req(name: &str) -> Request {
