@@ -87,7 +87,7 @@ test: lint
 	$(MAKE) --no-print-directory python
 	$(PY) -m mypy.stubtest hora._core
 	cd framework-bindings/python && for np in 2 3; do \
-	  OMP_NUM_THREADS=1 $(abspath $(TARGET_DIR))/debug/horovodrun -np $$np $(PY) -m pytest -q -p no:cacheprovider tests || exit 1; done
+	  OMP_NUM_THREADS=1 HOROVOD_DYNAMIC_PROCESS_SETS=1 $(abspath $(TARGET_DIR))/debug/horovodrun -np $$np $(PY) -m pytest -q -p no:cacheprovider tests || exit 1; done
 
 # The MPI transport, built with --features mpi in its own target dir (so the default binaries
 # are never rebuilt with it): clippy, then the conformance table under mpirun at np 2..5 and the

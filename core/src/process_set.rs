@@ -16,7 +16,7 @@
 //! a rank that refused locally.
 //!
 //! Errors from a set's engine name the set and give ranks as global ranks (see
-//! [`SetView::renumber`]); a transport's own text ("connection to rank 1 lost") numbers the
+//! `SetView::renumber`); a transport's own text ("connection to rank 1 lost") numbers the
 //! set's members `0..n` and is prefixed with the set's member list so it can be read.
 
 use std::collections::BTreeMap;

@@ -103,12 +103,44 @@ fn invalid(py: Python<'_>, rank: usize, name: &str, detail: String) -> PyErr {
     )
 }
 
-/// Starts hora from the launcher's environment (a no-op when already running).
+/// Starts hora from the launcher's environment (a no-op when already running), with the
+/// process sets (global rank lists) every rank names in the same order.
 #[pyfunction]
-fn init(py: Python<'_>) -> PyResult<()> {
+#[pyo3(signature = (*, process_sets=Vec::new()))]
+fn init(py: Python<'_>, process_sets: Vec<Vec<usize>>) -> PyResult<()> {
     ensure_not_forked()?;
     install_fork_hook();
-    py.detach(hora::api::init).map_err(|e| to_py(py, &e))
+    py.detach(|| {
+        hora::config::Config::from_env()
+            .and_then(|c| hora::api::init_with_process_sets(c, &process_sets))
+    })
+    .map_err(|e| to_py(py, &e))
+}
+
+/// Adds a process set of these global ranks (collective); returns `(id, sorted ranks)`.
+#[pyfunction]
+fn add_process_set(py: Python<'_>, ranks: Vec<usize>) -> PyResult<(u32, Vec<usize>)> {
+    ensure_not_forked()?;
+    let set = py
+        .detach(|| hora::api::add_process_set(&ranks))
+        .map_err(|e| to_py(py, &e))?;
+    Ok((set.id, set.ranks))
+}
+
+/// Removes process set `id` (collective).
+#[pyfunction]
+fn remove_process_set(py: Python<'_>, id: u32) -> PyResult<()> {
+    ensure_not_forked()?;
+    py.detach(|| hora::api::remove_process_set(id))
+        .map_err(|e| to_py(py, &e))
+}
+
+/// Every process set of the job as `(id, ranks)`, the global set first.
+#[pyfunction]
+fn process_sets(py: Python<'_>) -> PyResult<Vec<(u32, Vec<usize>)>> {
+    ensure_not_forked()?;
+    let sets = hora::api::process_sets().map_err(|e| to_py(py, &e))?;
+    Ok(sets.into_iter().map(|s| (s.id, s.ranks)).collect())
 }
 
 /// Stops hora; pending operations fail with ShutDownError. A no-op when not running, and in
@@ -145,12 +177,13 @@ fn topology(py: Python<'_>) -> PyResult<(usize, usize, usize, usize, usize, usiz
 ///
 /// Keyword-only. `kind`, `dtype` and `op` are codes from `KINDS`, `DTYPES` and `OPS`. `owner`
 /// keeps the memory at `ptr` (`nbytes` long, contiguous, CPU) alive until the handle
-/// completes; barrier and join pass no owner.
+/// completes; barrier and join pass no owner. `process_set` is a set's id (0: every rank);
+/// `root` is a global rank, a member of that set.
 #[pyfunction]
 #[pyo3(signature = (
     *, kind, name, dtype, shape, owner=None, ptr=0, nbytes=0, op=ReduceOp::Average.code().into(),
     root=0, prescale=1.0,
-    postscale=1.0, splits=Vec::new()
+    postscale=1.0, splits=Vec::new(), process_set=0
 ))]
 #[allow(clippy::too_many_arguments)]
 fn enqueue(
@@ -167,9 +200,11 @@ fn enqueue(
     prescale: f64,
     postscale: f64,
     splits: Vec<i64>,
+    process_set: u32,
 ) -> PyResult<PyHandle> {
-    let engine = engine(py)?;
-    let rank = engine.topology().rank;
+    ensure_not_forked()?;
+    let engine = hora::api::engine_for(process_set).map_err(|e| to_py(py, &e))?;
+    let rank = hora::api::rank().map_err(|e| to_py(py, &e))?;
     let bad = |detail: String| invalid(py, rank, name, detail);
     let kind = decode(kind, CollectiveKind::from_code)
         .ok_or_else(|| bad(format!("unknown collective code {kind}")))?;
@@ -177,12 +212,18 @@ fn enqueue(
         .ok_or_else(|| bad(format!("unknown dtype code {dtype}")))?;
     let op = decode(op, ReduceOp::from_code)
         .ok_or_else(|| bad(format!("unknown reduce op code {op}")))?;
-    let root = u32::try_from(root).map_err(|_| {
+    let root = usize::try_from(root).map_err(|_| {
         bad(format!(
             "broadcast root {root} is not a rank of this job (size {})",
-            engine.topology().size
+            hora::api::size().unwrap_or(0)
         ))
     })?;
+    // The set's own numbering; only a broadcast has a root to check.
+    let root = if process_set != 0 && kind == CollectiveKind::Broadcast {
+        hora::api::set_rank(process_set, root, name).map_err(|e| to_py(py, &e))?
+    } else {
+        root
+    };
     let splits = splits
         .iter()
         .map(|&s| u64::try_from(s))
@@ -190,7 +231,7 @@ fn enqueue(
         .map_err(|_| bad(format!("alltoall splits {splits:?} must not be negative")))?;
     let op = Op::new(kind, name, dtype, &shape)
         .reduce_op(op)
-        .root(root as usize)
+        .root(root)
         .scales(prescale, postscale)
         .splits(splits);
     let data: Option<Box<dyn hora::TensorData>> = match owner {
@@ -227,6 +268,9 @@ fn hora_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(topology, m)?)?;
     m.add_function(wrap_pyfunction!(enqueue, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
+    m.add_function(wrap_pyfunction!(add_process_set, m)?)?;
+    m.add_function(wrap_pyfunction!(remove_process_set, m)?)?;
+    m.add_function(wrap_pyfunction!(process_sets, m)?)?;
     let py = m.py();
     m.add(
         "DTYPES",

@@ -513,3 +513,15 @@ def test_objects():
     # The usual pattern passes None off the root (and objects whose type differs by rank).
     assert hvd.broadcast_object({"a": 1} if r == 0 else None, root_rank=0) == {"a": 1}
     assert hvd.allgather_object(r if r % 2 else str(r)) == [k if k % 2 else str(k) for k in range(n)]
+
+
+def test_a_process_set_other_than_the_global_one_is_refused_not_ignored():
+    # hora.tensorflow does not run process sets yet: saying so beats running on every rank.
+    odd = hvd.add_process_set([r for r in range(hvd.size()) if r % 2 == 1])
+    try:
+        with pytest.raises(hvd.InvalidArgumentError, match="not implemented in this face"):
+            hvd.allreduce(tf.ones([2]), name="tf.ps", process_set=odd)
+        out = hvd.allreduce(tf.ones([2]), op=hvd.Sum, name="tf.ps.global", process_set=hvd.global_process_set)
+        assert out.numpy().tolist() == [hvd.size()] * 2
+    finally:
+        hvd.remove_process_set(odd)

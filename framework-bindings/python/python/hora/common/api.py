@@ -29,6 +29,13 @@ from hora.common.basics import (
     size,
 )
 
+from hora.common.process_sets import (
+    ProcessSet,
+    add_process_set,
+    global_process_set,
+    remove_process_set,
+)
+
 # Horovod's name for collective failures; elastic-style handlers catch it.
 HorovodInternalError = HoraError
 

@@ -3,6 +3,7 @@
 import atexit
 
 from hora import _core
+from hora.common import process_sets as process_sets_mod
 
 _topology = None
 _atexit_registered = False
@@ -11,16 +12,16 @@ _atexit_registered = False
 def init(comm=None, process_sets=None):
     """Starts hora from the launcher's environment (``horovodrun`` sets it).
 
-    ``comm`` and ``process_sets`` are accepted for Horovod compatibility; only the global
-    process set (every rank) is supported.
+    ``process_sets``: ``ProcessSet`` objects (or rank lists) every rank names in the same
+    order; they are registered with ids 1, 2, ... ``comm`` (an MPI communicator) is refused.
     """
     global _topology, _atexit_registered
     if comm is not None:
         raise ValueError("hora.init: an MPI communicator is not supported; launch with horovodrun")
-    if process_sets not in (None, [], ()):
-        raise ValueError("hora.init: process sets other than the global one are not supported yet")
-    _core.init()
+    sets, lists = process_sets_mod._register_static(process_sets)
+    _core.init(process_sets=lists)
     _topology = _core.topology()
+    process_sets_mod._after_init(sets)
     if not _atexit_registered:
         atexit.register(shutdown)
         _atexit_registered = True

@@ -30,6 +30,7 @@ import gc
 import weakref
 
 import hora.tensorflow as _htf
+from hora.common.process_sets import _only_global
 from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
 from hora.keras import callbacks
 from hora.keras import optimizer as _opt
@@ -57,6 +58,7 @@ def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse=""
     ``device_*`` and ``process_set`` are accepted for compatibility. Compile the model with
     ``jit_compile=False``: the collectives cannot run under XLA.
     """
+    _only_global(process_set, "hora.keras.DistributedOptimizer")
     settings = _opt.make_settings(compression, op, gradient_predivide_factor, backward_passes_per_step,
                                   average_aggregated_gradients, sparse_as_dense, groups, num_groups, name)
     cls = _opt.wrap_class(type(optimizer), settings)

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import tensorflow as tf
 
+from hora.common.process_sets import _only_global
 from hora.common.basics import rank
 from hora.tensorflow import mpi_ops
 
@@ -29,6 +30,7 @@ def broadcast_variables(variables, root_rank, process_set=None, inplace=False):
     submitted together and assigned when all are done; inside a tf.function this returns the
     group of assign ops.
     """
+    _only_global(process_set, "hora.tensorflow.broadcast_variables")
     root = mpi_ops._check_root(root_rank, "broadcast_variables")
     variables = list(variables)
     if not variables:
@@ -53,6 +55,7 @@ def broadcast_variables(variables, root_rank, process_set=None, inplace=False):
 def broadcast_(variables, root_rank, name=None, process_set=None):
     """Overwrites ``variables`` with ``root_rank``'s values (Horovod's in-place broadcast);
     returns them eagerly, the group of assigns inside a tf.function."""
+    _only_global(process_set, "hora.tensorflow.broadcast_")
     variables = list(variables)
     group = broadcast_variables(variables, root_rank)
     return variables if group is None else group
@@ -60,6 +63,7 @@ def broadcast_(variables, root_rank, name=None, process_set=None):
 
 def broadcast_object(obj, root_rank=0, name=None, process_set=None):
     """Returns ``root_rank``'s ``obj`` (any picklable object) on every rank (eager only)."""
+    _only_global(process_set, "hora.tensorflow.broadcast_object")
     # Not the type of obj: ranks other than the root often pass None, and the name must agree.
     name = name or "broadcast_object"
     if rank() == root_rank:
@@ -79,6 +83,7 @@ def broadcast_object(obj, root_rank=0, name=None, process_set=None):
 
 def allgather_object(obj, name=None, process_set=None):
     """Returns the list of every rank's ``obj``, in rank order (eager only)."""
+    _only_global(process_set, "hora.tensorflow.allgather_object")
     # Not the type of obj: it may differ by rank, and the name must agree.
     name = name or "allgather_object"
     payload = _pickler.dumps(obj)

@@ -5,6 +5,7 @@ import sys
 import tensorflow as tf
 
 from hora._core import InvalidArgumentError
+from hora.common.process_sets import _only_global
 from hora.common.basics import size
 from hora.tensorflow import mpi_ops
 from hora.tensorflow.compression import Compression
@@ -101,6 +102,7 @@ def DistributedGradientTape(gradtape, device_dense="", device_sparse="", compres
     class sharing its recorded state. Dense gradients go in one grouped allreduce (or
     ``num_groups``/``groups`` of them).
     """
+    _only_global(process_set, "hora.tensorflow.DistributedGradientTape")
     mpi_ops._op(None, op)
     base = type(gradtape)
     cls = type(base.__name__, (base,), {"gradient": _DistributedGradientTape.gradient,
@@ -165,6 +167,7 @@ def DistributedOptimizer(optimizer, name=None, use_locking=False, device_dense="
                          num_groups=0, groups=None, process_set=None):
     """Wraps a ``tf.compat.v1.train.Optimizer`` so ``compute_gradients`` (and so ``minimize``)
     averages gradients over ranks. A Keras optimizer is handed to ``hora.keras.DistributedOptimizer``."""
+    _only_global(process_set, "hora.tensorflow.DistributedOptimizer")
     if _is_keras_optimizer(optimizer):
         try:
             from hora import keras as hora_keras

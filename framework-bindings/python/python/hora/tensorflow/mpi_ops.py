@@ -32,6 +32,7 @@ from tensorflow.python.ops import control_flow_util as _cf_util
 
 from hora import _core
 from hora._core import HoraError
+from hora.common.process_sets import _only_global
 from hora.common.basics import local_rank, local_size, rank, size
 from hora.common.errors import invalid_argument
 from hora.common.handles import wait_all
@@ -277,6 +278,7 @@ def allreduce(tensor, average=None, device_dense="", device_sparse="", compressi
 
     ``tf.IndexedSlices`` are reduced by gathering every rank's values and indices.
     """
+    _only_global(process_set, "hora.tensorflow.allreduce")
     op = _op(average, op)
     if isinstance(tensor, tf.IndexedSlices):
         return _allreduce_sparse(tensor, name, op, prescale_factor, postscale_factor)
@@ -337,6 +339,7 @@ def grouped_allreduce(tensors, average=None, device_dense="", device_sparse="", 
                       op=None, prescale_factor=1.0, postscale_factor=1.0, name=None, process_set=None,
                       ignore_name_scope=False):
     """Returns the reductions of a list of tensors, submitted together (fused by the engine)."""
+    _only_global(process_set, "hora.tensorflow.grouped_allreduce")
     op = _op(average, op)
     ts = [_tensor(t, "grouped_allreduce") for t in tensors]
     pairs = [compression.compress(t) for t in ts]
@@ -377,6 +380,7 @@ def _allgather_grad(dy, dim0, name):
 
 def allgather(tensor, name=None, ignore_name_scope=False, process_set=None):
     """Returns every rank's tensor concatenated along dim 0 (first dims may differ); differentiable."""
+    _only_global(process_set, "hora.tensorflow.allgather")
     t = _tensor(tensor, "allgather")
     if not _differentiable(t):
         return _allgather_raw(t, name)
@@ -424,6 +428,7 @@ def _broadcast_raw(t, root, name):
 def broadcast(tensor, root_rank, name=None, ignore_name_scope=False, process_set=None):
     """Returns ``root_rank``'s tensor on every rank; differentiable (the gradient is the sum of
     every rank's gradient on the root, zero elsewhere, as in Horovod)."""
+    _only_global(process_set, "hora.tensorflow.broadcast")
     root = _check_root(root_rank, "broadcast")
     t = _tensor(tensor, "broadcast")
     if not _differentiable(t):
@@ -478,6 +483,7 @@ def alltoall(tensor, splits=None, name=None, ignore_name_scope=False, process_se
     """Scatters slices of ``tensor`` (``splits[d]`` rows of dim 0 to rank d; None: even) and
     gathers theirs. Returns the output, or ``(output, received_splits)`` when ``splits`` is given.
     Differentiable."""
+    _only_global(process_set, "hora.tensorflow.alltoall")
     t = _tensor(tensor, "alltoall")
     if not _differentiable(t):
         out, received = _alltoall_raw(t, splits, name)
@@ -526,6 +532,7 @@ def reducescatter(tensor, device_dense="", compression=Compression.none, op=Aver
                   process_set=None, ignore_name_scope=False, prescale_factor=1.0, postscale_factor=1.0):
     """Returns this rank's share (along dim 0; earlier ranks get one more row when uneven) of the
     reduction of ``tensor``; differentiable."""
+    _only_global(process_set, "hora.tensorflow.reducescatter")
     op = _op(None, op)
     t = _tensor(tensor, "reducescatter")
     compressed, ctx = compression.compress(t)
@@ -556,6 +563,7 @@ def _barrier_eager(name):
 
 def barrier(process_set=None):
     """Waits until every rank calls barrier (in a tf.function: when the op runs)."""
+    _only_global(process_set, "hora.tensorflow.barrier")
     if not _graph_mode():
         _barrier_eager(f"barrier.tf.{next(_barriers)}")
         return None
@@ -575,12 +583,14 @@ def join(device=""):
 
 def grouped_allgather(tensors, name=None, ignore_name_scope=False, process_set=None):
     """``allgather`` of each tensor in a list (submitted in list order); differentiable."""
+    _only_global(process_set, "hora.tensorflow.grouped_allgather")
     return [allgather(t, name=f"{name}.{i}" if name else None) for i, t in enumerate(tensors)]
 
 
 def grouped_reducescatter(tensors, device_dense="", compression=Compression.none, op=Average, name=None,
                           process_set=None, ignore_name_scope=False, prescale_factor=1.0, postscale_factor=1.0):
     """``reducescatter`` of each tensor in a list (submitted in list order); differentiable."""
+    _only_global(process_set, "hora.tensorflow.grouped_reducescatter")
     return [reducescatter(t, compression=compression, op=op, name=f"{name}.{i}" if name else None,
                           prescale_factor=prescale_factor, postscale_factor=postscale_factor)
             for i, t in enumerate(tensors)]
@@ -588,19 +598,23 @@ def grouped_reducescatter(tensors, device_dense="", compression=Compression.none
 
 def size_op(process_set=None, name=None):
     """The number of ranks, as an int32 scalar tensor."""
+    _only_global(process_set, "hora.tensorflow.size_op")
     return tf.constant(size(), tf.int32)
 
 
 def rank_op(process_set=None, name=None):
     """This rank, as an int32 scalar tensor."""
+    _only_global(process_set, "hora.tensorflow.rank_op")
     return tf.constant(rank(), tf.int32)
 
 
 def local_size_op(process_set=None, name=None):
     """The number of ranks on this host, as an int32 scalar tensor."""
+    _only_global(process_set, "hora.tensorflow.local_size_op")
     return tf.constant(local_size(), tf.int32)
 
 
 def local_rank_op(process_set=None, name=None):
     """This rank's index on its host, as an int32 scalar tensor."""
+    _only_global(process_set, "hora.tensorflow.local_rank_op")
     return tf.constant(local_rank(), tf.int32)

@@ -17,6 +17,7 @@ from hora import _core
 from hora.common.basics import rank, size
 from hora.common.errors import invalid_argument
 from hora.common.handles import wait_all
+from hora.common.process_sets import _set_id, _set_rank, _set_size
 from hora.common.vocabulary import (  # noqa: F401  (Adasum, Max, Min, Product: re-exported)
     ALLGATHER,
     ALLREDUCE,
@@ -77,13 +78,13 @@ def _op(average, op):
     return reduce_op(average, op, "hora.torch")
 
 
-def _submit(kind, prefix, name, work, code, finish, op=Average, root=0, pre=1.0, post=1.0, splits=()):
+def _submit(kind, prefix, name, work, code, finish, op=Average, root=0, pre=1.0, post=1.0, splits=(), ps=0):
     hid = next(_ids)
     full = f"{prefix}.{name}" if name else f"{prefix}.noname.{next(_noname)}"
     nbytes = work.numel() * work.element_size()
     h = _core.enqueue(kind=kind, name=full, dtype=code, shape=list(work.shape), owner=work, ptr=work.data_ptr(),
                       nbytes=nbytes, op=int(op), root=root, prescale=float(pre), postscale=float(post),
-                      splits=list(splits))
+                      splits=list(splits), process_set=ps)
     _handles[hid] = (h, finish)
     return hid
 
@@ -127,9 +128,10 @@ def allreduce_async_(tensor, average=None, name=None, op=None, prescale_factor=1
     """Starts an in-place allreduce of ``tensor``; returns a handle for ``synchronize``."""
     op = _op(average, op)
     code = _dtype_code(tensor, "allreduce_async_")
+    ps = _set_id(process_set, "hora.torch.allreduce_async_")
     if tensor.is_contiguous():
         return _submit(ALLREDUCE, "allreduce", name, tensor, code, lambda _r: tensor, op=op,
-                       pre=prescale_factor, post=postscale_factor)
+                       pre=prescale_factor, post=postscale_factor, ps=ps)
     work = tensor.contiguous()
 
     def finish(_r):
@@ -138,7 +140,7 @@ def allreduce_async_(tensor, average=None, name=None, op=None, prescale_factor=1
         return tensor
 
     return _submit(ALLREDUCE, "allreduce", name, work, code, finish, op=op, pre=prescale_factor,
-                   post=postscale_factor)
+                   post=postscale_factor, ps=ps)
 
 
 def allreduce_async(tensor, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
@@ -146,21 +148,24 @@ def allreduce_async(tensor, average=None, name=None, op=None, prescale_factor=1.
     """Starts an allreduce into a new tensor; ``synchronize`` returns it."""
     op = _op(average, op)
     code = _dtype_code(tensor, "allreduce_async")
+    ps = _set_id(process_set, "hora.torch.allreduce_async")
     out = tensor.detach().clone(memory_format=torch.contiguous_format)
     return _submit(ALLREDUCE, "allreduce", name, out, code, lambda _r: out, op=op, pre=prescale_factor,
-                   post=postscale_factor)
+                   post=postscale_factor, ps=ps)
 
 
 class _AllreduceFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor, name, op, pre, post):
-        ctx.op, ctx.pre, ctx.post = op, pre, post
-        return synchronize(allreduce_async(tensor, name=name, op=op, prescale_factor=pre, postscale_factor=post))
+    def forward(ctx, tensor, name, op, pre, post, process_set):
+        ctx.op, ctx.pre, ctx.post, ctx.ps = op, pre, post, process_set
+        return synchronize(allreduce_async(tensor, name=name, op=op, prescale_factor=pre, postscale_factor=post,
+                                           process_set=process_set))
 
     @staticmethod
     def backward(ctx, grad):
-        out = synchronize(allreduce_async(grad, op=ctx.op, prescale_factor=ctx.pre, postscale_factor=ctx.post))
-        return out, None, None, None, None
+        out = synchronize(allreduce_async(grad, op=ctx.op, prescale_factor=ctx.pre, postscale_factor=ctx.post,
+                                          process_set=ctx.ps))
+        return out, None, None, None, None, None
 
 
 def allreduce(tensor, average=None, name=None, compression=Compression.none, op=None, prescale_factor=1.0,
@@ -170,10 +175,10 @@ def allreduce(tensor, average=None, name=None, compression=Compression.none, op=
     _dtype_code(tensor, "allreduce")
     compressed, ctx = compression.compress(tensor)
     if torch.is_grad_enabled() and compressed.requires_grad:
-        out = _AllreduceFn.apply(compressed, name, op, prescale_factor, postscale_factor)
+        out = _AllreduceFn.apply(compressed, name, op, prescale_factor, postscale_factor, process_set)
     else:
         out = synchronize(allreduce_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
-                                          postscale_factor=postscale_factor))
+                                          postscale_factor=postscale_factor, process_set=process_set))
     return compression.decompress(out, ctx)
 
 
@@ -181,7 +186,8 @@ def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0, po
                process_set=None):
     """Reduces ``tensor`` over all ranks in place and returns it."""
     return synchronize(allreduce_async_(tensor, average=average, name=name, op=op,
-                                        prescale_factor=prescale_factor, postscale_factor=postscale_factor))
+                                        prescale_factor=prescale_factor, postscale_factor=postscale_factor,
+                                        process_set=process_set))
 
 
 class _Group:
@@ -197,8 +203,9 @@ class _Group:
         wait_all(self.handles)
 
 
-def _grouped(tensors, name, op, pre, post, in_place):
+def _grouped(tensors, name, op, pre, post, in_place, process_set=None):
     tensors = list(tensors)
+    ps = _set_id(process_set, "hora.torch.grouped_allreduce")
     gid = next(_ids)
     base = f"grouped_allreduce.{name}" if name else f"grouped_allreduce.noname.{next(_noname)}"
     natives, outs, copies = [], [], []
@@ -215,7 +222,7 @@ def _grouped(tensors, name, op, pre, post, in_place):
         nbytes = work.numel() * work.element_size()
         natives.append(_core.enqueue(kind=ALLREDUCE, name=f"{base}.{i}", dtype=code, shape=list(work.shape),
                                      owner=work, ptr=work.data_ptr(), nbytes=nbytes, op=int(op),
-                                     prescale=float(pre), postscale=float(post)))
+                                     prescale=float(pre), postscale=float(post), process_set=ps))
 
     def finish(_r):
         with torch.no_grad():
@@ -230,13 +237,15 @@ def _grouped(tensors, name, op, pre, post, in_place):
 def grouped_allreduce_async(tensors, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
                             process_set=None):
     """Starts one allreduce of a list of tensors (fused together); results are new tensors."""
-    return _grouped(tensors, name, _op(average, op), prescale_factor, postscale_factor, in_place=False)
+    return _grouped(tensors, name, _op(average, op), prescale_factor, postscale_factor, in_place=False,
+                    process_set=process_set)
 
 
 def grouped_allreduce_async_(tensors, average=None, name=None, op=None, prescale_factor=1.0,
                              postscale_factor=1.0, process_set=None):
     """Starts an in-place allreduce of a list of tensors (fused together)."""
-    return _grouped(tensors, name, _op(average, op), prescale_factor, postscale_factor, in_place=True)
+    return _grouped(tensors, name, _op(average, op), prescale_factor, postscale_factor, in_place=True,
+                    process_set=process_set)
 
 
 def grouped_allreduce(tensors, average=None, name=None, compression=Compression.none, op=None,
@@ -245,7 +254,7 @@ def grouped_allreduce(tensors, average=None, name=None, compression=Compression.
     pairs = [compression.compress(t) for t in tensors]
     outs = synchronize(grouped_allreduce_async([c for c, _ in pairs], average=average, name=name, op=op,
                                                prescale_factor=prescale_factor,
-                                               postscale_factor=postscale_factor))
+                                               postscale_factor=postscale_factor, process_set=process_set))
     return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
 
 
@@ -254,7 +263,7 @@ def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_facto
     """Reduces a list of tensors in place; returns the list."""
     return synchronize(grouped_allreduce_async_(tensors, average=average, name=name, op=op,
                                                 prescale_factor=prescale_factor,
-                                                postscale_factor=postscale_factor))
+                                                postscale_factor=postscale_factor, process_set=process_set))
 
 
 # ---------------------------------------------------------------------------------- allgather
@@ -263,6 +272,7 @@ def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_facto
 def allgather_async(tensor, name=None, process_set=None):
     """Starts an allgather: every rank's tensor concatenated along dim 0 (sizes may differ)."""
     code = _dtype_code(tensor, "allgather_async")
+    ps = _set_id(process_set, "hora.torch.allgather_async")
     work = tensor.detach()
     if work.dim() == 0:
         work = work.reshape(1)
@@ -273,28 +283,29 @@ def allgather_async(tensor, name=None, process_set=None):
         out, shape, _splits = res
         return _from_output(out, shape, dtype)
 
-    return _submit(ALLGATHER, "allgather", name, work, code, finish)
+    return _submit(ALLGATHER, "allgather", name, work, code, finish, ps=ps)
 
 
 class _AllgatherFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor, name):
+    def forward(ctx, tensor, name, process_set):
         ctx.dim = tensor.shape[0] if tensor.dim() > 0 else 1
-        return synchronize(allgather_async(tensor, name=name))
+        ctx.ps = process_set
+        return synchronize(allgather_async(tensor, name=name, process_set=process_set))
 
     @staticmethod
     def backward(ctx, grad):
-        summed = synchronize(allreduce_async(grad, op=Sum))
-        dims = synchronize(allgather_async(torch.tensor([ctx.dim], dtype=torch.int64)))
-        offset = int(dims[: rank()].sum())
-        return summed.narrow(0, offset, ctx.dim), None
+        summed = synchronize(allreduce_async(grad, op=Sum, process_set=ctx.ps))
+        dims = synchronize(allgather_async(torch.tensor([ctx.dim], dtype=torch.int64), process_set=ctx.ps))
+        offset = int(dims[: _set_rank(ctx.ps)].sum())
+        return summed.narrow(0, offset, ctx.dim), None, None
 
 
 def allgather(tensor, name=None, process_set=None):
     """Returns every rank's tensor concatenated along dim 0; differentiable."""
     if torch.is_grad_enabled() and tensor.requires_grad:
-        return _AllgatherFn.apply(tensor, name)
-    return synchronize(allgather_async(tensor, name=name))
+        return _AllgatherFn.apply(tensor, name, process_set)
+    return synchronize(allgather_async(tensor, name=name, process_set=process_set))
 
 
 # ---------------------------------------------------------------------------------- broadcast
@@ -309,8 +320,9 @@ def broadcast_async_(tensor, root_rank, name=None, process_set=None):
     """Starts an in-place broadcast of ``root_rank``'s tensor."""
     _check_root(root_rank, "broadcast_async_")
     code = _dtype_code(tensor, "broadcast_async_")
+    ps = _set_id(process_set, "hora.torch.broadcast_async_")
     if tensor.is_contiguous():
-        return _submit(BROADCAST, "broadcast", name, tensor, code, lambda _r: tensor, root=root_rank)
+        return _submit(BROADCAST, "broadcast", name, tensor, code, lambda _r: tensor, root=root_rank, ps=ps)
     work = tensor.contiguous()
 
     def finish(_r):
@@ -318,41 +330,42 @@ def broadcast_async_(tensor, root_rank, name=None, process_set=None):
             tensor.copy_(work)
         return tensor
 
-    return _submit(BROADCAST, "broadcast", name, work, code, finish, root=root_rank)
+    return _submit(BROADCAST, "broadcast", name, work, code, finish, root=root_rank, ps=ps)
 
 
 def broadcast_async(tensor, root_rank, name=None, process_set=None):
     """Starts a broadcast into a new tensor."""
     _check_root(root_rank, "broadcast_async")
     code = _dtype_code(tensor, "broadcast_async")
+    ps = _set_id(process_set, "hora.torch.broadcast_async")
     out = tensor.detach().clone(memory_format=torch.contiguous_format)
-    return _submit(BROADCAST, "broadcast", name, out, code, lambda _r: out, root=root_rank)
+    return _submit(BROADCAST, "broadcast", name, out, code, lambda _r: out, root=root_rank, ps=ps)
 
 
 class _BroadcastFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor, root_rank, name):
-        ctx.root_rank = root_rank
-        return synchronize(broadcast_async(tensor, root_rank, name=name))
+    def forward(ctx, tensor, root_rank, name, process_set):
+        ctx.root_rank, ctx.ps = root_rank, process_set
+        return synchronize(broadcast_async(tensor, root_rank, name=name, process_set=process_set))
 
     @staticmethod
     def backward(ctx, grad):
-        reduced = synchronize(allreduce_async(grad, op=Average))
+        reduced = synchronize(allreduce_async(grad, op=Average, process_set=ctx.ps))
         if rank() != ctx.root_rank:
             reduced.zero_()
-        return reduced, None, None
+        return reduced, None, None, None
 
 
 def broadcast(tensor, root_rank, name=None, process_set=None):
     """Returns ``root_rank``'s tensor on every rank (a new tensor); differentiable."""
     if torch.is_grad_enabled() and tensor.requires_grad:
-        return _BroadcastFn.apply(tensor, root_rank, name)
-    return synchronize(broadcast_async(tensor, root_rank, name=name))
+        return _BroadcastFn.apply(tensor, root_rank, name, process_set)
+    return synchronize(broadcast_async(tensor, root_rank, name=name, process_set=process_set))
 
 
 def broadcast_(tensor, root_rank, name=None, process_set=None):
     """Overwrites ``tensor`` with ``root_rank``'s; returns it."""
-    return synchronize(broadcast_async_(tensor, root_rank, name=name))
+    return synchronize(broadcast_async_(tensor, root_rank, name=name, process_set=process_set))
 
 
 # ----------------------------------------------------------------------- alltoall, reducescatter
@@ -372,6 +385,7 @@ def alltoall_async(tensor, splits=None, name=None, process_set=None):
     ``synchronize`` returns ``(output, received_splits)``.
     """
     code = _dtype_code(tensor, "alltoall_async")
+    ps = _set_id(process_set, "hora.torch.alltoall_async")
     work = tensor.detach().contiguous()
     dtype = tensor.dtype
 
@@ -379,21 +393,21 @@ def alltoall_async(tensor, splits=None, name=None, process_set=None):
         out, shape, received = res
         return _from_output(out, shape, dtype), torch.tensor(received, dtype=torch.int32)
 
-    return _submit(ALLTOALL, "alltoall", name, work, code, finish, splits=_splits_list(splits))
+    return _submit(ALLTOALL, "alltoall", name, work, code, finish, splits=_splits_list(splits), ps=ps)
 
 
 class _AlltoallFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor, splits, name):
-        out, received = synchronize(alltoall_async(tensor, splits=splits, name=name))
-        ctx.received = received
+    def forward(ctx, tensor, splits, name, process_set):
+        out, received = synchronize(alltoall_async(tensor, splits=splits, name=name, process_set=process_set))
+        ctx.received, ctx.ps = received, process_set
         ctx.mark_non_differentiable(received)
         return out, received
 
     @staticmethod
     def backward(ctx, grad, _dead):
-        out, _ = synchronize(alltoall_async(grad, splits=ctx.received))
-        return out, None, None
+        out, _ = synchronize(alltoall_async(grad, splits=ctx.received, process_set=ctx.ps))
+        return out, None, None, None
 
 
 def alltoall(tensor, splits=None, name=None, process_set=None):
@@ -402,9 +416,9 @@ def alltoall(tensor, splits=None, name=None, process_set=None):
     Returns the output tensor, or ``(output, received_splits)`` when ``splits`` is given.
     """
     if torch.is_grad_enabled() and tensor.requires_grad:
-        out, received = _AlltoallFn.apply(tensor, splits, name)
+        out, received = _AlltoallFn.apply(tensor, splits, name, process_set)
     else:
-        out, received = synchronize(alltoall_async(tensor, splits=splits, name=name))
+        out, received = synchronize(alltoall_async(tensor, splits=splits, name=name, process_set=process_set))
     return out if splits is None else (out, received)
 
 
@@ -413,6 +427,7 @@ def reducescatter_async(tensor, name=None, op=Average, process_set=None, prescal
     """Starts a reducescatter: reduce, then rank r keeps its share of dim 0 (earlier ranks get
     one more row when uneven)."""
     code = _dtype_code(tensor, "reducescatter_async")
+    ps = _set_id(process_set, "hora.torch.reducescatter_async")
     work = tensor.detach().contiguous()
     dtype = tensor.dtype
 
@@ -421,22 +436,22 @@ def reducescatter_async(tensor, name=None, op=Average, process_set=None, prescal
         return _from_output(out, shape, dtype)
 
     return _submit(REDUCESCATTER, "reducescatter", name, work, code, finish, op=_op(None, op),
-                   pre=prescale_factor, post=postscale_factor)
+                   pre=prescale_factor, post=postscale_factor, ps=ps)
 
 
 class _ReducescatterFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor, name, op, pre, post):
-        ctx.op, ctx.scale = op, pre * post
+    def forward(ctx, tensor, name, op, pre, post, process_set):
+        ctx.op, ctx.scale, ctx.ps = op, pre * post, process_set
         return synchronize(reducescatter_async(tensor, name=name, op=op, prescale_factor=pre,
-                                               postscale_factor=post))
+                                               postscale_factor=post, process_set=process_set))
 
     @staticmethod
     def backward(ctx, grad):
-        out = synchronize(allgather_async(grad.contiguous()))
+        out = synchronize(allgather_async(grad.contiguous(), process_set=ctx.ps))
         if ctx.op == Average:
-            out = out / size()
-        return out * ctx.scale, None, None, None, None
+            out = out / _set_size(ctx.ps)
+        return out * ctx.scale, None, None, None, None, None
 
 
 def reducescatter(tensor, name=None, compression=Compression.none, op=Average, process_set=None,
@@ -445,10 +460,11 @@ def reducescatter(tensor, name=None, compression=Compression.none, op=Average, p
     _dtype_code(tensor, "reducescatter")
     compressed, ctx = compression.compress(tensor)
     if torch.is_grad_enabled() and compressed.requires_grad:
-        out = _ReducescatterFn.apply(compressed, name, _op(None, op), prescale_factor, postscale_factor)
+        out = _ReducescatterFn.apply(compressed, name, _op(None, op), prescale_factor, postscale_factor,
+                                     process_set)
     else:
         out = synchronize(reducescatter_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
-                                              postscale_factor=postscale_factor))
+                                              postscale_factor=postscale_factor, process_set=process_set))
     return compression.decompress(out, ctx)
 
 
@@ -456,8 +472,10 @@ def reducescatter(tensor, name=None, compression=Compression.none, op=Average, p
 
 
 def barrier(process_set=None):
-    """Waits until every rank calls barrier."""
-    h = _core.enqueue(kind=BARRIER, name=f"barrier.python.{next(_barriers)}", dtype=DTYPES["u8"], shape=[0])
+    """Waits until every rank (of ``process_set``) calls barrier."""
+    ps = _set_id(process_set, "hora.torch.barrier")
+    h = _core.enqueue(kind=BARRIER, name=f"barrier.python.{ps}.{next(_barriers)}", dtype=DTYPES["u8"], shape=[0],
+                      process_set=ps)
     h.wait()
 
 
