@@ -104,20 +104,6 @@ enum hora_status hora_local_size(int *out);
 // thread's next hora call.
 const char *hora_last_error(void);
 
-// Starts an in-place allreduce of `count` elements at `buf`. `name` may be NULL (a name is
-// made up) and must otherwise be the same on every rank. `buf` must stay valid and untouched
-// until `hora_wait` returns or `hora_poll` reports completion. On success `*out` receives a
-// handle to pass to `hora_wait` or `hora_release`.
-//
-// # Safety
-// `name` is NULL or NUL-terminated; `buf` is valid for `count` elements; `out` is writable.
-enum hora_status hora_allreduce_async(const char *name,
-                                      void *buf,
-                                      size_t count,
-                                      enum hora_dtype dtype,
-                                      enum hora_op op,
-                                      struct hora_handle **out);
-
 // Returns 1 if the operation behind `handle` has finished (then `hora_wait` returns at
 // once), 0 if not, -1 for a NULL handle.
 //
@@ -138,6 +124,39 @@ enum hora_status hora_wait(struct hora_handle *handle);
 // `handle` is NULL or a live handle from this library; it must not be used afterwards.
 void hora_release(struct hora_handle *handle);
 
+// This rank has no more work; returns once all ranks have joined, with the last one in
+// `*last_rank` (if not NULL).
+//
+// # Safety
+// `last_rank` is NULL or writable.
+enum hora_status hora_join(int *last_rank);
+
+// Starts an in-place allreduce of `count` elements at `buf`. `name` may be NULL (a name is
+// made up) and must otherwise be the same on every rank. `buf` must stay valid and untouched
+// until `hora_wait` returns or `hora_poll` reports completion. On success `*out` receives a
+// handle to pass to `hora_wait` or `hora_release`.
+//
+// # Safety
+// `name` is NULL or NUL-terminated; `buf` is valid for `count` elements; `out` is writable.
+enum hora_status hora_allreduce_async(const char *name,
+                                      void *buf,
+                                      size_t count,
+                                      enum hora_dtype dtype,
+                                      enum hora_op op,
+                                      struct hora_handle **out);
+
+// `hora_allreduce_async` among the ranks of process set `process_set`.
+//
+// # Safety
+// As for `hora_allreduce_async`.
+enum hora_status hora_allreduce_async_in(int process_set,
+                                         const char *name,
+                                         void *buf,
+                                         size_t count,
+                                         enum hora_dtype dtype,
+                                         enum hora_op op,
+                                         struct hora_handle **out);
+
 // In-place allreduce of `count` elements at `buf`.
 //
 // # Safety
@@ -148,6 +167,17 @@ enum hora_status hora_allreduce(const char *name,
                                 enum hora_dtype dtype,
                                 enum hora_op op);
 
+// `hora_allreduce` among the ranks of process set `process_set`.
+//
+// # Safety
+// As for `hora_allreduce_async`.
+enum hora_status hora_allreduce_in(int process_set,
+                                   const char *name,
+                                   void *buf,
+                                   size_t count,
+                                   enum hora_dtype dtype,
+                                   enum hora_op op);
+
 // Copies `root`'s `count` elements at `buf` into every rank's `buf`.
 //
 // # Safety
@@ -157,6 +187,18 @@ enum hora_status hora_broadcast(const char *name,
                                 size_t count,
                                 enum hora_dtype dtype,
                                 int root);
+
+// `hora_broadcast` among the ranks of process set `process_set`; `root` is a job rank that
+// belongs to the set.
+//
+// # Safety
+// As for `hora_broadcast`.
+enum hora_status hora_broadcast_in(int process_set,
+                                   const char *name,
+                                   void *buf,
+                                   size_t count,
+                                   enum hora_dtype dtype,
+                                   int root);
 
 // Concatenates every rank's `count` elements (counts may differ) into `out` in rank order.
 // `*out_count` (if not NULL) receives the total; fails with INVALID_ARGUMENT when it exceeds
@@ -173,6 +215,19 @@ enum hora_status hora_allgather(const char *name,
                                 size_t out_capacity,
                                 size_t *out_count);
 
+// `hora_allgather` among the ranks of process set `process_set` (in their rank order).
+//
+// # Safety
+// As for `hora_allgather`.
+enum hora_status hora_allgather_in(int process_set,
+                                   const char *name,
+                                   const void *input,
+                                   size_t count,
+                                   enum hora_dtype dtype,
+                                   void *out,
+                                   size_t out_capacity,
+                                   size_t *out_count);
+
 // Sends `send_counts[d]` consecutive elements of `in` to rank `d` and receives every rank's
 // part into `out` in rank order; `recv_counts` (size() entries, or NULL) receives how many
 // elements came from each rank.
@@ -187,6 +242,20 @@ enum hora_status hora_alltoall(const char *name,
                                void *out,
                                size_t out_capacity,
                                size_t *recv_counts);
+
+// `hora_alltoall` among the ranks of process set `process_set`: `send_counts` and
+// `recv_counts` have one entry per member, in the set's rank order.
+//
+// # Safety
+// As for `hora_alltoall`, with the set's size in place of size().
+enum hora_status hora_alltoall_in(int process_set,
+                                  const char *name,
+                                  const void *input,
+                                  const size_t *send_counts,
+                                  enum hora_dtype dtype,
+                                  void *out,
+                                  size_t out_capacity,
+                                  size_t *recv_counts);
 
 // Reduces `count` elements of `in` across ranks and writes this rank's share into `out`
 // (earlier ranks get one more element when `count` does not divide evenly); `*out_count`
@@ -203,15 +272,52 @@ enum hora_status hora_reducescatter(const char *name,
                                     size_t out_capacity,
                                     size_t *out_count);
 
+// `hora_reducescatter` among the ranks of process set `process_set`.
+//
+// # Safety
+// As for `hora_allgather`.
+enum hora_status hora_reducescatter_in(int process_set,
+                                       const char *name,
+                                       const void *input,
+                                       size_t count,
+                                       enum hora_dtype dtype,
+                                       enum hora_op op,
+                                       void *out,
+                                       size_t out_capacity,
+                                       size_t *out_count);
+
 // Returns once every rank has called it.
 enum hora_status hora_barrier(void);
 
-// This rank has no more work; returns once all ranks have joined, with the last one in
-// `*last_rank` (if not NULL).
+// Returns once every rank of process set `process_set` has called it.
+enum hora_status hora_barrier_in(int process_set);
+
+// Adds a process set of the `count` job ranks at `ranks` (any order) and writes its id to
+// `*out_id`. Every rank gets the same id, or the same error when they disagree.
 //
 // # Safety
-// `last_rank` is NULL or writable.
-enum hora_status hora_join(int *last_rank);
+// `ranks` is valid for `count` ints; `out_id` is writable.
+enum hora_status hora_process_set_add(const int *ranks, size_t count, int *out_id);
+
+// Removes process set `id` (collective); refused while any rank has operations on it.
+enum hora_status hora_process_set_remove(int id);
+
+// The number of ranks in process set `id`.
+//
+// # Safety
+// `out` is writable.
+enum hora_status hora_process_set_size(int id, int *out);
+
+// This rank's rank inside process set `id`; `HORA_STATUS_INVALID_ARGUMENT` when it is not a
+// member.
+//
+// # Safety
+// `out` is writable.
+enum hora_status hora_process_set_rank(int id, int *out);
+
+// 1 if this rank is in process set `id`, 0 if not, -1 when there is no such set (or hora is
+// not initialized; `hora_last_error` says which).
+int hora_process_set_included(int id);
 
 #ifdef __cplusplus
 }  // extern "C"

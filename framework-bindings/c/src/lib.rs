@@ -12,13 +12,19 @@
 //! stay valid until an async handle completes), or know any framework.
 #![allow(non_camel_case_types)]
 
+mod collectives;
+mod process_sets;
+
+pub use collectives::*;
+pub use process_sets::*;
+
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hora_core::handle::{Completion, Handle, TensorData};
-use hora_core::{DataType, Error, OpOptions, ReduceOp};
+use hora_core::{DataType, Error, ReduceOp};
 
 /// Outcome of a call; `HORA_STATUS_OK` is 0, anything else has a message in `hora_last_error()`.
 #[repr(C)]
@@ -338,48 +344,6 @@ pub extern "C" fn hora_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// Starts an in-place allreduce of `count` elements at `buf`. `name` may be NULL (a name is
-/// made up) and must otherwise be the same on every rank. `buf` must stay valid and untouched
-/// until `hora_wait` returns or `hora_poll` reports completion. On success `*out` receives a
-/// handle to pass to `hora_wait` or `hora_release`.
-///
-/// # Safety
-/// `name` is NULL or NUL-terminated; `buf` is valid for `count` elements; `out` is writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn hora_allreduce_async(
-    name: *const c_char,
-    buf: *mut std::ffi::c_void,
-    count: usize,
-    dtype: hora_dtype,
-    op: hora_op,
-    out: *mut *mut hora_handle,
-) -> hora_status {
-    guard(|| {
-        if out.is_null() {
-            return Err(bad("handle output pointer is NULL"));
-        }
-        // SAFETY: forwarded caller contract.
-        let name = unsafe { name_of(name, "allreduce") }?;
-        let data = buffer(buf, count, dtype, "buf")?;
-        let engine = hora_core::api::engine()?;
-        let h = engine.allreduce_async(
-            &name,
-            dtype.into(),
-            &[count as u64],
-            Box::new(data),
-            op.into(),
-            OpOptions::default(),
-        );
-        let boxed = Box::new(hora_handle {
-            handle: Some(h),
-            result: None,
-        });
-        // SAFETY: checked non-null; the caller passes a writable pointer.
-        unsafe { *out = Box::into_raw(boxed) };
-        Ok(())
-    })
-}
-
 /// Returns 1 if the operation behind `handle` has finished (then `hora_wait` returns at
 /// once), 0 if not, -1 for a NULL handle.
 ///
@@ -424,174 +388,6 @@ pub unsafe extern "C" fn hora_release(handle: *mut hora_handle) {
         // SAFETY: ownership comes back from `Box::into_raw`.
         drop(unsafe { Box::from_raw(handle) });
     }
-}
-
-/// In-place allreduce of `count` elements at `buf`.
-///
-/// # Safety
-/// As for `hora_allreduce_async`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn hora_allreduce(
-    name: *const c_char,
-    buf: *mut std::ffi::c_void,
-    count: usize,
-    dtype: hora_dtype,
-    op: hora_op,
-) -> hora_status {
-    let mut h = std::ptr::null_mut();
-    // SAFETY: forwarded caller contract.
-    let s = unsafe { hora_allreduce_async(name, buf, count, dtype, op, &mut h) };
-    if s != hora_status::Ok {
-        return s;
-    }
-    // SAFETY: `h` was just created.
-    unsafe { hora_wait(h) }
-}
-
-/// Copies `root`'s `count` elements at `buf` into every rank's `buf`.
-///
-/// # Safety
-/// `name` is NULL or NUL-terminated; `buf` is valid for `count` elements.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn hora_broadcast(
-    name: *const c_char,
-    buf: *mut std::ffi::c_void,
-    count: usize,
-    dtype: hora_dtype,
-    root: c_int,
-) -> hora_status {
-    guard(|| {
-        // SAFETY: forwarded caller contract.
-        let name = unsafe { name_of(name, "broadcast") }?;
-        let root = usize::try_from(root).map_err(|_| bad(format!("root {root} is negative")))?;
-        let data = buffer(buf, count, dtype, "buf")?;
-        let engine = hora_core::api::engine()?;
-        engine
-            .broadcast_async(&name, dtype.into(), &[count as u64], Box::new(data), root)
-            .wait()
-            .map(|_| ())
-    })
-}
-
-/// Concatenates every rank's `count` elements (counts may differ) into `out` in rank order.
-/// `*out_count` (if not NULL) receives the total; fails with INVALID_ARGUMENT when it exceeds
-/// `out_capacity`.
-///
-/// # Safety
-/// `name` NULL or NUL-terminated; `in` valid for `count`, `out` for `out_capacity` elements;
-/// `out_count` NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn hora_allgather(
-    name: *const c_char,
-    input: *const std::ffi::c_void,
-    count: usize,
-    dtype: hora_dtype,
-    out: *mut std::ffi::c_void,
-    out_capacity: usize,
-    out_count: *mut usize,
-) -> hora_status {
-    guard(|| {
-        // SAFETY: forwarded caller contract.
-        let name = unsafe { name_of(name, "allgather") }?;
-        let data = buffer(input, count, dtype, "in")?;
-        let engine = hora_core::api::engine()?;
-        let c = engine
-            .allgather_async(&name, dtype.into(), &[count as u64], Box::new(data))
-            .wait()?;
-        // SAFETY: forwarded caller contract.
-        unsafe { copy_out(&c, dtype, out, out_capacity, out_count) }
-    })
-}
-
-/// Sends `send_counts[d]` consecutive elements of `in` to rank `d` and receives every rank's
-/// part into `out` in rank order; `recv_counts` (size() entries, or NULL) receives how many
-/// elements came from each rank.
-///
-/// # Safety
-/// `send_counts` holds size() entries; `in` is valid for their sum; `out` for `out_capacity`
-/// elements; `recv_counts` is NULL or holds size() entries.
-#[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn hora_alltoall(
-    name: *const c_char,
-    input: *const std::ffi::c_void,
-    send_counts: *const usize,
-    dtype: hora_dtype,
-    out: *mut std::ffi::c_void,
-    out_capacity: usize,
-    recv_counts: *mut usize,
-) -> hora_status {
-    guard(|| {
-        // SAFETY: forwarded caller contract.
-        let name = unsafe { name_of(name, "alltoall") }?;
-        let size = hora_core::size()?;
-        if send_counts.is_null() {
-            return Err(bad("send_counts is NULL"));
-        }
-        // SAFETY: the caller passes size() counts.
-        let splits: Vec<u64> = unsafe { std::slice::from_raw_parts(send_counts, size) }
-            .iter()
-            .map(|&c| c as u64)
-            .collect();
-        let total: u64 = splits.iter().sum();
-        let data = buffer(input, total as usize, dtype, "in")?;
-        let engine = hora_core::api::engine()?;
-        let c = engine
-            .alltoall_async(&name, dtype.into(), &[total], Box::new(data), splits)
-            .wait()?;
-        if !recv_counts.is_null() {
-            for (i, &n) in c.received_splits.iter().enumerate() {
-                // SAFETY: the caller passes NULL or size() writable counts.
-                unsafe { *recv_counts.add(i) = n as usize };
-            }
-        }
-        // SAFETY: forwarded caller contract.
-        unsafe { copy_out(&c, dtype, out, out_capacity, std::ptr::null_mut()) }
-    })
-}
-
-/// Reduces `count` elements of `in` across ranks and writes this rank's share into `out`
-/// (earlier ranks get one more element when `count` does not divide evenly); `*out_count`
-/// receives the share's length.
-///
-/// # Safety
-/// As for `hora_allgather`.
-#[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn hora_reducescatter(
-    name: *const c_char,
-    input: *const std::ffi::c_void,
-    count: usize,
-    dtype: hora_dtype,
-    op: hora_op,
-    out: *mut std::ffi::c_void,
-    out_capacity: usize,
-    out_count: *mut usize,
-) -> hora_status {
-    guard(|| {
-        // SAFETY: forwarded caller contract.
-        let name = unsafe { name_of(name, "reducescatter") }?;
-        let data = buffer(input, count, dtype, "in")?;
-        let engine = hora_core::api::engine()?;
-        let c = engine
-            .reducescatter_async(
-                &name,
-                dtype.into(),
-                &[count as u64],
-                Box::new(data),
-                op.into(),
-                OpOptions::default(),
-            )
-            .wait()?;
-        // SAFETY: forwarded caller contract.
-        unsafe { copy_out(&c, dtype, out, out_capacity, out_count) }
-    })
-}
-
-/// Returns once every rank has called it.
-#[unsafe(no_mangle)]
-pub extern "C" fn hora_barrier() -> hora_status {
-    guard(hora_core::barrier)
 }
 
 /// This rank has no more work; returns once all ranks have joined, with the last one in

@@ -54,6 +54,7 @@ fn c_program_runs_every_collective_and_error_path_at_np_3() {
     let out = Command::new(lib_dir.join("horovodrun"))
         .args(["-np", "3"])
         .arg(&exe)
+        .env("HOROVOD_DYNAMIC_PROCESS_SETS", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

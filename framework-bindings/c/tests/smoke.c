@@ -133,6 +133,47 @@ int main(void) {
     CHECK(hora_allgather("cap", mine, rank + 1, HORA_DTYPE_I32, small, 1, &got) == HORA_STATUS_INVALID_ARGUMENT,
           "too-small output accepted");
 
+    /* process sets: the even and the odd ranks, each running collectives on its own */
+    int evens[8], odds[8], ne = 0, no = 0, even_id = -1, odd_id = -1;
+    for (int r = 0; r < size; r++) {
+        if (r % 2 == 0) evens[ne++] = r; else odds[no++] = r;
+    }
+    OK(hora_process_set_add(evens, ne, &even_id));
+    OK(hora_process_set_add(odds, no, &odd_id));
+    CHECK(even_id == 1 && odd_id == 2, "set ids %d %d", even_id, odd_id);
+    int my_set = rank % 2 == 0 ? even_id : odd_id, other = rank % 2 == 0 ? odd_id : even_id;
+    int set_size = -1, set_rank = -1;
+    OK(hora_process_set_size(my_set, &set_size));
+    OK(hora_process_set_rank(my_set, &set_rank));
+    CHECK(set_size == (rank % 2 == 0 ? ne : no) && set_rank == rank / 2, "set size %d rank %d", set_size, set_rank);
+    CHECK(hora_process_set_included(my_set) == 1 && hora_process_set_included(other) == 0, "included");
+    CHECK(hora_process_set_included(42) == -1, "set 42 included?");
+    double sv[3] = {rank, rank, rank}, want = 0;
+    for (int r = rank % 2; r < size; r += 2) want += r;
+    OK(hora_allreduce_in(my_set, "set.ar", sv, 3, HORA_DTYPE_F64, HORA_OP_SUM));
+    CHECK(sv[0] == want && sv[2] == want, "set allreduce %f, want %f", sv[0], want);
+    int32_t me32 = rank, gathered[8];
+    size_t ng = 0;
+    OK(hora_allgather_in(my_set, "set.ag", &me32, 1, HORA_DTYPE_I32, gathered, 8, &ng));
+    CHECK(ng == (size_t)set_size, "set allgather count %zu", ng);
+    for (size_t i = 0; i < ng; i++) CHECK(gathered[i] == (int32_t)(2 * i + rank % 2), "set allgather[%zu]", i);
+    int32_t b = rank;
+    int root = rank % 2; /* the set's first member, as a job rank */
+    OK(hora_broadcast_in(my_set, "set.bc", &b, 1, HORA_DTYPE_I32, root));
+    CHECK(b == root, "set broadcast %d", b);
+    OK(hora_barrier_in(my_set));
+    CHECK(hora_allreduce_in(other, "set.other", sv, 3, HORA_DTYPE_F64, HORA_OP_SUM) == HORA_STATUS_INVALID_ARGUMENT,
+          "a set this rank is not in accepted");
+    CHECK(strstr(hora_last_error(), "is not in process set") != NULL, "message: %s", hora_last_error());
+    CHECK(hora_broadcast_in(my_set, "set.badroot", &b, 1, HORA_DTYPE_I32, 1 - root) == HORA_STATUS_INVALID_ARGUMENT,
+          "a root outside the set accepted");
+    int bad_ranks[1] = {size + 3}, bad_id = -1;
+    CHECK(hora_process_set_add(bad_ranks, 1, &bad_id) == HORA_STATUS_INVALID_ARGUMENT, "rank size+3 accepted");
+    OK(hora_process_set_remove(odd_id));
+    OK(hora_process_set_remove(even_id));
+    CHECK(hora_allreduce_in(my_set, "set.gone", sv, 3, HORA_DTYPE_F64, HORA_OP_SUM) == HORA_STATUS_INVALID_ARGUMENT,
+          "a removed set accepted");
+
     /* per-call overhead of a 4 KiB allreduce */
     float four[1024];
     double t[1000];
