@@ -82,6 +82,14 @@ struct Args {
     /// thread): what the job's collectives cost on their own, e.g. beside MPI's.
     #[arg(long)]
     raw: bool,
+    /// Split the job into process sets of this many consecutive ranks (given at init) and time
+    /// each set's collectives on its own, every set at once; rank 0 reports set 1's.
+    #[arg(long, value_name = "N")]
+    set_of: Option<usize>,
+    /// With --set-of: only the first set runs; the other ranks wait (a set inside a bigger,
+    /// idle job).
+    #[arg(long, requires = "set_of")]
+    first_set_only: bool,
 }
 
 /// The job's configuration from the environment, with `--transport` applied.
@@ -473,9 +481,36 @@ fn run(args: Args) -> Result<bool, hora::Error> {
     if args.raw {
         return run_raw(args);
     }
-    hora::api::init_with(config_for(args.transport)?)?;
-    let engine = hora::api::engine()?;
+    let config = config_for(args.transport)?;
+    let job = config.topology;
+    let set = match args.set_of {
+        None => 0,
+        Some(k) if k == 0 || job.size % k != 0 => {
+            return Err(hora::Error::InvalidConfig {
+                var: "--set-of".into(),
+                value: k.to_string(),
+                reason: format!("must divide the job's {} ranks", job.size),
+            });
+        }
+        Some(k) => {
+            let groups: Vec<Vec<usize>> = (0..job.size / k)
+                .map(|g| (g * k..(g + 1) * k).collect())
+                .collect();
+            hora::api::init_with_process_sets(config, &groups)?;
+            (job.rank / k + 1) as u32
+        }
+    };
+    if set == 0 {
+        hora::api::init_with(config_for(args.transport)?)?;
+    }
+    let engine = hora::api::engine_for(set)?;
     let transport = hora::api::transport_name()?;
+    if args.first_set_only && set != 1 {
+        // Idle until the first set is done, as ranks of a bigger job that is not using them.
+        hora::api::barrier()?;
+        hora::api::shutdown();
+        return Ok(true);
+    }
     let how = if args.transport.is_some() {
         "forced by --transport"
     } else {
@@ -516,6 +551,17 @@ fn run(args: Args) -> Result<bool, hora::Error> {
             "# hora-bench {collective:?}: {n} ranks, dtype {}, op {}, transport {transport} ({how})",
             b.args.dtype, b.args.op
         );
+        if set != 0 {
+            let others = if b.args.first_set_only {
+                "the other ranks idle"
+            } else {
+                "every set at once"
+            };
+            println!(
+                "# process set {set} of {} ranks in a job of {} ({others})",
+                n, job.size
+            );
+        }
         println!(
             "# {:>12} {:>12} {:>6} {:>8} {:>12} {:>9} {:>9} {:>8}",
             "size(B)", "count", "type", "redop", "time(us)", "algbw", "busbw", "#wrong"
@@ -544,8 +590,9 @@ fn run(args: Args) -> Result<bool, hora::Error> {
         }
         // Per iteration, the slowest rank decides; then the median over iterations.
         let mut times =
-            hora::api::allreduce(&format!("bench.times.{bytes}"), times, ReduceOp::Max)?;
-        let wrong = hora::api::allreduce(
+            hora::api::allreduce_in(set, &format!("bench.times.{bytes}"), times, ReduceOp::Max)?;
+        let wrong = hora::api::allreduce_in(
+            set,
             &format!("bench.wrong.{bytes}"),
             vec![wrong_local as i64],
             ReduceOp::Sum,
@@ -594,6 +641,9 @@ fn run(args: Args) -> Result<bool, hora::Error> {
             break;
         }
         bytes = (bytes * b.args.factor.max(2)).min(max) / unit * unit;
+    }
+    if set != 0 {
+        hora::api::barrier()?;
     }
     hora::api::shutdown();
     Ok(all_ok)
