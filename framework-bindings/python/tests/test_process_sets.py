@@ -91,3 +91,28 @@ def test_ranks_that_disagree_all_get_the_same_error():
         assert torch.equal(hvd.allreduce(torch.ones(1), op=hvd.Sum, name="ps.last", process_set=last), torch.ones(1))
     hvd.remove_process_set(last)
     assert last.process_set_id is None
+
+
+def test_an_optimizer_on_a_set_averages_gradients_among_its_members(halves):
+    mine, _ = halves
+    r = hvd.rank()
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    opt = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=1.0),
+                                   named_parameters=model.named_parameters(), process_set=mine)
+    (model(torch.ones(1, 1)) * r).sum().backward()
+    opt.step()
+    want = -sum(mine.ranks) / len(mine.ranks)
+    assert model.weight.item() == pytest.approx(want)
+
+
+def test_object_helpers_take_a_set(halves):
+    mine, _ = halves
+    r = hvd.rank()
+    root = mine.ranks[-1]
+    got = hvd.broadcast_object({"from": r} if r == root else None, root_rank=root, process_set=mine)
+    assert got == {"from": root}
+    assert hvd.allgather_object(r * 10, process_set=mine) == [k * 10 for k in mine.ranks]
+    params = {"w": torch.full((2,), float(r))}
+    hvd.broadcast_parameters(params, root_rank=mine.ranks[0], process_set=mine)
+    assert torch.equal(params["w"], torch.full((2,), float(mine.ranks[0])))

@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _pickler = pickle
 
 
-def broadcast_parameters(params, root_rank=0):
+def broadcast_parameters(params, root_rank=0, process_set=None):
     """Overwrites parameters (a ``state_dict()`` or ``named_parameters()``) with ``root_rank``'s.
 
     Every rank must pass the same parameter names in the same structure.
@@ -30,12 +30,12 @@ def broadcast_parameters(params, root_rank=0):
         if p is None or not isinstance(p, torch.Tensor):
             continue
         handles.append(broadcast_async_(p.data if isinstance(p, torch.nn.Parameter) else p, root_rank,
-                                        name=name))
+                                        name=name, process_set=process_set))
     for h in handles:
         synchronize(h)
 
 
-def broadcast_object(obj, root_rank=0, name=None):
+def broadcast_object(obj, root_rank=0, name=None, process_set=None):
     """Returns ``root_rank``'s ``obj`` (any picklable object) on every rank."""
     # Not the type of obj: ranks other than the root often pass None, and the name must agree.
     name = name or "broadcast_object"
@@ -47,23 +47,24 @@ def broadcast_object(obj, root_rank=0, name=None):
     else:
         data = None
         length = torch.zeros(1, dtype=torch.int64)
-    broadcast_(length, root_rank, name=f"{name}.sz")
+    broadcast_(length, root_rank, name=f"{name}.sz", process_set=process_set)
     if data is None:
         data = torch.empty(int(length[0]), dtype=torch.uint8)
-    broadcast_(data, root_rank, name=f"{name}.t")
+    broadcast_(data, root_rank, name=f"{name}.t", process_set=process_set)
     if rank() == root_rank:
         return obj
     return pickle.loads(data.numpy().tobytes())
 
 
-def allgather_object(obj, name=None):
+def allgather_object(obj, name=None, process_set=None):
     """Returns the list of every rank's ``obj``, in rank order."""
     # Not the type of obj: it may differ by rank, and the name must agree.
     name = name or "allgather_object"
     payload = _pickler.dumps(obj)
     data = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
-    sizes = allgather(torch.tensor([data.numel()], dtype=torch.int64), name=f"{name}.sz").tolist()
-    gathered = allgather(data, name=f"{name}.t").numpy().tobytes()
+    sizes = allgather(torch.tensor([data.numel()], dtype=torch.int64), name=f"{name}.sz",
+                      process_set=process_set).tolist()
+    gathered = allgather(data, name=f"{name}.t", process_set=process_set).numpy().tobytes()
     out, off = [], 0
     for n in sizes:
         out.append(pickle.loads(gathered[off : off + n]))

@@ -12,9 +12,9 @@ import warnings
 
 import torch
 
-from hora.common.basics import size
 from hora.torch.compression import Compression
 from hora.common.vocabulary import reduce_op
+from hora.common.process_sets import _set_id, _set_size
 from hora.torch.mpi_ops import Average, _grouped, allreduce_async_, synchronize
 
 
@@ -22,8 +22,16 @@ class _DistributedMixin:
     """Put in front of the user's optimizer class (see DistributedOptimizer)."""
 
     def __init__(self, params, named_parameters, compression, backward_passes_per_step, op,
-                 gradient_predivide_factor, groups, sparse_as_dense):
+                 gradient_predivide_factor, groups, sparse_as_dense, process_set=None):
         super().__init__(params)
+        _set_id(process_set, "hora.torch.DistributedOptimizer")
+        self._process_set = process_set
+        # Ranks outside the set keep their gradients local (Horovod's behaviour); in it,
+        # the set's size decides whether there is anyone to average with.
+        if process_set is None or process_set.included():
+            self._peers = _set_size(process_set)
+        else:
+            self._peers = 1
         self._compression = compression
         self._op = reduce_op(None, op, "hora.torch.DistributedOptimizer")
         if gradient_predivide_factor != 1.0 and self._op != Average:
@@ -62,7 +70,7 @@ class _DistributedMixin:
         self._synchronized = False
         self._should_synchronize = True
         self._hooks = []
-        if size() > 1:
+        if self._peers > 1:
             for p in self._params:
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._hook))
 
@@ -122,7 +130,7 @@ class _DistributedMixin:
             compressed, ctx = self._compressed_grad(p)
             pre, post = self._scales()
             h = allreduce_async_(compressed, name=self._names[id(p)], op=self._op, prescale_factor=pre,
-                                 postscale_factor=post)
+                                 postscale_factor=post, process_set=self._process_set)
             self._pending[id(p)] = (h, compressed, ctx, p)
             return
         ready = self._group_ready[gi]
@@ -137,7 +145,8 @@ class _DistributedMixin:
             compressed, ctx = self._compressed_grad(p)
             items.append((p, compressed, ctx))
         pre, post = self._scales()
-        h = _grouped([c for _, c, _ in items], f"group.{gi}", self._op, pre, post, in_place=True)
+        h = _grouped([c for _, c, _ in items], f"group.{gi}", self._op, pre, post, in_place=True,
+                     process_set=self._process_set)
         self._group_handles[gi] = (h, items)
         self._group_ready[gi] = set()
 
@@ -145,7 +154,7 @@ class _DistributedMixin:
 
     def synchronize(self):
         """Waits for every gradient's allreduce and writes the results into ``.grad``."""
-        if size() == 1:
+        if self._peers == 1:
             self._synchronized = True
             return
         # Parameters whose hook did not fire this step (unused in the graph, or fewer backward
@@ -209,7 +218,8 @@ class _DistributedMixin:
 def DistributedOptimizer(optimizer, named_parameters=None, compression=Compression.none,
                          backward_passes_per_step=1, op=Average, gradient_predivide_factor=1.0,
                          num_groups=0, groups=None, sparse_as_dense=False, process_set=None):
-    """Wraps ``optimizer`` so gradients are averaged over all ranks before each update.
+    """Wraps ``optimizer`` so gradients are averaged over all ranks (or the ranks of
+    ``process_set``; ranks outside it keep their own gradients) before each update.
 
     The result is an instance of a subclass of the optimizer's class (isinstance still holds)
     built over the same parameter groups; its state starts empty, as in Horovod.
@@ -218,4 +228,4 @@ def DistributedOptimizer(optimizer, named_parameters=None, compression=Compressi
         groups = num_groups
     cls = type(optimizer.__class__.__name__, (_DistributedMixin, optimizer.__class__), {})
     return cls(optimizer.param_groups, named_parameters, compression, backward_passes_per_step, op,
-               gradient_predivide_factor, groups, sparse_as_dense)
+               gradient_predivide_factor, groups, sparse_as_dense, process_set)
