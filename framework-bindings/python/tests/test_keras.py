@@ -405,3 +405,19 @@ def test_schedule_callback_constant_and_smooth():
         if cb is smooth:  # epoch 0 is before start_epoch
             expect[:steps] = [base] * steps
         np.testing.assert_allclose(rec.lrs, expect, rtol=1e-6)
+
+
+def test_a_distributed_optimizer_on_a_process_set_averages_among_its_ranks():
+    r, n = hvd.rank(), hvd.size()
+    first = hvd.add_process_set([0])
+    rest = hvd.add_process_set(list(range(1, n)))
+    try:
+        mine = first if r == 0 else rest
+        opt = hvd.DistributedOptimizer(keras.optimizers.SGD(1.0), process_set=mine)
+        v = keras.Variable([0.0])
+        opt.apply([tf.constant([float(r)])], [v])
+        want = -sum(mine.ranks) / len(mine.ranks)
+        assert v.numpy().tolist() == pytest.approx([want])
+    finally:
+        hvd.remove_process_set(rest)
+        hvd.remove_process_set(first)

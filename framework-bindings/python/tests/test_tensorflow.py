@@ -515,13 +515,41 @@ def test_objects():
     assert hvd.allgather_object(r if r % 2 else str(r)) == [k if k % 2 else str(k) for k in range(n)]
 
 
-def test_a_process_set_other_than_the_global_one_is_refused_not_ignored():
-    # hora.tensorflow does not run process sets yet: saying so beats running on every rank.
-    odd = hvd.add_process_set([r for r in range(hvd.size()) if r % 2 == 1])
+def test_collectives_run_on_a_process_set_eagerly_and_in_a_tf_function():
+    r, n = hvd.rank(), hvd.size()
+    odd = hvd.add_process_set([k for k in range(n) if k % 2 == 1])
+    even = hvd.add_process_set([k for k in range(n) if k % 2 == 0])
     try:
+        mine = odd if r % 2 else even
+        total = float(sum(mine.ranks))
+        out = hvd.allreduce(tf.fill([2], float(r)), op=hvd.Sum, name="tf.ps", process_set=mine)
+        assert out.numpy().tolist() == [total] * 2
+        g = hvd.allgather(tf.constant([r], tf.int64), name="tf.ps.ag", process_set=mine)
+        assert g.numpy().tolist() == mine.ranks
+        b = hvd.broadcast(tf.constant([r]), root_rank=mine.ranks[-1], name="tf.ps.bc", process_set=mine)
+        assert b.numpy().tolist() == [mine.ranks[-1]]
+        assert int(hvd.size_op(process_set=mine)) == len(mine.ranks)
+        assert int(hvd.rank_op(process_set=mine)) == mine.ranks.index(r)
+        assert int(hvd.process_set_included_op(process_set=mine)) == 1
+        other = even if mine is odd else odd
+        assert int(hvd.process_set_included_op(process_set=other)) == 0
+
+        @tf.function
+        def step(x):
+            return hvd.allreduce(x, op=hvd.Sum, name="tf.ps.fn", process_set=mine)
+
+        assert step(tf.ones([3])).numpy().tolist() == [float(len(mine.ranks))] * 3
+
+        w = tf.Variable([1.0])
+        with tf.GradientTape() as tape:
+            loss = w * float(r)
+        tape = hvd.DistributedGradientTape(tape, process_set=mine)
+        (grad,) = tape.gradient(loss, [w])
+        assert grad.numpy().tolist() == [total / len(mine.ranks)]
+        with pytest.raises(hvd.InvalidArgumentError, match="is not in process set"):
+            hvd.allreduce(tf.ones([1]), name="tf.ps.other", process_set=other)
         with pytest.raises(hvd.InvalidArgumentError, match="not implemented in this face"):
-            hvd.allreduce(tf.ones([2]), name="tf.ps", process_set=odd)
-        out = hvd.allreduce(tf.ones([2]), op=hvd.Sum, name="tf.ps.global", process_set=hvd.global_process_set)
-        assert out.numpy().tolist() == [hvd.size()] * 2
+            hvd.local_rank_op(process_set=mine)
     finally:
+        hvd.remove_process_set(even)
         hvd.remove_process_set(odd)

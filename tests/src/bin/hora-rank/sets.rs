@@ -140,21 +140,27 @@ pub(super) fn dynamic() -> Result<(), String> {
     )?;
 
     // Removing a set with an operation in flight (on rank 0 only) is refused everywhere;
-    // once the other even ranks join that operation, the set goes.
-    let pending = if rank == 0 {
-        Some(api::allreduce_async_in(even.id, "pending", vec![1.0f32], ReduceOp::Sum).map_err(e)?)
-    } else {
-        None
-    };
-    refused(
-        "remove with work in flight",
-        api::remove_process_set(even.id),
-        "in flight (rank 0: 1)",
-    )?;
-    if let Some(h) = pending {
-        h.wait().map_err(e)?;
-    } else if rank % 2 == 0 {
-        api::allreduce_in(even.id, "pending", vec![1.0f32], ReduceOp::Sum).map_err(e)?;
+    // once the other even ranks join that operation, the set goes. It needs a second even
+    // rank (np >= 3): in a one-rank set the operation completes at once.
+    if even.size() > 1 {
+        let pending = if rank == 0 {
+            Some(
+                api::allreduce_async_in(even.id, "pending", vec![1.0f32], ReduceOp::Sum)
+                    .map_err(e)?,
+            )
+        } else {
+            None
+        };
+        refused(
+            "remove with work in flight",
+            api::remove_process_set(even.id),
+            "in flight (rank 0: 1)",
+        )?;
+        if let Some(h) = pending {
+            h.wait().map_err(e)?;
+        } else if rank % 2 == 0 {
+            api::allreduce_in(even.id, "pending", vec![1.0f32], ReduceOp::Sum).map_err(e)?;
+        }
     }
     api::remove_process_set(odd.id).map_err(e)?;
     api::remove_process_set(even.id).map_err(e)?;

@@ -150,3 +150,21 @@ def _only_global(process_set, what):
     raise invalid_argument(f"{what}: process_set= other than the global set is not implemented in this "
                            "face yet (hora.torch and the Rust API run process sets); drop the argument to "
                            "use every rank")
+
+
+def _ranks_of(pid):
+    for sid, ranks in _core.process_sets():
+        if sid == pid:
+            return list(ranks)
+    raise invalid_argument(f"hora: there is no process set {pid}")
+
+
+def _id_rank(pid):
+    """This rank's position in process set ``pid`` (0: the job's rank)."""
+    me = _core.topology()[0]
+    return me if pid == 0 else _ranks_of(pid).index(me)
+
+
+def _id_size(pid):
+    """The number of ranks of process set ``pid`` (0: the job's size)."""
+    return _core.topology()[1] if pid == 0 else len(_ranks_of(pid))

@@ -30,7 +30,7 @@ import gc
 import weakref
 
 import hora.tensorflow as _htf
-from hora.common.process_sets import _only_global
+from hora.common.process_sets import _set_id
 from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
 from hora.keras import callbacks
 from hora.keras import optimizer as _opt
@@ -55,12 +55,14 @@ def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse=""
     ``average_aggregated_gradients=True``). The gradients are reduced by
     ``hora.tensorflow``'s grouped allreduce (all in one group unless ``groups``/``num_groups``
     split them); ``tf.IndexedSlices`` gradients are allgathered unless ``sparse_as_dense``.
-    ``device_*`` and ``process_set`` are accepted for compatibility. Compile the model with
+    ``process_set`` reduces among that set's ranks (others keep their own gradients);
+    ``device_*`` are accepted for compatibility. Compile the model with
     ``jit_compile=False``: the collectives cannot run under XLA.
     """
-    _only_global(process_set, "hora.keras.DistributedOptimizer")
+    _set_id(process_set, "hora.keras.DistributedOptimizer")
     settings = _opt.make_settings(compression, op, gradient_predivide_factor, backward_passes_per_step,
-                                  average_aggregated_gradients, sparse_as_dense, groups, num_groups, name)
+                                  average_aggregated_gradients, sparse_as_dense, groups, num_groups, name,
+                                  process_set)
     cls = _opt.wrap_class(type(optimizer), settings)
     wrapped = cls.from_config(optimizer.get_config())
     _registry.append(weakref.ref(wrapped))

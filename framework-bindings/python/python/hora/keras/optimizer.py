@@ -35,6 +35,7 @@ class _Settings:
     groups: object
     num_groups: int
     name: object
+    process_set: object = None
 
 
 def _in_xla_context():
@@ -82,7 +83,7 @@ class _DistributedMixin:
         return allreduce_gradients(list(grads), sources=list(variables), compression=s.compression,
                                    sparse_as_dense=s.sparse_as_dense, op=s.op,
                                    gradient_predivide_factor=s.gradient_predivide_factor, groups=s.groups,
-                                   num_groups=s.num_groups)
+                                   num_groups=s.num_groups, process_set=s.process_set)
 
     def apply(self, grads, trainable_variables=None):
         """Reduces ``grads`` over all ranks, then applies them as the wrapped optimizer would."""
@@ -140,7 +141,7 @@ def wrap_class(base, settings):
 
 
 def make_settings(compression, op, gradient_predivide_factor, backward_passes_per_step,
-                  average_aggregated_gradients, sparse_as_dense, groups, num_groups, name):
+                  average_aggregated_gradients, sparse_as_dense, groups, num_groups, name, process_set=None):
     """Validates the wrapper's arguments (shared by DistributedOptimizer and load_model)."""
     op = _htf.Average if op is None else op
     if gradient_predivide_factor != 1.0 and op != _htf.Average:
@@ -149,7 +150,8 @@ def make_settings(compression, op, gradient_predivide_factor, backward_passes_pe
         raise ValueError("hora.keras.DistributedOptimizer: backward_passes_per_step must be at least 1, "
                          f"got {backward_passes_per_step}")
     return _Settings(compression, op, float(gradient_predivide_factor), int(backward_passes_per_step),
-                     bool(average_aggregated_gradients), bool(sparse_as_dense), groups, int(num_groups or 0), name)
+                     bool(average_aggregated_gradients), bool(sparse_as_dense), groups, int(num_groups or 0), name,
+                     process_set)
 
 
 def is_distributed(optimizer):

@@ -44,6 +44,7 @@ from hora.tensorflow.mpi_ops import (
     local_rank_op,
     local_size_op,
     hora_errors,
+    process_set_included_op,
     join,
     rank_op,
     reducescatter,

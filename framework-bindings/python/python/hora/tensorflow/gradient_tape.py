@@ -5,8 +5,7 @@ import sys
 import tensorflow as tf
 
 from hora._core import InvalidArgumentError
-from hora.common.process_sets import _only_global
-from hora.common.basics import size
+from hora.common.process_sets import _id_size, _set_id
 from hora.tensorflow import mpi_ops
 from hora.tensorflow.compression import Compression
 
@@ -36,20 +35,26 @@ def _split_groups(indices, sources, groups, num_groups):
 
 
 def allreduce_gradients(grads, sources=None, compression=Compression.none, sparse_as_dense=False, op=mpi_ops.Average,
-                        gradient_predivide_factor=1.0, groups=None, num_groups=0, local_sources=()):
+                        gradient_predivide_factor=1.0, groups=None, num_groups=0, local_sources=(),
+                        process_set=None):
     """Reduces a list of gradients over all ranks: dense ones in grouped (fused) allreduces,
     ``tf.IndexedSlices`` by allgather (or densely with ``sparse_as_dense``). None stays None.
 
     ``gradient_predivide_factor`` splits the averaging into a division by that factor before
     the sum and by ``size() / factor`` after it (Horovod's semantics). Gradients of
-    ``local_sources`` are left as they are. Works eagerly and inside a tf.function.
+    ``local_sources`` are left as they are. With ``process_set``, gradients are reduced among
+    its ranks; a rank outside it keeps its own (Horovod's behaviour). Works eagerly and inside a
+    tf.function.
     """
+    ps = _set_id(process_set, "hora.tensorflow.allreduce_gradients")
+    if ps != 0 and not process_set.included():
+        return list(grads)
     op = mpi_ops._op(None, op)
     if gradient_predivide_factor != 1.0 and op != mpi_ops.Average:
         raise ValueError("hora.tensorflow: gradient_predivide_factor needs op=Average")
     pre, post = 1.0, 1.0
     if op == mpi_ops.Average and gradient_predivide_factor != 1.0:
-        op, pre, post = mpi_ops.Sum, 1.0 / gradient_predivide_factor, gradient_predivide_factor / size()
+        op, pre, post = mpi_ops.Sum, 1.0 / gradient_predivide_factor, gradient_predivide_factor / _id_size(ps)
     grads = list(grads)
     local = {id(v) for v in local_sources}
     out = list(grads)
@@ -67,11 +72,12 @@ def allreduce_gradients(grads, sources=None, compression=Compression.none, spars
             dense.append(i)
     for group in _split_groups(dense, sources, groups, num_groups):
         reduced = mpi_ops.grouped_allreduce([grads[i] for i in group], op=op, compression=compression,
-                                            prescale_factor=pre, postscale_factor=post)
+                                            prescale_factor=pre, postscale_factor=post, process_set=process_set)
         for i, r in zip(group, reduced):
             out[i] = r
     for i in sparse:
-        out[i] = mpi_ops.allreduce(grads[i], op=op, prescale_factor=pre, postscale_factor=post)
+        out[i] = mpi_ops.allreduce(grads[i], op=op, prescale_factor=pre, postscale_factor=post,
+                                   process_set=process_set)
     return out
 
 
@@ -102,7 +108,7 @@ def DistributedGradientTape(gradtape, device_dense="", device_sparse="", compres
     class sharing its recorded state. Dense gradients go in one grouped allreduce (or
     ``num_groups``/``groups`` of them).
     """
-    _only_global(process_set, "hora.tensorflow.DistributedGradientTape")
+    _set_id(process_set, "hora.tensorflow.DistributedGradientTape")
     mpi_ops._op(None, op)
     base = type(gradtape)
     cls = type(base.__name__, (base,), {"gradient": _DistributedGradientTape.gradient,
@@ -113,7 +119,7 @@ def DistributedGradientTape(gradtape, device_dense="", device_sparse="", compres
     tape.__dict__.update(gradtape.__dict__)
     tape._hora_options = {"compression": compression, "sparse_as_dense": sparse_as_dense, "op": op,
                           "gradient_predivide_factor": gradient_predivide_factor, "groups": groups,
-                          "num_groups": num_groups}
+                          "num_groups": num_groups, "process_set": process_set}
     tape._hora_local = []
     return tape
 
@@ -167,7 +173,7 @@ def DistributedOptimizer(optimizer, name=None, use_locking=False, device_dense="
                          num_groups=0, groups=None, process_set=None):
     """Wraps a ``tf.compat.v1.train.Optimizer`` so ``compute_gradients`` (and so ``minimize``)
     averages gradients over ranks. A Keras optimizer is handed to ``hora.keras.DistributedOptimizer``."""
-    _only_global(process_set, "hora.tensorflow.DistributedOptimizer")
+    _set_id(process_set, "hora.tensorflow.DistributedOptimizer")
     if _is_keras_optimizer(optimizer):
         try:
             from hora import keras as hora_keras
@@ -179,7 +185,8 @@ def DistributedOptimizer(optimizer, name=None, use_locking=False, device_dense="
             compression=compression, sparse_as_dense=sparse_as_dense,
             gradient_predivide_factor=gradient_predivide_factor, op=op,
             backward_passes_per_step=backward_passes_per_step,
-            average_aggregated_gradients=average_aggregated_gradients, groups=groups, num_groups=num_groups)
+            average_aggregated_gradients=average_aggregated_gradients, groups=groups, num_groups=num_groups,
+            process_set=process_set)
     if not isinstance(optimizer, tf.compat.v1.train.Optimizer):
         raise TypeError("hora.tensorflow.DistributedOptimizer: expected a tf.compat.v1.train.Optimizer or a "
                         f"Keras optimizer, got {type(optimizer).__name__}")
@@ -188,5 +195,6 @@ def DistributedOptimizer(optimizer, name=None, use_locking=False, device_dense="
                                    "gradient accumulation) is not supported for tf.compat.v1 optimizers")
     mpi_ops._op(None, op)
     options = {"compression": compression, "sparse_as_dense": sparse_as_dense, "op": op,
-               "gradient_predivide_factor": gradient_predivide_factor, "groups": groups, "num_groups": num_groups}
+               "gradient_predivide_factor": gradient_predivide_factor, "groups": groups, "num_groups": num_groups,
+               "process_set": process_set}
     return _DistributedOptimizer(optimizer, name or f"Distributed{type(optimizer).__name__}", use_locking, options)

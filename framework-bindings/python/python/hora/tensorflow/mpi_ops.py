@@ -32,8 +32,8 @@ from tensorflow.python.ops import control_flow_util as _cf_util
 
 from hora import _core
 from hora._core import HoraError
-from hora.common.process_sets import _only_global
-from hora.common.basics import local_rank, local_size, rank, size
+from hora.common.process_sets import _id_rank, _id_size, _only_global, _set_id
+from hora.common.basics import local_rank, local_size, rank
 from hora.common.errors import invalid_argument
 from hora.common.handles import wait_all
 from hora.common.vocabulary import (  # noqa: F401  (Adasum, Max, Min, Product: re-exported)
@@ -225,19 +225,20 @@ def _differentiable(t):
 # ---------------------------------------------------------------------------------- allreduce
 
 
-def _allreduce_eager(t, name, op, pre, post):
+def _allreduce_eager(t, name, op, pre, post, ps=0):
     code = _code(t.dtype, "allreduce")
     buf, ptr = _aligned_copy(_eager_view(t, "allreduce"))
     _core.enqueue(kind=ALLREDUCE, name=name, dtype=code, shape=list(buf.shape), owner=buf, ptr=ptr,
-                  nbytes=buf.nbytes, op=int(op), prescale=float(pre), postscale=float(post)).wait()
+                  nbytes=buf.nbytes, op=int(op), prescale=float(pre), postscale=float(post),
+                  process_set=ps).wait()
     return _to_tf(buf, ptr, t.dtype)
 
 
-def _allreduce_raw(t, name, op, pre, post):
+def _allreduce_raw(t, name, op, pre, post, ps=0):
     if not _graph_mode():
-        return _allreduce_eager(t, _eager_name("allreduce", name), op, pre, post)
+        return _allreduce_eager(t, _eager_name("allreduce", name), op, pre, post, ps)
     full = _graph_name("allreduce", name)
-    out = _py_function(lambda x: _allreduce_eager(x, full, op, pre, post), [t], [t.dtype])[0]
+    out = _py_function(lambda x: _allreduce_eager(x, full, op, pre, post, ps), [t], [t.dtype])[0]
     out.set_shape(t.shape)
     return out
 
@@ -246,27 +247,27 @@ def _grad_name(name):
     return f"{name}.grad" if name else None
 
 
-def _allreduce_diff(t, name, op, pre, post):
+def _allreduce_diff(t, name, op, pre, post, ps=0):
     if not _differentiable(t):
-        return _allreduce_raw(t, name, op, pre, post)
+        return _allreduce_raw(t, name, op, pre, post, ps)
 
     @tf.custom_gradient
     def fn(x):
         def grad(dy):
-            return _allreduce_raw(tf.convert_to_tensor(dy), _grad_name(name), op, pre, post)
+            return _allreduce_raw(tf.convert_to_tensor(dy), _grad_name(name), op, pre, post, ps)
 
-        return _allreduce_raw(x, name, op, pre, post), grad
+        return _allreduce_raw(x, name, op, pre, post, ps), grad
 
     return fn(t)
 
 
-def _allreduce_sparse(slices, name, op, pre, post):
+def _allreduce_sparse(slices, name, op, pre, post, process_set=None):
     """IndexedSlices: gather every rank's values and indices (Horovod's sparse allreduce)."""
     if op not in (Average, Sum):
         raise invalid_argument("hora.tensorflow.allreduce: IndexedSlices support only Average and Sum")
-    values = allgather(slices.values, name=f"{name}.values" if name else None)
-    indices = allgather(slices.indices, name=f"{name}.indices" if name else None)
-    scale = pre * post / (size() if op == Average else 1)
+    values = allgather(slices.values, name=f"{name}.values" if name else None, process_set=process_set)
+    indices = allgather(slices.indices, name=f"{name}.indices" if name else None, process_set=process_set)
+    scale = pre * post / (_id_size(_set_id(process_set, "allreduce")) if op == Average else 1)
     if scale != 1:
         values = values * tf.constant(scale, dtype=values.dtype)
     return tf.IndexedSlices(values, indices, dense_shape=slices.dense_shape)
@@ -278,17 +279,17 @@ def allreduce(tensor, average=None, device_dense="", device_sparse="", compressi
 
     ``tf.IndexedSlices`` are reduced by gathering every rank's values and indices.
     """
-    _only_global(process_set, "hora.tensorflow.allreduce")
+    ps = _set_id(process_set, "hora.tensorflow.allreduce")
     op = _op(average, op)
     if isinstance(tensor, tf.IndexedSlices):
-        return _allreduce_sparse(tensor, name, op, prescale_factor, postscale_factor)
+        return _allreduce_sparse(tensor, name, op, prescale_factor, postscale_factor, process_set)
     t = _tensor(tensor, "allreduce")
     compressed, ctx = compression.compress(t)
-    out = _allreduce_diff(compressed, name, op, prescale_factor, postscale_factor)
+    out = _allreduce_diff(compressed, name, op, prescale_factor, postscale_factor, ps)
     return compression.decompress(out, ctx)
 
 
-def _eager_group(kind, what, ts, base, op=Average, root=0, pre=1.0, post=1.0):
+def _eager_group(kind, what, ts, base, op=Average, root=0, pre=1.0, post=1.0, ps=0):
     """Runs an in-place collective (allreduce or broadcast) on each eager tensor of ``ts``, all
     submitted before any is waited on, as tensors ``<base>.<i>``."""
     # One engine request per tensor (the engine fuses them): packing the group into one buffer
@@ -300,17 +301,17 @@ def _eager_group(kind, what, ts, base, op=Average, root=0, pre=1.0, post=1.0):
         bufs.append((buf, ptr, t.dtype))
         handles.append(_core.enqueue(kind=kind, name=f"{base}.{i}", dtype=code, shape=list(buf.shape), owner=buf,
                                      ptr=ptr, nbytes=buf.nbytes, op=int(op), root=root, prescale=float(pre),
-                                     postscale=float(post)))
+                                     postscale=float(post), process_set=ps))
     wait_all(handles)
     return [_to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
 
 
-def _grouped_raw(ts, name, op, pre, post):
+def _grouped_raw(ts, name, op, pre, post, ps=0):
     if not ts:
         return []
 
     def run(xs, base):
-        return _eager_group(ALLREDUCE, "grouped_allreduce", xs, base, op, 0, pre, post)
+        return _eager_group(ALLREDUCE, "grouped_allreduce", xs, base, op, 0, pre, post, ps)
 
     if not _graph_mode():
         return run(ts, f"grouped_allreduce.{name}" if name else f"tf.grouped_allreduce.noname.{next(_noname)}")
@@ -321,16 +322,16 @@ def _grouped_raw(ts, name, op, pre, post):
     return list(outs)
 
 
-def _grouped_diff(ts, name, op, pre, post):
+def _grouped_diff(ts, name, op, pre, post, ps=0):
     if not any(_differentiable(t) for t in ts):
-        return _grouped_raw(ts, name, op, pre, post)
+        return _grouped_raw(ts, name, op, pre, post, ps)
 
     @tf.custom_gradient
     def fn(*xs):
         def grad(*dys):
-            return _grouped_raw([tf.convert_to_tensor(d) for d in dys], _grad_name(name), op, pre, post)
+            return _grouped_raw([tf.convert_to_tensor(d) for d in dys], _grad_name(name), op, pre, post, ps)
 
-        return _grouped_raw(list(xs), name, op, pre, post), grad
+        return _grouped_raw(list(xs), name, op, pre, post, ps), grad
 
     return list(fn(*ts))
 
@@ -339,51 +340,51 @@ def grouped_allreduce(tensors, average=None, device_dense="", device_sparse="", 
                       op=None, prescale_factor=1.0, postscale_factor=1.0, name=None, process_set=None,
                       ignore_name_scope=False):
     """Returns the reductions of a list of tensors, submitted together (fused by the engine)."""
-    _only_global(process_set, "hora.tensorflow.grouped_allreduce")
+    ps = _set_id(process_set, "hora.tensorflow.grouped_allreduce")
     op = _op(average, op)
     ts = [_tensor(t, "grouped_allreduce") for t in tensors]
     pairs = [compression.compress(t) for t in ts]
-    outs = _grouped_diff([c for c, _ in pairs], name, op, prescale_factor, postscale_factor)
+    outs = _grouped_diff([c for c, _ in pairs], name, op, prescale_factor, postscale_factor, ps)
     return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
 
 
 # ---------------------------------------------------------------------------------- allgather
 
 
-def _allgather_eager(t, name):
+def _allgather_eager(t, name, ps=0):
     code = _code(t.dtype, "allgather")
     src = _eager_view(t, "allgather")
     if src.ndim == 0:
         src = src.reshape(1)
     res = _core.enqueue(kind=ALLGATHER, name=name, dtype=code, shape=list(src.shape), owner=src,
-                        ptr=_address(src), nbytes=src.nbytes).wait()
+                        ptr=_address(src), nbytes=src.nbytes, process_set=ps).wait()
     return _from_output(res, t.dtype)
 
 
-def _allgather_raw(t, name):
+def _allgather_raw(t, name, ps=0):
     if not _graph_mode():
-        return _allgather_eager(t, _eager_name("allgather", name))
+        return _allgather_eager(t, _eager_name("allgather", name), ps)
     full = _graph_name("allgather", name)
-    out = _py_function(lambda x: _allgather_eager(x, full), [t], [t.dtype])[0]
+    out = _py_function(lambda x: _allgather_eager(x, full, ps), [t], [t.dtype])[0]
     if t.shape.rank is not None:
         out.set_shape([None] + (t.shape.as_list()[1:] if t.shape.rank > 0 else []))
     return out
 
 
-def _allgather_grad(dy, dim0, name):
-    summed = _allreduce_raw(dy, name, Sum, 1.0, 1.0)
-    dims = _allgather_raw(tf.reshape(tf.cast(dim0, tf.int64), [1]), f"{name}.dims" if name else None)
-    offset = tf.reduce_sum(dims[: rank()])
+def _allgather_grad(dy, dim0, name, ps=0):
+    summed = _allreduce_raw(dy, name, Sum, 1.0, 1.0, ps)
+    dims = _allgather_raw(tf.reshape(tf.cast(dim0, tf.int64), [1]), f"{name}.dims" if name else None, ps)
+    offset = tf.reduce_sum(dims[: _id_rank(ps)])
     return tf.slice(summed, tf.concat([[offset], tf.zeros([tf.rank(summed) - 1], tf.int64)], 0),
                     tf.concat([[tf.cast(dim0, tf.int64)], tf.cast(tf.shape(summed)[1:], tf.int64)], 0))
 
 
 def allgather(tensor, name=None, ignore_name_scope=False, process_set=None):
     """Returns every rank's tensor concatenated along dim 0 (first dims may differ); differentiable."""
-    _only_global(process_set, "hora.tensorflow.allgather")
+    ps = _set_id(process_set, "hora.tensorflow.allgather")
     t = _tensor(tensor, "allgather")
     if not _differentiable(t):
-        return _allgather_raw(t, name)
+        return _allgather_raw(t, name, ps)
 
     @tf.custom_gradient
     def fn(x):
@@ -391,10 +392,10 @@ def allgather(tensor, name=None, ignore_name_scope=False, process_set=None):
         dim0 = 1 if scalar else tf.shape(x)[0]
 
         def grad(dy):
-            g = _allgather_grad(tf.convert_to_tensor(dy), dim0, _grad_name(name))
+            g = _allgather_grad(tf.convert_to_tensor(dy), dim0, _grad_name(name), ps)
             return tf.reshape(g, []) if scalar else g
 
-        return _allgather_raw(x, name), grad
+        return _allgather_raw(x, name, ps), grad
 
     return fn(t)
 
@@ -408,19 +409,19 @@ def _check_root(root_rank, what):
     return int(root_rank)
 
 
-def _broadcast_eager(t, name, root):
+def _broadcast_eager(t, name, root, ps=0):
     code = _code(t.dtype, "broadcast")
     buf, ptr = _aligned_copy(_eager_view(t, "broadcast"))
     _core.enqueue(kind=BROADCAST, name=name, dtype=code, shape=list(buf.shape), owner=buf, ptr=ptr,
-                  nbytes=buf.nbytes, root=root).wait()
+                  nbytes=buf.nbytes, root=root, process_set=ps).wait()
     return _to_tf(buf, ptr, t.dtype)
 
 
-def _broadcast_raw(t, root, name):
+def _broadcast_raw(t, root, name, ps=0):
     if not _graph_mode():
-        return _broadcast_eager(t, _eager_name("broadcast", name), root)
+        return _broadcast_eager(t, _eager_name("broadcast", name), root, ps)
     full = _graph_name("broadcast", name)
-    out = _py_function(lambda x: _broadcast_eager(x, full, root), [t], [t.dtype])[0]
+    out = _py_function(lambda x: _broadcast_eager(x, full, root, ps), [t], [t.dtype])[0]
     out.set_shape(t.shape)
     return out
 
@@ -428,19 +429,19 @@ def _broadcast_raw(t, root, name):
 def broadcast(tensor, root_rank, name=None, ignore_name_scope=False, process_set=None):
     """Returns ``root_rank``'s tensor on every rank; differentiable (the gradient is the sum of
     every rank's gradient on the root, zero elsewhere, as in Horovod)."""
-    _only_global(process_set, "hora.tensorflow.broadcast")
+    ps = _set_id(process_set, "hora.tensorflow.broadcast")
     root = _check_root(root_rank, "broadcast")
     t = _tensor(tensor, "broadcast")
     if not _differentiable(t):
-        return _broadcast_raw(t, root, name)
+        return _broadcast_raw(t, root, name, ps)
 
     @tf.custom_gradient
     def fn(x):
         def grad(dy):
-            reduced = _allreduce_raw(tf.convert_to_tensor(dy), _grad_name(name), Sum, 1.0, 1.0)
+            reduced = _allreduce_raw(tf.convert_to_tensor(dy), _grad_name(name), Sum, 1.0, 1.0, ps)
             return reduced if rank() == root else tf.zeros_like(reduced)
 
-        return _broadcast_raw(x, root, name), grad
+        return _broadcast_raw(x, root, name, ps), grad
 
     return fn(t)
 
@@ -456,26 +457,26 @@ def _splits_list(splits):
     return [int(s) for s in np.asarray(splits).reshape(-1)]
 
 
-def _alltoall_eager(t, splits, name):
+def _alltoall_eager(t, splits, name, ps=0):
     code = _code(t.dtype, "alltoall")
     src = _eager_view(t, "alltoall")
     res = _core.enqueue(kind=ALLTOALL, name=name, dtype=code, shape=list(src.shape), owner=src,
-                        ptr=_address(src), nbytes=src.nbytes, splits=_splits_list(splits)).wait()
+                        ptr=_address(src), nbytes=src.nbytes, splits=_splits_list(splits), process_set=ps).wait()
     return _from_output(res, t.dtype), tf.constant(res[2], dtype=tf.int32)
 
 
-def _alltoall_raw(t, splits, name):
+def _alltoall_raw(t, splits, name, ps=0):
     if not _graph_mode():
-        return _alltoall_eager(t, splits, _eager_name("alltoall", name))
+        return _alltoall_eager(t, splits, _eager_name("alltoall", name), ps)
     full = _graph_name("alltoall", name)
     if splits is None:
-        out, received = _py_function(lambda x: _alltoall_eager(x, None, full), [t], [t.dtype, tf.int32])
+        out, received = _py_function(lambda x: _alltoall_eager(x, None, full, ps), [t], [t.dtype, tf.int32])
     else:
         sp = tf.cast(tf.convert_to_tensor(splits), tf.int64)
-        out, received = _py_function(lambda x, s: _alltoall_eager(x, s, full), [t, sp], [t.dtype, tf.int32])
+        out, received = _py_function(lambda x, s: _alltoall_eager(x, s, full, ps), [t, sp], [t.dtype, tf.int32])
     if t.shape.rank is not None:
         out.set_shape([None] + t.shape.as_list()[1:])
-    received.set_shape([size()])
+    received.set_shape([_id_size(ps)])
     return out, received
 
 
@@ -483,20 +484,20 @@ def alltoall(tensor, splits=None, name=None, ignore_name_scope=False, process_se
     """Scatters slices of ``tensor`` (``splits[d]`` rows of dim 0 to rank d; None: even) and
     gathers theirs. Returns the output, or ``(output, received_splits)`` when ``splits`` is given.
     Differentiable."""
-    _only_global(process_set, "hora.tensorflow.alltoall")
+    ps = _set_id(process_set, "hora.tensorflow.alltoall")
     t = _tensor(tensor, "alltoall")
     if not _differentiable(t):
-        out, received = _alltoall_raw(t, splits, name)
+        out, received = _alltoall_raw(t, splits, name, ps)
     else:
         holder = {}
 
         @tf.custom_gradient
         def fn(x):
-            out, recv = _alltoall_raw(x, splits, name)
+            out, recv = _alltoall_raw(x, splits, name, ps)
             holder["received"] = recv
 
             def grad(dy):
-                g, _ = _alltoall_raw(tf.convert_to_tensor(dy), recv, _grad_name(name))
+                g, _ = _alltoall_raw(tf.convert_to_tensor(dy), recv, _grad_name(name), ps)
                 return g
 
             return out, grad
@@ -506,23 +507,23 @@ def alltoall(tensor, splits=None, name=None, ignore_name_scope=False, process_se
     return out if splits is None else (out, received)
 
 
-def _reducescatter_eager(t, name, op, pre, post):
+def _reducescatter_eager(t, name, op, pre, post, ps=0):
     code = _code(t.dtype, "reducescatter")
     src = _eager_view(t, "reducescatter")
     res = _core.enqueue(kind=REDUCESCATTER, name=name, dtype=code, shape=list(src.shape), owner=src,
                         ptr=_address(src), nbytes=src.nbytes, op=int(op), prescale=float(pre),
-                        postscale=float(post)).wait()
+                        postscale=float(post), process_set=ps).wait()
     return _from_output(res, t.dtype)
 
 
-def _reducescatter_raw(t, name, op, pre, post):
+def _reducescatter_raw(t, name, op, pre, post, ps=0):
     if not _graph_mode():
-        return _reducescatter_eager(t, _eager_name("reducescatter", name), op, pre, post)
+        return _reducescatter_eager(t, _eager_name("reducescatter", name), op, pre, post, ps)
     full = _graph_name("reducescatter", name)
-    out = _py_function(lambda x: _reducescatter_eager(x, full, op, pre, post), [t], [t.dtype])[0]
+    out = _py_function(lambda x: _reducescatter_eager(x, full, op, pre, post, ps), [t], [t.dtype])[0]
     if t.shape.rank is not None:
         dims = t.shape.as_list()
-        n, r = size(), rank()
+        n, r = _id_size(ps), _id_rank(ps)
         rows = None if dims[0] is None else dims[0] // n + (1 if r < dims[0] % n else 0)
         out.set_shape([rows] + dims[1:])
     return out
@@ -532,22 +533,22 @@ def reducescatter(tensor, device_dense="", compression=Compression.none, op=Aver
                   process_set=None, ignore_name_scope=False, prescale_factor=1.0, postscale_factor=1.0):
     """Returns this rank's share (along dim 0; earlier ranks get one more row when uneven) of the
     reduction of ``tensor``; differentiable."""
-    _only_global(process_set, "hora.tensorflow.reducescatter")
+    ps = _set_id(process_set, "hora.tensorflow.reducescatter")
     op = _op(None, op)
     t = _tensor(tensor, "reducescatter")
     compressed, ctx = compression.compress(t)
     if not _differentiable(compressed):
-        out = _reducescatter_raw(compressed, name, op, prescale_factor, postscale_factor)
+        out = _reducescatter_raw(compressed, name, op, prescale_factor, postscale_factor, ps)
     else:
-        scale = prescale_factor * postscale_factor / (size() if op == Average else 1)
+        scale = prescale_factor * postscale_factor / (_id_size(ps) if op == Average else 1)
 
         @tf.custom_gradient
         def fn(x):
             def grad(dy):
-                g = _allgather_raw(tf.convert_to_tensor(dy), _grad_name(name))
+                g = _allgather_raw(tf.convert_to_tensor(dy), _grad_name(name), ps)
                 return g * tf.constant(scale, dtype=g.dtype) if scale != 1 else g
 
-            return _reducescatter_raw(x, name, op, prescale_factor, postscale_factor), grad
+            return _reducescatter_raw(x, name, op, prescale_factor, postscale_factor, ps), grad
 
         out = fn(compressed)
     return compression.decompress(out, ctx)
@@ -556,19 +557,19 @@ def reducescatter(tensor, device_dense="", compression=Compression.none, op=Aver
 # ------------------------------------------------------------------------------ barrier, join
 
 
-def _barrier_eager(name):
-    _core.enqueue(kind=BARRIER, name=name, dtype=DTYPES["u8"], shape=[0]).wait()
+def _barrier_eager(name, ps=0):
+    _core.enqueue(kind=BARRIER, name=name, dtype=DTYPES["u8"], shape=[0], process_set=ps).wait()
     return tf.constant(0, tf.int32)
 
 
 def barrier(process_set=None):
     """Waits until every rank calls barrier (in a tf.function: when the op runs)."""
-    _only_global(process_set, "hora.tensorflow.barrier")
+    ps = _set_id(process_set, "hora.tensorflow.barrier")
     if not _graph_mode():
-        _barrier_eager(f"barrier.tf.{next(_barriers)}")
+        _barrier_eager(f"barrier.tf.{ps}.{next(_barriers)}", ps)
         return None
     full = _graph_name("barrier", None)
-    return _py_function(lambda: _barrier_eager(full), [], [tf.int32])[0].op
+    return _py_function(lambda: _barrier_eager(full, ps), [], [tf.int32])[0].op
 
 
 def join(device=""):
@@ -583,29 +584,34 @@ def join(device=""):
 
 def grouped_allgather(tensors, name=None, ignore_name_scope=False, process_set=None):
     """``allgather`` of each tensor in a list (submitted in list order); differentiable."""
-    _only_global(process_set, "hora.tensorflow.grouped_allgather")
-    return [allgather(t, name=f"{name}.{i}" if name else None) for i, t in enumerate(tensors)]
+    return [allgather(t, name=f"{name}.{i}" if name else None, process_set=process_set)
+            for i, t in enumerate(tensors)]
 
 
 def grouped_reducescatter(tensors, device_dense="", compression=Compression.none, op=Average, name=None,
                           process_set=None, ignore_name_scope=False, prescale_factor=1.0, postscale_factor=1.0):
     """``reducescatter`` of each tensor in a list (submitted in list order); differentiable."""
-    _only_global(process_set, "hora.tensorflow.grouped_reducescatter")
     return [reducescatter(t, compression=compression, op=op, name=f"{name}.{i}" if name else None,
-                          prescale_factor=prescale_factor, postscale_factor=postscale_factor)
+                          prescale_factor=prescale_factor, postscale_factor=postscale_factor,
+                          process_set=process_set)
             for i, t in enumerate(tensors)]
 
 
 def size_op(process_set=None, name=None):
-    """The number of ranks, as an int32 scalar tensor."""
-    _only_global(process_set, "hora.tensorflow.size_op")
-    return tf.constant(size(), tf.int32)
+    """The number of ranks (of ``process_set``), as an int32 scalar tensor."""
+    return tf.constant(_id_size(_set_id(process_set, "hora.tensorflow.size_op")), tf.int32)
 
 
 def rank_op(process_set=None, name=None):
-    """This rank, as an int32 scalar tensor."""
-    _only_global(process_set, "hora.tensorflow.rank_op")
-    return tf.constant(rank(), tf.int32)
+    """This rank (inside ``process_set``), as an int32 scalar tensor."""
+    return tf.constant(_id_rank(_set_id(process_set, "hora.tensorflow.rank_op")), tf.int32)
+
+
+def process_set_included_op(process_set=None, name=None):
+    """1 if this rank is in ``process_set`` (default: the global set), else 0, as an int32
+    scalar tensor."""
+    ps = _set_id(process_set, "hora.tensorflow.process_set_included_op")
+    return tf.constant(int(ps == 0 or process_set.included()), tf.int32)
 
 
 def local_size_op(process_set=None, name=None):
