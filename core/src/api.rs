@@ -37,6 +37,8 @@ struct Running {
     sets: Arc<Mutex<Table>>,
     /// Adds and removes one at a time (they are collective, in the same order everywhere).
     changing: Arc<Mutex<u64>>,
+    /// Every host has the same number of ranks.
+    homogeneous: bool,
     // Dropped after the engine has shut down (see `shutdown`).
     _keep_alive: KeepAlive,
 }
@@ -88,8 +90,11 @@ fn start(config: Config) -> Result<bool> {
         connected.transport,
         Some(connected.collectives),
     )?;
+    let engine = Arc::new(engine);
+    let homogeneous = same_local_sizes(&engine, config.topology)?;
     *global = Some(Running {
-        engine: Arc::new(engine),
+        engine,
+        homogeneous,
         backend: connected.name,
         sets: Arc::new(Mutex::new(Table::new(config.topology.size))),
         changing: Arc::new(Mutex::new(0)),
@@ -99,6 +104,20 @@ fn start(config: Config) -> Result<bool> {
         _keep_alive: connected.keep_alive,
     });
     Ok(true)
+}
+
+/// Whether every rank has the same local size: one small allgather at init (a rank's own
+/// local and cross sizes cannot tell, e.g. hosts of 3, 1 and 2 ranks).
+fn same_local_sizes(engine: &Engine, topo: crate::config::Topology) -> Result<bool> {
+    if topo.size == 1 {
+        return Ok(true);
+    }
+    let op = Op::allgather("hora.init.local_sizes", crate::types::DataType::I64, &[1]);
+    let c = engine
+        .submit(op, Some(Box::new(vec![topo.local_size as i64])))
+        .wait()?;
+    let sizes: Vec<i64> = c.output.map(|o| o.to_vec()).unwrap_or_default();
+    Ok(sizes.windows(2).all(|w| w[0] == w[1]))
 }
 
 /// Stops hora (every process set's engine, then the global one); pending operations fail
@@ -111,6 +130,39 @@ pub fn shutdown() {
         }
         r.engine.shutdown();
     }
+}
+
+/// Starts (or moves) the timeline to `path` on rank 0, marking coordinator rounds when
+/// `mark_cycles`. Needs `HOROVOD_TIMELINE` set (to a path, or `DYNAMIC` to start none at
+/// init), as in Horovod.
+pub fn start_timeline(path: &std::path::Path, mark_cycles: bool) -> Result<()> {
+    let g = GLOBAL.read();
+    let r = g.as_ref().ok_or(Error::NotInitialized)?;
+    if r.config.tuning.timeline.is_none() {
+        return Err(Error::InvalidArgument {
+            rank: r.config.topology.rank,
+            tensor: String::new(),
+            detail: "start_timeline needs HOROVOD_TIMELINE set when the job starts (a file \
+                     path, or DYNAMIC to write nothing until start_timeline); horovodrun \
+                     --timeline-filename sets it"
+                .into(),
+        });
+    }
+    r.engine.start_timeline(path.to_path_buf(), mark_cycles);
+    Ok(())
+}
+
+/// Stops the timeline (closes its file); a no-op when none is being written.
+pub fn stop_timeline() -> Result<()> {
+    engine()?.stop_timeline();
+    Ok(())
+}
+
+/// Whether every host runs the same number of ranks (decided once at init from every rank's
+/// local size).
+pub fn is_homogeneous() -> Result<bool> {
+    let g = GLOBAL.read();
+    Ok(g.as_ref().ok_or(Error::NotInitialized)?.homogeneous)
 }
 
 /// Whether `init` has run (and `shutdown` has not).

@@ -19,6 +19,7 @@ pub struct Timeline {
     start: Instant,
     lanes: HashMap<String, usize>,
     first: bool,
+    mark_cycles: bool,
 }
 
 impl Timeline {
@@ -29,7 +30,28 @@ impl Timeline {
             start: Instant::now(),
             lanes: HashMap::new(),
             first: true,
+            mark_cycles: false,
         }
+    }
+
+    /// Also records a `CYCLE_START` instant event at each [`mark_cycle`](Self::mark_cycle).
+    pub fn with_cycles(mut self, on: bool) -> Self {
+        self.mark_cycles = on;
+        self
+    }
+
+    /// Marks the start of a coordinator round (when cycle marking is on): a global instant
+    /// event, as Horovod's `HOROVOD_TIMELINE_MARK_CYCLES` writes.
+    pub fn mark_cycle(&mut self) {
+        if self.out.is_none() || !self.mark_cycles {
+            return;
+        }
+        let ts = self.start.elapsed().as_micros();
+        let text = format!(
+            "{}{{\"name\":\"CYCLE_START\",\"ph\":\"i\",\"s\":\"g\",\"ts\":{ts},\"pid\":0,\"tid\":0}}",
+            self.separator()
+        );
+        self.write(text.as_bytes());
     }
 
     /// Creates (truncates) the trace file at `path`.
@@ -41,6 +63,7 @@ impl Timeline {
             start: Instant::now(),
             lanes: HashMap::new(),
             first: true,
+            mark_cycles: false,
         })
     }
 

@@ -257,3 +257,39 @@ fn killed_mid_allreduce(args: &[&str], pipeline: &str) {
     }
     assert!(took < Duration::from_secs(90), "survivors took {took:?}");
 }
+
+#[test]
+fn every_rank_agrees_whether_hosts_are_even() {
+    // Hosts of 2, 1 and 2 ranks (cross ranks as Horovod numbers them), then 2 x 2.
+    let uneven: [Place; 5] = [
+        (0, 2, 0, 3),
+        (1, 2, 0, 2),
+        (0, 1, 1, 3),
+        (0, 2, 2, 3),
+        (1, 2, 1, 2),
+    ];
+    for (places, want) in [(&uneven[..], false), (&TWO_BY_TWO[..], true)] {
+        let results = run(places, &["layout"], &[]);
+        for (r, (status, out, err)) in results.iter().enumerate() {
+            assert!(status.success(), "rank {r}: {status}\n{out}\n{err}");
+            assert!(
+                out.contains(&format!("rank {r}: homogeneous={want}")),
+                "rank {r}: {out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn process_sets_across_hosts_run_every_collective() {
+    // Evens (0, 2) and odds (1, 3) each have one rank per host: their sets ring over TCP.
+    let results = run(
+        &TWO_BY_TWO,
+        &["process-sets"],
+        &[("HOROVOD_DYNAMIC_PROCESS_SETS", "1")],
+    );
+    for (r, (status, out, err)) in results.iter().enumerate() {
+        assert!(status.success(), "rank {r}: {status}\n{out}\n{err}");
+        assert!(out.contains("process-sets OK"), "rank {r}: {out}");
+    }
+}

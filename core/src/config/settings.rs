@@ -167,9 +167,15 @@ settings! {
             shown "automatic", accepts "mpi (the MPI transport, under mpirun) or gloo/tcp",
             parse parse::choice;
         /// Rank 0 writes a Chrome-trace timeline (a lane per tensor: NEGOTIATE, then the
-        /// collective) to this path; `horovodrun --timeline-filename` sets it.
+        /// collective) to this path; `horovodrun --timeline-filename` sets it. `DYNAMIC`:
+        /// nothing is written until `start_timeline(path)` (which needs this variable set).
         "HOROVOD_TIMELINE" => timeline: Option<PathBuf> = None,
-            shown "off", accepts "a file path", parse parse::path;
+            shown "off", accepts "a file path, or DYNAMIC", parse parse::path;
+        /// 1: the timeline also marks each coordinator round (a `CYCLE_START` instant event
+        /// when rank 0 sends a plan; hora has no fixed cycle); `start_timeline(...,
+        /// mark_cycles=True)` turns it on later.
+        "HOROVOD_TIMELINE_MARK_CYCLES" => timeline_mark_cycles: bool = false,
+            shown "0", accepts "1/0, true/false, yes/no or on/off", parse parse::flag;
         /// 1: allreduce runs shared memory inside each host and rings between hosts
         /// ([transports.md](transports.md#hierarchical-collectives-several-hosts)); 0: always
         /// the flat ring over TCP; unset: hierarchical when the job spans hosts with the same

@@ -51,7 +51,12 @@ pub(crate) struct Background {
     coordinator: Option<Coordinator>,
     executor: Executor,
     sent_shutdown: bool,
+    /// HOROVOD_TIMELINE_MARK_CYCLES for the timeline opened at start.
+    mark_cycles: bool,
 }
+
+/// `HOROVOD_TIMELINE=DYNAMIC`: the timeline is allowed but starts only on request.
+pub(crate) const DYNAMIC_TIMELINE: &str = "DYNAMIC";
 
 enum Flow {
     Continue,
@@ -81,6 +86,7 @@ impl Background {
             worker: Worker::new(topology.rank, topology.size, tuning.cache_capacity),
             coordinator,
             topology,
+            mark_cycles: tuning.timeline_mark_cycles,
             timeline_path: tuning.timeline,
             transport,
             queue,
@@ -90,9 +96,12 @@ impl Background {
     }
 
     pub(crate) fn run(mut self) {
-        if let (0, Some(path)) = (self.topology.rank, self.timeline_path.take()) {
+        // DYNAMIC: nothing is written until start_timeline.
+        if let (0, Some(path)) = (self.topology.rank, self.timeline_path.take())
+            && path.as_os_str() != DYNAMIC_TIMELINE
+        {
             match Timeline::create(&path) {
-                Ok(t) => self.executor.set_timeline(t),
+                Ok(t) => self.executor.set_timeline(t.with_cycles(self.mark_cycles)),
                 Err(e) => tracing::warn!("HOROVOD_TIMELINE={}: cannot create: {e}", path.display()),
             }
         }
@@ -213,6 +222,11 @@ impl Background {
 
     /// Hands newly submitted requests (and a shutdown request) to the coordinator.
     fn submit_new(&mut self) -> Result<(), Error> {
+        if let Some(to) = self.queue.take_timeline()
+            && self.rank() == 0
+        {
+            self.switch_timeline(to);
+        }
         let mut reqs = Vec::new();
         let timeline = self.executor.timeline_mut();
         let shutdown = self.queue.take_new(|req| {
@@ -236,6 +250,22 @@ impl Background {
         Ok(())
     }
 
+    /// Rank 0: writes the timeline to `to` (path, mark cycles) from now on, or stops it.
+    fn switch_timeline(&mut self, to: Option<(std::path::PathBuf, bool)>) {
+        let next = match to {
+            None => Timeline::disabled(),
+            Some((path, cycles)) => match Timeline::create(&path) {
+                Ok(t) => t.with_cycles(cycles),
+                Err(e) => {
+                    tracing::warn!("start_timeline({}): cannot create: {e}", path.display());
+                    Timeline::disabled()
+                }
+            },
+        };
+        // The old timeline is finished (closed and flushed) when it is dropped here.
+        self.executor.set_timeline(next);
+    }
+
     /// Rank 0: broadcasts and runs everything the coordinator has decided.
     fn drain_coordinator(&mut self) -> Result<Option<Flow>, Error> {
         loop {
@@ -248,6 +278,7 @@ impl Background {
             let Some(down) = c.poll_transmit() else {
                 return Ok(None);
             };
+            self.executor.timeline_mut().mark_cycle();
             let bytes = wire::encode_down(&down);
             for peer in 1..self.topology.size {
                 // A peer that already left after a shutdown plan is not an error.

@@ -228,6 +228,17 @@ impl Engine {
         self.submit(op, Some(data))
     }
 
+    /// Starts writing the timeline to `path` on rank 0 (closing any open one), marking
+    /// coordinator rounds when `mark_cycles`; other ranks ignore it, as in Horovod.
+    pub fn start_timeline(&self, path: std::path::PathBuf, mark_cycles: bool) {
+        self.queue.timeline(Some((path, mark_cycles)));
+    }
+
+    /// Stops writing the timeline (closing the file); a no-op when none is open.
+    pub fn stop_timeline(&self) {
+        self.queue.timeline(None);
+    }
+
     /// How many operations this rank submitted that have not completed yet.
     pub fn in_flight(&self) -> usize {
         self.queue.in_flight()

@@ -53,6 +53,8 @@ struct State {
     /// Names submitted and not yet completed: a second submit of one of them is refused.
     in_flight: FastSet<String>,
     shutdown: bool,
+    /// A timeline start (path, mark cycles) or stop (`None`) for the background thread.
+    timeline: Option<Option<(std::path::PathBuf, bool)>>,
     /// Set once the background thread has stopped; later submits fail with it.
     dead: Option<Error>,
 }
@@ -163,6 +165,13 @@ impl Submitter {
         Handle::new(state)
     }
 
+    /// Asks the background thread to start writing the timeline to `path` (rank 0), or to
+    /// stop it (`None`).
+    pub(crate) fn timeline(&self, to: Option<(std::path::PathBuf, bool)>) {
+        self.shared.state.lock().timeline = Some(to);
+        self.shared.waker.wake();
+    }
+
     /// Asks the background thread to shut the job down; later submits fail with `ShutDown`.
     pub(crate) fn shutdown(&self) {
         self.shared.state.lock().shutdown = true;
@@ -194,6 +203,11 @@ impl TensorQueue {
             sink(req);
         }
         shutdown
+    }
+
+    /// A pending timeline start or stop, if one was asked for.
+    pub(crate) fn take_timeline(&mut self) -> Option<Option<(std::path::PathBuf, bool)>> {
+        self.shared.state.lock().timeline.take()
     }
 
     /// The entry a response names, if this rank submitted it (a joined rank has none).

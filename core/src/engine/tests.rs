@@ -369,3 +369,58 @@ fn timeline_records_negotiation_and_the_collective_per_tensor() {
         "timestamps go back: {ts:?}"
     );
 }
+
+#[test]
+fn a_dynamic_timeline_records_only_between_start_and_stop_and_marks_cycles() {
+    let dir = std::env::temp_dir();
+    let first = dir.join(format!("hora-timeline-dyn-{}-a.json", std::process::id()));
+    let second = dir.join(format!("hora-timeline-dyn-{}-b.json", std::process::id()));
+    let tuning = Tuning {
+        timeline: Some("DYNAMIC".into()),
+        ..tuning()
+    };
+    with_engines(2, tuning, |e| {
+        allreduce_f32(e, "before", vec![1.0; 8], ReduceOp::Sum).unwrap();
+        e.start_timeline(first.clone(), true);
+        e.barrier().unwrap();
+        allreduce_f32(e, "during", vec![1.0; 8], ReduceOp::Sum).unwrap();
+        // Moving to another file closes the first one.
+        e.start_timeline(second.clone(), false);
+        e.barrier().unwrap();
+        allreduce_f32(e, "second", vec![1.0; 8], ReduceOp::Sum).unwrap();
+        e.stop_timeline();
+        e.barrier().unwrap();
+        allreduce_f32(e, "after", vec![1.0; 8], ReduceOp::Sum).unwrap();
+        e.barrier().unwrap();
+    });
+    assert!(
+        !std::path::Path::new("DYNAMIC").exists(),
+        "DYNAMIC is not a file name"
+    );
+    let read = |p: &std::path::Path| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(p).unwrap();
+        let _ = std::fs::remove_file(p);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()))
+    };
+    let lanes = |ev: &[serde_json::Value]| -> Vec<String> {
+        ev.iter()
+            .filter(|e| e["ph"] == "M")
+            .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let a = read(&first);
+    let b = read(&second);
+    assert!(lanes(&a).contains(&"during".to_string()), "{a:?}");
+    assert!(!lanes(&a).contains(&"before".to_string()), "{a:?}");
+    assert!(!lanes(&a).contains(&"second".to_string()), "{a:?}");
+    assert!(
+        a.iter()
+            .any(|e| e["name"] == "CYCLE_START" && e["ph"] == "i")
+    );
+    assert!(lanes(&b).contains(&"second".to_string()), "{b:?}");
+    assert!(!lanes(&b).contains(&"after".to_string()), "{b:?}");
+    assert!(
+        !b.iter().any(|e| e["name"] == "CYCLE_START"),
+        "cycles were off"
+    );
+}

@@ -135,6 +135,44 @@ fn remove_process_set(py: Python<'_>, id: u32) -> PyResult<()> {
         .map_err(|e| to_py(py, &e))
 }
 
+/// Starts (or moves) rank 0's timeline to `path`; needs HOROVOD_TIMELINE set at start.
+#[pyfunction]
+#[pyo3(signature = (path, mark_cycles=false))]
+fn start_timeline(py: Python<'_>, path: std::path::PathBuf, mark_cycles: bool) -> PyResult<()> {
+    ensure_not_forked()?;
+    hora::api::start_timeline(&path, mark_cycles).map_err(|e| to_py(py, &e))
+}
+
+/// Stops rank 0's timeline (a no-op when none is open).
+#[pyfunction]
+fn stop_timeline(py: Python<'_>) -> PyResult<()> {
+    ensure_not_forked()?;
+    hora::api::stop_timeline().map_err(|e| to_py(py, &e))
+}
+
+/// Whether every host runs the same number of ranks.
+#[pyfunction]
+fn is_homogeneous(py: Python<'_>) -> PyResult<bool> {
+    ensure_not_forked()?;
+    hora::api::is_homogeneous().map_err(|e| to_py(py, &e))
+}
+
+/// `(backend name, built)` for every backend hora knows, from the build itself.
+#[pyfunction]
+fn backends() -> Vec<(&'static str, bool)> {
+    hora::build_info()
+        .backends
+        .iter()
+        .map(|b| (b.name, b.built))
+        .collect()
+}
+
+/// The backend this process runs on (`tcp`, `shm`, `tcp+shm hierarchical`, `mpi`, `local`).
+#[pyfunction]
+fn transport_name(py: Python<'_>) -> PyResult<&'static str> {
+    hora::api::transport_name().map_err(|e| to_py(py, &e))
+}
+
 /// Every process set of the job as `(id, ranks)`, the global set first.
 #[pyfunction]
 fn process_sets(py: Python<'_>) -> PyResult<Vec<(u32, Vec<usize>)>> {
@@ -271,6 +309,11 @@ fn hora_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(add_process_set, m)?)?;
     m.add_function(wrap_pyfunction!(remove_process_set, m)?)?;
     m.add_function(wrap_pyfunction!(process_sets, m)?)?;
+    m.add_function(wrap_pyfunction!(start_timeline, m)?)?;
+    m.add_function(wrap_pyfunction!(stop_timeline, m)?)?;
+    m.add_function(wrap_pyfunction!(is_homogeneous, m)?)?;
+    m.add_function(wrap_pyfunction!(backends, m)?)?;
+    m.add_function(wrap_pyfunction!(transport_name, m)?)?;
     let py = m.py();
     m.add(
         "DTYPES",

@@ -230,6 +230,9 @@ fn main() -> ExitCode {
         "mismatch" => mismatch(),
         "early-death" => early_death(),
         "process-sets" => sets::dynamic(),
+        "layout" => api::is_homogeneous()
+            .map(|h| println!("rank {}: homogeneous={h}", api::rank().unwrap_or(0)))
+            .map_err(|e| e.to_string()),
         "static-sets" => sets::static_sets(),
         other => fail(format!("unknown scenario {other:?}")),
     };

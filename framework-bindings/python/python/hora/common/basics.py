@@ -76,21 +76,74 @@ def cross_size():
     return _topo()[5]
 
 
+def is_homogeneous():
+    """True if every host runs the same number of ranks (decided at init)."""
+    return _core.is_homogeneous()
+
+
+def start_timeline(file_path, mark_cycles=False):
+    """Starts (or moves) the timeline that rank 0 writes to ``file_path``; ``mark_cycles``
+    also marks each coordinator round. Needs HOROVOD_TIMELINE set when the job starts (a
+    path, or DYNAMIC to write nothing until this call), as in Horovod."""
+    _core.start_timeline(str(file_path), bool(mark_cycles))
+
+
+def stop_timeline():
+    """Stops the timeline and closes its file (nothing happens when none is open)."""
+    _core.stop_timeline()
+
+
+def _built(name):
+    return dict(_core.backends()).get(name, False)
+
+
 def mpi_threads_supported():
-    """Horovod compatibility: hora does not use MPI, so this is False."""
+    """Horovod compatibility: hora's MPI backend is not started with MPI_THREAD_MULTIPLE for
+    the caller's use, so this is False."""
     return False
+
+
+def mpi_built():
+    """True if this build has the MPI backend (hora built with ``--features mpi``)."""
+    return _built("mpi")
 
 
 def mpi_enabled():
-    """Horovod compatibility: the MPI controller is not built in."""
-    return False
+    """True if this job runs on the MPI backend (started by mpirun with MPI built in)."""
+    return _core.is_initialized() and _core.transport_name() == "mpi"
+
+
+def gloo_built():
+    """True: hora's TCP controller, which plays Gloo's role, is always built (there is no
+    Gloo library in hora)."""
+    return _built("tcp")
 
 
 def gloo_enabled():
-    """Horovod compatibility: hora's TCP controller plays Gloo's role."""
-    return True
+    """True if this job runs on hora's TCP controller (Gloo's role), i.e. not on MPI."""
+    return _core.is_initialized() and _core.transport_name() != "mpi"
 
 
 def nccl_built():
-    """Horovod compatibility: no NCCL support yet."""
+    """False: hora has no NCCL support yet (GPU tensors are not supported)."""
+    return _built("nccl")
+
+
+def ccl_built():
+    """False: hora has no oneCCL support."""
+    return False
+
+
+def cuda_built():
+    """False: hora has no CUDA support yet (GPU tensors are not supported)."""
+    return False
+
+
+def rocm_built():
+    """False: hora has no ROCm support."""
+    return False
+
+
+def ddl_built():
+    """False: hora has no IBM DDL support."""
     return False
