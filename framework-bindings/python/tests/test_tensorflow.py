@@ -247,10 +247,10 @@ def test_gradients(mode):
     # d/dx_r of sum_k x_k^2 summed over ranks: the upstream ones are summed over ranks (n each).
     np.testing.assert_allclose(gs.numpy(), n * 2 * xs)
     np.testing.assert_allclose(ga.numpy(), 2 * xs)
-    # allgather: rank r's slice has weights 3r..3r+2 on every rank; the gradient sums them.
-    np.testing.assert_allclose(gg.numpy(), n * np.arange(3 * r, 3 * r + 3) * 2 * xs)
-    # broadcast: on the root, the sum of every rank's upstream (k+1); zero elsewhere.
-    expected_b = sum(k + 1 for k in range(n)) * 2 * xs if r == 0 else np.zeros(3)
+    # allgather: rank r's slice has weights 3r..3r+2 on every rank; Horovod averages them.
+    np.testing.assert_allclose(gg.numpy(), np.arange(3 * r, 3 * r + 3) * 2 * xs)
+    # broadcast: on the root, the average of every rank's upstream (k+1); zero elsewhere.
+    expected_b = sum(k + 1 for k in range(n)) / n * 2 * xs if r == 0 else np.zeros(3)
     np.testing.assert_allclose(gb.numpy(), expected_b)
 
 
@@ -269,7 +269,8 @@ def test_gradients_alltoall_reducescatter(mode):
     ga, gs = run(mode, grads, x)
     # alltoall: the rows sent to rank d come back weighted d+1.
     np.testing.assert_allclose(ga.numpy(), np.repeat(np.arange(1, n + 1), 2).astype(np.float32))
-    np.testing.assert_allclose(gs.numpy(), np.repeat(np.arange(1, n + 1), 2).astype(np.float32))
+    # reducescatter with Sum: Horovod scales the gathered gradient by the number of ranks.
+    np.testing.assert_allclose(gs.numpy(), n * np.repeat(np.arange(1, n + 1), 2).astype(np.float32))
 
 
 @pytest.mark.parametrize("mode", MODES)

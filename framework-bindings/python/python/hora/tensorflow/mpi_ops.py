@@ -372,7 +372,9 @@ def _allgather_raw(t, name, ps=0):
 
 
 def _allgather_grad(dy, dim0, name, ps=0):
-    summed = _allreduce_raw(dy, name, Sum, 1.0, 1.0, ps)
+    # Horovod's convention: the incoming gradients are averaged over the ranks, then each rank
+    # takes its own rows.
+    summed = _allreduce_raw(dy, name, Average, 1.0, 1.0, ps)
     dims = _allgather_raw(tf.reshape(tf.cast(dim0, tf.int64), [1]), f"{name}.dims" if name else None, ps)
     offset = tf.reduce_sum(dims[: _id_rank(ps)])
     return tf.slice(summed, tf.concat([[offset], tf.zeros([tf.rank(summed) - 1], tf.int64)], 0),
@@ -427,8 +429,8 @@ def _broadcast_raw(t, root, name, ps=0):
 
 
 def broadcast(tensor, root_rank, name=None, ignore_name_scope=False, process_set=None):
-    """Returns ``root_rank``'s tensor on every rank; differentiable (the gradient is the sum of
-    every rank's gradient on the root, zero elsewhere, as in Horovod)."""
+    """Returns ``root_rank``'s tensor on every rank; differentiable (the gradient is the average
+    of every rank's gradient on the root, zero elsewhere, as in Horovod)."""
     ps = _set_id(process_set, "hora.tensorflow.broadcast")
     root = _check_root(root_rank, "broadcast")
     t = _tensor(tensor, "broadcast")
@@ -438,7 +440,7 @@ def broadcast(tensor, root_rank, name=None, ignore_name_scope=False, process_set
     @tf.custom_gradient
     def fn(x):
         def grad(dy):
-            reduced = _allreduce_raw(tf.convert_to_tensor(dy), _grad_name(name), Sum, 1.0, 1.0, ps)
+            reduced = _allreduce_raw(tf.convert_to_tensor(dy), _grad_name(name), Average, 1.0, 1.0, ps)
             return reduced if rank() == root else tf.zeros_like(reduced)
 
         return _broadcast_raw(x, root, name, ps), grad
@@ -540,7 +542,9 @@ def reducescatter(tensor, device_dense="", compression=Compression.none, op=Aver
     if not _differentiable(compressed):
         out = _reducescatter_raw(compressed, name, op, prescale_factor, postscale_factor, ps)
     else:
-        scale = prescale_factor * postscale_factor / (_id_size(ps) if op == Average else 1)
+        # Horovod's convention: a Sum's gradient is scaled by the set's size, an Average's is
+        # not; both by the pre- and postscale factors.
+        scale = prescale_factor * postscale_factor * (_id_size(ps) if op == Sum else 1)
 
         @tf.custom_gradient
         def fn(x):

@@ -295,10 +295,12 @@ class _AllgatherFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        summed = synchronize(allreduce_async(grad, op=Sum, process_set=ctx.ps))
+        # Horovod's convention: the incoming gradients are averaged over the ranks, then each
+        # rank takes its own rows.
+        averaged = synchronize(allreduce_async(grad, op=Average, process_set=ctx.ps))
         dims = synchronize(allgather_async(torch.tensor([ctx.dim], dtype=torch.int64), process_set=ctx.ps))
         offset = int(dims[: _set_rank(ctx.ps)].sum())
-        return summed.narrow(0, offset, ctx.dim), None, None
+        return averaged.narrow(0, offset, ctx.dim), None, None
 
 
 def allgather(tensor, name=None, process_set=None):
@@ -448,10 +450,11 @@ class _ReducescatterFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        # Horovod's convention: a Sum's gradient is scaled by the set's size, an Average's is
+        # not; both by the pre- and postscale factors.
+        scale = ctx.scale * (_set_size(ctx.ps) if ctx.op == Sum else 1)
         out = synchronize(allgather_async(grad.contiguous(), process_set=ctx.ps))
-        if ctx.op == Average:
-            out = out / _set_size(ctx.ps)
-        return out * ctx.scale, None, None, None, None, None
+        return (out * scale if scale != 1 else out), None, None, None, None, None
 
 
 def reducescatter(tensor, name=None, compression=Compression.none, op=Average, process_set=None,
