@@ -1,12 +1,12 @@
 //! Command-line parsing: every option of Horovod 0.28.1's `horovodrun`, plus hora's own
 //! (`--ssh-config-file`, `--grace-period`, `-x`). Horovod spells some options with one dash and
 //! several letters (`-np 4`, `-cb`, `-hostfile`, `-prefix-timestamp`), which clap does not
-//! model, so [`normalize`] rewrites them before clap sees the arguments.
+//! model, so [`normalize()`] rewrites them before clap sees the arguments.
 //!
 //! Parsing is in three steps: clap reads the flags ([`Args`]); [`tuning`] gathers the ones
 //! that tune the ranks into [`tuning::Tunables`], which `--config-file` ([`config_file`])
 //! completes (the command line wins); then every option hora cannot honour is refused with
-//! the reason and what to use instead ([`tuning::refusals`]). Nothing is accepted and ignored.
+//! the reason and what to use instead ([`tuning::Tunables::refusals`]). Nothing is accepted and ignored.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -313,6 +313,9 @@ fn host_list(hosts: &[(String, u32)]) -> String {
         .join(",")
 }
 
+/// How long mpirun's output may keep draining after it exits.
+const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Each rank's `stdout` and `stderr` files under `--output-filename DIR` (None without it).
 type RankFiles = (Vec<File>, Vec<File>);
 
@@ -435,8 +438,13 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
         first
     });
     let status = child.wait();
-    // mpirun's pipes close when it exits (its daemons hold no copy of them).
-    for p in pumps {
+    // mpirun's pipes close when it exits, unless something it started still holds them: the
+    // output drains for a little while, never forever.
+    let until = std::time::Instant::now() + OUTPUT_DRAIN;
+    while std::time::Instant::now() < until && pumps.iter().any(|p| !p.is_finished()) {
+        thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for p in pumps.into_iter().filter(|p| p.is_finished()) {
         let _ = p.join();
     }
     handle.close();

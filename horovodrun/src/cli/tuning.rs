@@ -436,7 +436,10 @@ impl Tunables {
 fn parse_positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
+        _ => Err(format!(
+            "`{s}` is not a positive number of milliseconds (hora validates HOROVOD_CYCLE_TIME \
+             as > 0, though its engine has no cycle; leave the flag out)"
+        )),
     }
 }
 
