@@ -1,22 +1,42 @@
-//! Command-line parsing. Horovod users type `-np 4`, a multi-letter flag with one dash that clap
-//! does not model, so [`normalize`] rewrites it to `--num-proc` before clap sees the arguments.
+//! Command-line parsing: every option of Horovod 0.28.1's `horovodrun`, plus hora's own
+//! (`--ssh-config-file`, `--grace-period`, `-x`). Horovod spells some options with one dash and
+//! several letters (`-np 4`, `-cb`, `-hostfile`, `-prefix-timestamp`), which clap does not
+//! model, so [`normalize()`] rewrites them before clap sees the arguments.
+//!
+//! Parsing is in three steps: clap reads the flags ([`Args`]); [`tuning`] gathers the ones
+//! that tune the ranks into [`tuning::Tunables`], which `--config-file` ([`config_file`])
+//! completes (the command line wins); then every option hora cannot honour is refused with
+//! the reason and what to use instead ([`tuning::Tunables::refusals`]). Nothing is accepted and ignored.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::Parser;
 
+pub(crate) mod config_file;
+mod normalize;
+pub(crate) mod tuning;
+
+pub(crate) use normalize::normalize;
+
 /// Launch the ranks of a hora (Horovod-compatible) job.
 #[derive(Debug, Parser)]
 #[command(
     name = "horovodrun",
     version,
+    disable_version_flag = true,
     about = "Launch the ranks of a hora (Horovod-compatible) distributed training job.",
     after_help = "Examples:\n  horovodrun -np 4 python train.py\n  \
                   horovodrun -np 8 -H node1:4,node2:4 python train.py\n  \
-                  horovodrun -np 8 --hostfile hosts.txt -x NCCL_DEBUG python train.py"
+                  horovodrun -np 8 --hostfile hosts.txt -x NCCL_DEBUG python train.py\n\n\
+                  Options hora cannot honour (autotune, elastic, NCCL, ...) are refused with \
+                  the reason and what to use instead; see docs/launching.md."
 )]
 pub(crate) struct Args {
+    /// Print the version and exit (also spelled -v).
+    #[arg(long = "version", action = clap::ArgAction::Version, help_heading = "Information")]
+    pub(crate) version: Option<bool>,
+
     /// Number of ranks to start (also spelled -np).
     #[arg(long = "num-proc", visible_alias = "np", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=65_536),
@@ -28,13 +48,18 @@ pub(crate) struct Args {
         short = 'H',
         long = "hosts",
         value_name = "HOST:SLOTS,...",
-        conflicts_with = "hostfile",
+        conflicts_with_all = ["hostfile", "host_discovery_script"],
         help_heading = "Placement"
     )]
     pub(crate) hosts: Option<String>,
 
-    /// A file of `host slots=N` lines (`#` comments and blank lines allowed).
-    #[arg(long = "hostfile", value_name = "FILE", help_heading = "Placement")]
+    /// A file of `host slots=N` lines (`#` comments and blank lines allowed; also -hostfile).
+    #[arg(
+        long = "hostfile",
+        value_name = "FILE",
+        conflicts_with = "host_discovery_script",
+        help_heading = "Placement"
+    )]
     pub(crate) hostfile: Option<PathBuf>,
 
     /// ssh port of the remote hosts.
@@ -63,19 +88,34 @@ pub(crate) struct Args {
     )]
     pub(crate) ssh_config_file: Option<PathBuf>,
 
-    /// Network interface the store and the ranks listen on (e.g. eth0); default: the one that
-    /// routes to the other hosts (loopback for a local job).
+    /// Network interfaces to use, comma-separated (e.g. "eth0,eth1"): on each host the first
+    /// one it has is where the store and the ranks listen; default: the one that routes to
+    /// the other hosts (loopback for a local job).
+    #[arg(
+        long = "network-interfaces",
+        value_name = "NIC,...",
+        help_heading = "Remote hosts (ssh)"
+    )]
+    pub(crate) network_interfaces: Vec<String>,
+
+    /// One network interface (repeatable; a comma-separated list is taken too).
     #[arg(
         long = "network-interface",
         value_name = "NIC",
         help_heading = "Remote hosts (ssh)"
     )]
-    pub(crate) network_interface: Option<String>,
+    pub(crate) network_interface: Vec<String>,
 
-    /// Seconds for hosts to answer ssh and ranks to find each other at start.
-    #[arg(long, value_name = "SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Job")]
-    pub(crate) start_timeout: u64,
+    /// Accepted for Horovod compatibility: horovodrun keeps no cache of its start-up checks
+    /// (every launch probes ssh and routes afresh), so there is nothing to disable.
+    #[arg(long, help_heading = "Job")]
+    pub(crate) disable_cache: bool,
+
+    /// Seconds for hosts to answer ssh and ranks to find each other at start (default:
+    /// HOROVOD_START_TIMEOUT, else 30).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..),
+          help_heading = "Job")]
+    pub(crate) start_timeout: Option<u64>,
 
     /// Seconds the other ranks get to exit on their own after one fails, before SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_seconds,
@@ -83,25 +123,40 @@ pub(crate) struct Args {
     pub(crate) grace_period: f64,
 
     /// Forward a variable to every rank: `NAME` (its value here) or `NAME=VALUE`. Repeatable.
+    /// (The launcher's whole environment reaches every rank anyway, minus a deny list.)
     #[arg(short = 'x', long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env_arg,
           help_heading = "Job")]
     pub(crate) env: Vec<(String, String)>,
 
-    /// Also write each rank's output to DIR/rank.N/{stdout,stderr}.
+    /// Also write each rank's output to DIR/rank.N/{stdout,stderr} (N zero-padded).
     #[arg(long = "output-filename", value_name = "DIR", help_heading = "Job")]
     pub(crate) output_filename: Option<PathBuf>,
 
-    /// Use the TCP transport (the default).
-    #[arg(long, conflicts_with = "mpi", help_heading = "Transport")]
-    pub(crate) tcp: bool,
+    /// Start each output line with the local time (also -prefix-timestamp).
+    #[arg(long = "prefix-output-with-timestamp", help_heading = "Job")]
+    pub(crate) prefix_output_with_timestamp: bool,
+
+    /// A YAML file of tuning settings, in Horovod's layout (params, timeline, stall_check,
+    /// library_options, logging, autotune, controller); flags on the command line win.
+    #[arg(long = "config-file", value_name = "FILE", help_heading = "Job")]
+    pub(crate) config_file: Option<PathBuf>,
+
+    /// Start the ranks with horovodrun's own launcher over TCP (the default; hora's
+    /// counterpart of Gloo). The ranks get HOROVOD_CONTROLLER=gloo.
+    #[arg(long, conflicts_with_all = ["mpi", "jsrun"], help_heading = "Transport")]
+    pub(crate) gloo: bool,
 
     /// Start the ranks with mpirun (Open MPI or MPICH; `HORA_MPIRUN` picks one). Ranks built
     /// with hora's `mpi` feature then use the MPI transport, others TCP through this
     /// launcher's store.
-    #[arg(long, help_heading = "Transport")]
+    #[arg(long, conflicts_with = "jsrun", help_heading = "Transport")]
     pub(crate) mpi: bool,
-    /// Extra mpirun arguments for --mpi, split at spaces, e.g. "--bind-to core" (replaces
-    /// horovodrun's `--bind-to none`) or "--mca btl self,vader".
+
+    /// Start the ranks with IBM's jsrun (LSF): refused, see docs/launching.md.
+    #[arg(long, help_heading = "Transport")]
+    pub(crate) jsrun: bool,
+
+    /// Extra mpirun arguments for --mpi, split at spaces, e.g. "--mca btl self,vader".
     #[arg(
         long,
         value_name = "ARGS",
@@ -111,43 +166,28 @@ pub(crate) struct Args {
     )]
     pub(crate) mpi_args: Option<String>,
 
-    /// Turn the response cache off (HOROVOD_CACHE_CAPACITY=0).
-    #[arg(long, help_heading = "Tuning")]
-    pub(crate) disable_cache: bool,
+    /// mpirun's process binding for --mpi, split at spaces, in place of horovodrun's
+    /// `--bind-to none --map-by slot`, e.g. "--bind-to core --map-by core".
+    #[arg(
+        long,
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        help_heading = "Transport"
+    )]
+    pub(crate) binding_args: Option<String>,
 
-    /// Fusion buffer size in MiB (HOROVOD_FUSION_THRESHOLD).
-    #[arg(long, value_name = "MB", help_heading = "Tuning")]
-    pub(crate) fusion_threshold_mb: Option<u64>,
+    /// Only TCP between hosts: sets NCCL_IB_DISABLE=1 for the ranks, as Horovod does (hora's
+    /// own transports are TCP and shared memory anyway).
+    #[arg(long, help_heading = "Transport")]
+    pub(crate) tcp: bool,
 
-    /// Cycle time in ms (HOROVOD_CYCLE_TIME); accepted for Horovod compatibility, no effect.
-    #[arg(long, value_name = "MS", value_parser = parse_positive, help_heading = "Tuning")]
-    pub(crate) cycle_time_ms: Option<f64>,
+    #[command(flatten)]
+    pub(crate) tuning: tuning::TuningArgs,
 
-    /// Response cache entries (HOROVOD_CACHE_CAPACITY).
-    #[arg(long, value_name = "N", help_heading = "Tuning")]
-    pub(crate) cache_capacity: Option<u64>,
+    #[command(flatten)]
+    pub(crate) elastic: tuning::ElasticArgs,
 
-    /// Write a Chrome-trace timeline here (HOROVOD_TIMELINE).
-    #[arg(long, value_name = "FILE", help_heading = "Tuning")]
-    pub(crate) timeline_filename: Option<PathBuf>,
-
-    /// Log level of the ranks (HOROVOD_LOG_LEVEL: trace, debug, info, warning, error, fatal).
-    #[arg(long, value_name = "LEVEL", value_parser = ["trace", "debug", "info", "warning", "warn", "error", "fatal"],
-          help_heading = "Tuning")]
-    pub(crate) log_level: Option<String>,
-
-    /// Hierarchical allreduce across hosts (HOROVOD_HIERARCHICAL_ALLREDUCE=1). Without the
-    /// flag the ranks choose: on when the job spans hosts with several ranks on each; turn it
-    /// off with `-x HOROVOD_HIERARCHICAL_ALLREDUCE=0`.
-    #[arg(long, help_heading = "Tuning")]
-    pub(crate) hierarchical_allreduce: bool,
-
-    /// Hierarchical allgather across hosts (HOROVOD_HIERARCHICAL_ALLGATHER=1); chosen like
-    /// --hierarchical-allreduce without the flag.
-    #[arg(long, help_heading = "Tuning")]
-    pub(crate) hierarchical_allgather: bool,
-
-    /// Print which transports, frameworks and features this build has, then exit.
+    /// Print which transports, frameworks and features this build has, then exit (also -cb).
     #[arg(long, help_heading = "Information")]
     pub(crate) check_build: bool,
 
@@ -161,10 +201,38 @@ pub(crate) struct Args {
     pub(crate) command: Vec<OsString>,
 }
 
-fn parse_positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
+impl Args {
+    /// The network interfaces asked for, in order, each once (`--network-interfaces` and
+    /// every `--network-interface`, commas split).
+    pub(crate) fn nics(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let given = self
+            .network_interfaces
+            .iter()
+            .chain(&self.network_interface);
+        for nic in given.flat_map(|v| v.split(',')).map(str::trim) {
+            if !nic.is_empty() && !out.iter().any(|n| n == nic) {
+                out.push(nic.to_owned());
+            }
+        }
+        out
+    }
+
+    /// `--start-timeout`, else `HOROVOD_START_TIMEOUT` (as Horovod reads it), else 30 s.
+    pub(crate) fn start_timeout(&self, from_env: Option<&str>) -> Result<u64, String> {
+        if let Some(t) = self.start_timeout {
+            return Ok(t);
+        }
+        match from_env.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(30),
+            Some(s) => match s.parse::<u64>() {
+                Ok(t) if t >= 1 => Ok(t),
+                _ => Err(format!(
+                    "HOROVOD_START_TIMEOUT is `{s}`; it must be a whole number of seconds >= 1 \
+                     (or use --start-timeout)"
+                )),
+            },
+        }
     }
 }
 
@@ -197,72 +265,7 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Options of ours that consume the next argument as their value.
-const TAKES_VALUE: &[&str] = &[
-    "-np",
-    "--num-proc",
-    "--np",
-    "-H",
-    "--hosts",
-    "--hostfile",
-    "-p",
-    "--ssh-port",
-    "-i",
-    "--ssh-identity-file",
-    "--ssh-config-file",
-    "--network-interface",
-    "--start-timeout",
-    "--grace-period",
-    "-x",
-    "--env",
-    "--output-filename",
-    "--fusion-threshold-mb",
-    "--cycle-time-ms",
-    "--cache-capacity",
-    "--timeline-filename",
-    "--log-level",
-    "--mpi-args",
-];
-
-/// Rewrites Horovod's `-np N` / `-np=N` into `--num-proc`, leaving the rank command untouched:
-/// the scan stops at `--` or at the first argument that is neither an option nor an option's
-/// value, which is where the command starts.
-pub(crate) fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut out = Vec::new();
-    let mut it = args.into_iter();
-    if let Some(prog) = it.next() {
-        out.push(prog);
-    }
-    let mut in_options = true;
-    let mut value_next = false;
-    for a in it {
-        if !in_options {
-            out.push(a);
-            continue;
-        }
-        if value_next {
-            value_next = false;
-            out.push(a);
-            continue;
-        }
-        let s = a.to_string_lossy();
-        if s == "--" || !s.starts_with('-') || s == "-" {
-            in_options = false;
-            out.push(a);
-            continue;
-        }
-        if s == "-np" {
-            out.push("--num-proc".into());
-            value_next = true;
-        } else if let Some(v) = s.strip_prefix("-np=") {
-            out.push(format!("--num-proc={v}").into());
-        } else {
-            value_next = TAKES_VALUE.contains(&&*s);
-            out.push(a);
-        }
-    }
-    out
-}
-
+#[cfg(test)]
+mod table_tests;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,9 @@
 //! The job secret and the environment each rank starts with. The secret travels only in the
 //! environment: never on a command line (where `ps` shows it) and never in a log line.
+//!
+//! As in Horovod, every rank gets the launcher's whole environment: local ranks inherit it, a
+//! remote rank gets it in its launch description (on ssh's stdin), and under `--mpi` each
+//! variable is named to mpirun (`-x NAME`). [`exportable`] is the deny list.
 
 use std::net::SocketAddr;
 
@@ -28,6 +32,44 @@ pub(crate) fn job_secret(from_env: Option<&str>) -> Result<Vec<u8>, String> {
             Ok(s)
         }
     }
+}
+
+/// Variables of the launcher's environment that do not reach other hosts' ranks (nor mpirun's
+/// `-x` list): Horovod's exclusions (`BASH_FUNC_*` shell functions, `OLDPWD`, any
+/// `*CUDA_VISIBLE_DEVICES*`, which belongs to each host's GPUs, and the secret, which the job
+/// sets itself), and the variables that describe this machine's own login session, which the
+/// remote sshd sets for its own (`SSH_CONNECTION`, `SSH_CLIENT`, `SSH_TTY`, `SSH_AUTH_SOCK`,
+/// `HOSTNAME`, and the shell's `_`).
+pub(crate) const DENIED: &[&str] = &[
+    "BASH_FUNC_*",
+    "OLDPWD",
+    "*CUDA_VISIBLE_DEVICES*",
+    "HOROVOD_SECRET_KEY",
+    "_HOROVOD_SECRET_KEY",
+    "SSH_CONNECTION",
+    "SSH_CLIENT",
+    "SSH_TTY",
+    "SSH_AUTH_SOCK",
+    "HOSTNAME",
+    "_",
+];
+
+/// Whether the launcher's variable `name` is forwarded to every rank (see [`DENIED`]).
+pub(crate) fn exportable(name: &str) -> bool {
+    !DENIED
+        .iter()
+        .any(|pat| match (pat.strip_prefix('*'), pat.strip_suffix('*')) {
+            (Some(mid), Some(_)) => name.contains(mid.trim_end_matches('*')),
+            (None, Some(head)) => name.starts_with(head),
+            _ => name == *pat,
+        })
+}
+
+/// The launcher's environment that every rank gets, minus [`DENIED`].
+pub(crate) fn forwarded() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| exportable(&k.to_string_lossy()))
+        .collect()
 }
 
 /// Where one rank sits in the job.

@@ -75,7 +75,8 @@ pub(crate) struct Plan {
     pub(crate) slots: Vec<Slot>,
     /// The address the store (and local ranks of a multi-host job) listen on.
     pub(crate) listen_ip: IpAddr,
-    /// Interface remote ranks listen on (None: the one that routes back to the store).
+    /// Interfaces remote ranks listen on, comma-separated: the first each host has (None: the
+    /// one that routes back to the store).
     pub(crate) nic: Option<String>,
     /// How to reach remote hosts.
     pub(crate) ssh: SshOptions,
@@ -83,6 +84,8 @@ pub(crate) struct Plan {
     pub(crate) extra_env: Vec<(String, String)>,
     /// Also write each rank's output under this directory.
     pub(crate) output_dir: Option<PathBuf>,
+    /// Start each output line with the local time (`--prefix-output-with-timestamp`).
+    pub(crate) timestamps: bool,
 }
 
 #[derive(Debug)]
@@ -152,7 +155,11 @@ pub(crate) fn run(plan: &Plan, secret: &[u8]) -> i32 {
 
     let mut job = Job::new(plan.grace);
     let secret_hex = hex::encode(secret);
-    let gloo_timeout_set = std::env::var_os("HOROVOD_GLOO_TIMEOUT_SECONDS").is_some();
+    let gloo_timeout_set = std::env::var_os("HOROVOD_GLOO_TIMEOUT_SECONDS").is_some()
+        || plan
+            .extra_env
+            .iter()
+            .any(|(k, _)| k == "HOROVOD_GLOO_TIMEOUT_SECONDS");
     let listen = plan.listen_ip.to_string();
     for (rank, slot) in (0..plan.np).zip(&plan.slots) {
         let placement = Placement {
@@ -300,7 +307,8 @@ impl Job {
         remote_cmd.push(launch_ssh::REMOTE_FLAG);
         cmd.arg(remote_cmd);
         sys::die_with_launcher(&mut cmd);
-        let mut vars = launch_ssh::forwarded_from_here();
+        // The launcher's whole environment, as Horovod gives it (minus `env::DENIED`).
+        let mut vars = crate::env::forwarded();
         vars.extend(
             plan.extra_env
                 .iter()
@@ -361,7 +369,7 @@ impl Job {
         let files = match &plan.output_dir {
             None => (None, None),
             Some(dir) => {
-                let d = dir.join(format!("rank.{rank}"));
+                let d = dir.join(output::rank_dir(rank, plan.np));
                 std::fs::create_dir_all(&d)?;
                 (
                     Some(File::create(d.join("stdout"))?),
@@ -370,12 +378,22 @@ impl Job {
             }
         };
         if let Some(out) = child.stdout.take() {
-            self.pumps
-                .push(output::spawn(out, rank, Stream::Stdout, files.0)?);
+            self.pumps.push(output::spawn(
+                out,
+                rank,
+                Stream::Stdout,
+                files.0,
+                plan.timestamps,
+            )?);
         }
         if let Some(err) = child.stderr.take() {
-            self.pumps
-                .push(output::spawn(err, rank, Stream::Stderr, files.1)?);
+            self.pumps.push(output::spawn(
+                err,
+                rank,
+                Stream::Stderr,
+                files.1,
+                plan.timestamps,
+            )?);
         }
         let tx = tx.clone();
         let waiter = thread::Builder::new()

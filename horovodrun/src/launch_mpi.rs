@@ -6,13 +6,20 @@
 //! transport, ignoring the store. Ranks built without it (the default wheel) take their rank
 //! and size from mpirun's variables and rendezvous over TCP through this launcher's store
 //! (`HORA_STORE_ADDR`, `HORA_STORE_SERVE=0`), so `horovodrun --mpi python train.py` works with
-//! either build. Every variable the ranks need is put in mpirun's environment and forwarded by
-//! name (`-x NAME` / `-genvlist`), so the secret never appears on a command line.
+//! either build. Every variable the ranks need — as in Horovod, the launcher's whole
+//! environment minus `env::DENIED`, plus the job's own — is put in mpirun's environment and
+//! forwarded by name (`-x NAME` / `-genvlist`), so the secret never appears on a command line.
+//!
+//! With `--output-filename` or `--prefix-output-with-timestamp`, mpirun's output goes through
+//! the launcher, which sorts its rank-tagged lines into the same `DIR/rank.<N>/` files as
+//! without `--mpi` (`output::demux`) and stamps each line.
 
 use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread;
 
 use hora::rendezvous::StoreServer;
@@ -21,6 +28,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::hosts::Slot;
+use crate::output::{self, Stream};
 use crate::sys;
 
 /// What the job needs from the command line.
@@ -31,7 +39,14 @@ pub(crate) struct MpiPlan {
     /// Ranks per host, in placement order; `None` for a job on this host only.
     pub(crate) hosts: Option<Vec<(String, u32)>>,
     pub(crate) listen_ip: IpAddr,
-    pub(crate) nic: Option<String>,
+    /// `--network-interfaces`, in order (empty: mpirun's choice).
+    pub(crate) nics: Vec<String>,
+    /// `--binding-args`, in place of horovodrun's `--bind-to none --map-by slot`.
+    pub(crate) binding: Option<Vec<String>>,
+    /// `--output-filename`: each rank's lines also go to `DIR/rank.<N>/stdout|stderr`.
+    pub(crate) output_dir: Option<PathBuf>,
+    /// `--prefix-output-with-timestamp`.
+    pub(crate) timestamps: bool,
     pub(crate) start_timeout_secs: u64,
     pub(crate) extra_env: Vec<(String, String)>,
     /// `--mpi-args`, placed before the command.
@@ -131,9 +146,11 @@ pub(crate) fn rank_env(
         env.retain(|(n, _)| n != k);
         env.push((k.to_owned(), v));
     };
-    // Horovod forwards the launcher's own HOROVOD_* settings; so do we (and hora's).
+    // Horovod names every variable of its environment to mpirun (minus its deny list); so do
+    // we. A name mpirun could misread (not a plain identifier) stays behind.
     for (k, v) in inherited {
-        if k.starts_with("HOROVOD_") || k.starts_with("HORA_") {
+        let plain = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if plain && crate::env::exportable(&k) {
             set(&k, v);
         }
     }
@@ -167,10 +184,12 @@ pub(crate) fn arguments(
     cores: usize,
 ) -> Vec<OsString> {
     // The user's own binding replaces ours (Open MPI refuses two).
-    let user_binds = plan
-        .extra_args
-        .iter()
-        .any(|a| a == "--bind-to" || a == "-bind-to");
+    let user_binds = plan.binding.is_some()
+        || plan
+            .extra_args
+            .iter()
+            .any(|a| a == "--bind-to" || a == "-bind-to");
+    let binding = plan.binding.iter().flatten().map(OsString::from);
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
     match flavor {
@@ -190,18 +209,21 @@ pub(crate) fn arguments(
                 push("--allow-run-as-root");
             }
             if !user_binds {
-                push("--bind-to");
-                push("none");
+                for f in ["--bind-to", "none", "--map-by", "slot"] {
+                    push(f);
+                }
+            } else if plan.binding.is_none() {
+                push("--map-by");
+                push("slot");
             }
-            for f in ["--map-by", "slot", "--tag-output"] {
-                push(f);
-            }
-            if let Some(nic) = &plan.nic {
+            push("--tag-output");
+            if !plan.nics.is_empty() {
+                let nics = plan.nics.join(",");
                 for key in ["btl_tcp_if_include", "oob_tcp_if_include"] {
                     if !user_sets_mca(&plan.extra_args, key) {
                         push("--mca");
                         push(key);
-                        push(nic);
+                        push(&nics);
                     }
                 }
             }
@@ -232,7 +254,8 @@ pub(crate) fn arguments(
                     push(&plan.listen_ip.to_string());
                 }
             }
-            if let Some(nic) = &plan.nic {
+            // Hydra takes one interface: the first asked for.
+            if let Some(nic) = plan.nics.first() {
                 push("-iface");
                 push(nic);
             }
@@ -253,6 +276,7 @@ pub(crate) fn arguments(
             }
         }
     }
+    a.extend(binding);
     a.extend(plan.extra_args.iter().map(OsString::from));
     a.extend(plan.command.iter().cloned());
     a
@@ -287,6 +311,26 @@ fn host_list(hosts: &[(String, u32)]) -> String {
         .map(|(h, n)| format!("{h}:{n}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// How long mpirun's output may keep draining after it exits.
+const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Each rank's `stdout` and `stderr` files under `--output-filename DIR` (None without it).
+type RankFiles = (Vec<File>, Vec<File>);
+
+fn output_files(plan: &MpiPlan) -> std::io::Result<Option<RankFiles>> {
+    let Some(dir) = &plan.output_dir else {
+        return Ok(None);
+    };
+    let (mut outs, mut errs) = (Vec::new(), Vec::new());
+    for rank in 0..plan.np {
+        let d = dir.join(output::rank_dir(rank, plan.np));
+        std::fs::create_dir_all(&d)?;
+        outs.push(File::create(d.join("stdout"))?);
+        errs.push(File::create(d.join("stderr"))?);
+    }
+    Ok(Some((outs, errs)))
 }
 
 /// Runs the job through mpirun and returns the exit code for the launcher.
@@ -333,12 +377,20 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
         plan,
         std::env::var_os("HYDRA_LAUNCHER_EXTRA_ARGS").is_some(),
     );
-    let mut child = match Command::new(&mpirun)
-        .args(&args)
-        .envs(env)
-        .envs(own)
-        .spawn()
-    {
+    let files = match output_files(plan) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("horovodrun: --output-filename: {e}");
+            return 1;
+        }
+    };
+    let through_us = files.is_some() || plan.timestamps;
+    let mut cmd = Command::new(&mpirun);
+    cmd.args(&args).envs(env).envs(own);
+    if through_us {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("horovodrun: cannot start {}: {e}", mpirun.display());
@@ -346,6 +398,36 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
         }
     };
     let pid = child.id() as libc::pid_t;
+    let mut pumps = Vec::new();
+    if through_us {
+        let (outs, errs) = files.unwrap_or_default();
+        let streams = [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                Stream::Stdout,
+                outs,
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                Stream::Stderr,
+                errs,
+            ),
+        ];
+        for (pipe, stream, f) in streams {
+            if let Some(pipe) = pipe {
+                match output::demux(pipe, stream, f, plan.timestamps) {
+                    Ok(h) => pumps.push(h),
+                    Err(e) => eprintln!("horovodrun: cannot copy mpirun's output: {e}"),
+                }
+            }
+        }
+    }
     let handle = signals.handle();
     let forwarder = thread::spawn(move || {
         let mut first = None;
@@ -356,6 +438,15 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
         first
     });
     let status = child.wait();
+    // mpirun's pipes close when it exits, unless something it started still holds them: the
+    // output drains for a little while, never forever.
+    let until = std::time::Instant::now() + OUTPUT_DRAIN;
+    while std::time::Instant::now() < until && pumps.iter().any(|p| !p.is_finished()) {
+        thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for p in pumps.into_iter().filter(|p| p.is_finished()) {
+        let _ = p.join();
+    }
     handle.close();
     let signalled = forwarder.join().ok().flatten();
     drop(store);
@@ -386,271 +477,4 @@ pub(crate) fn run(plan: &MpiPlan, secret: &[u8]) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(hosts: Option<Vec<(String, u32)>>, np: u32) -> MpiPlan {
-        MpiPlan {
-            command: vec!["python".into(), "train.py".into()],
-            np,
-            hosts,
-            listen_ip: IpAddr::from([127, 0, 0, 1]),
-            nic: None,
-            start_timeout_secs: 30,
-            extra_env: vec![("HOROVOD_CYCLE_TIME".into(), "2".into())],
-            extra_args: Vec::new(),
-            ssh: Vec::new(),
-            ssh_given: false,
-        }
-    }
-
-    fn strings(a: Vec<OsString>) -> Vec<String> {
-        a.into_iter()
-            .map(|s| s.into_string().expect("utf-8"))
-            .collect()
-    }
-
-    #[test]
-    fn open_mpi_local_job_as_root_oversubscribed() {
-        let names = vec![
-            "HORA_STORE_ADDR".to_owned(),
-            "HOROVOD_SECRET_KEY".to_owned(),
-        ];
-        let a = strings(arguments(Flavor::OpenMpi, &plan(None, 4), &names, true, 2));
-        assert_eq!(
-            a,
-            [
-                "-np",
-                "4",
-                "--oversubscribe",
-                "--allow-run-as-root",
-                "--bind-to",
-                "none",
-                "--map-by",
-                "slot",
-                "--tag-output",
-                "-x",
-                "HORA_STORE_ADDR",
-                "-x",
-                "HOROVOD_SECRET_KEY",
-                "python",
-                "train.py"
-            ]
-        );
-        let a = strings(arguments(Flavor::OpenMpi, &plan(None, 2), &[], false, 2));
-        assert!(
-            !a.iter()
-                .any(|s| s == "--oversubscribe" || s == "--allow-run-as-root")
-        );
-    }
-
-    #[test]
-    fn hosts_map_to_each_mpirun_syntax() {
-        let hosts = Some(vec![("node1".to_owned(), 2), ("node2".to_owned(), 1)]);
-        let p = plan(hosts, 3);
-        let a = strings(arguments(Flavor::OpenMpi, &p, &[], false, 64));
-        let i = a.iter().position(|s| s == "-H").expect("-H");
-        assert_eq!(a[i + 1], "node1:2,node2:1");
-        let a = strings(arguments(
-            Flavor::Hydra,
-            &p,
-            &["A".into(), "B".into()],
-            true,
-            64,
-        ));
-        assert_eq!(
-            a,
-            [
-                "-np",
-                "3",
-                "-hosts",
-                "node1:2,node2:1",
-                "-localhost",
-                "127.0.0.1",
-                "-bind-to",
-                "none",
-                "-prepend-rank",
-                "-genvlist",
-                "A,B",
-                "python",
-                "train.py"
-            ]
-        );
-    }
-
-    #[test]
-    fn mpi_args_go_before_the_command_and_replace_our_binding() {
-        let mut p = plan(None, 2);
-        p.extra_args = vec![
-            "--bind-to".into(),
-            "core".into(),
-            "--mca".into(),
-            "btl".into(),
-            "self,vader".into(),
-        ];
-        let a = strings(arguments(Flavor::OpenMpi, &p, &[], false, 2));
-        assert_eq!(a.iter().filter(|s| *s == "--bind-to").count(), 1, "{a:?}");
-        assert_eq!(
-            &a[a.len() - 7..],
-            [
-                "--bind-to",
-                "core",
-                "--mca",
-                "btl",
-                "self,vader",
-                "python",
-                "train.py"
-            ]
-        );
-    }
-
-    #[test]
-    fn ranks_get_the_store_the_secret_and_the_launchers_settings() {
-        let inherited = vec![
-            ("HOROVOD_FUSION_THRESHOLD".to_owned(), "1024".to_owned()),
-            ("HORA_MPIRUN".to_owned(), "/x/mpirun".to_owned()),
-            ("PATH".to_owned(), "/bin".to_owned()),
-        ];
-        let env = rank_env(
-            &plan(None, 2),
-            "127.0.0.1:4000".parse().unwrap(),
-            "ab",
-            inherited.into_iter(),
-        );
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("HORA_STORE_ADDR"), Some("127.0.0.1:4000"));
-        assert_eq!(get("HORA_STORE_SERVE"), Some("0"));
-        assert_eq!(get("HOROVOD_SECRET_KEY"), Some("ab"));
-        assert_eq!(get("HOROVOD_FUSION_THRESHOLD"), Some("1024"));
-        assert_eq!(get("HOROVOD_CYCLE_TIME"), Some("2"));
-        assert_eq!(get("HOROVOD_GLOO_TIMEOUT_SECONDS"), Some("30"));
-        assert_eq!(get("PATH"), None, "mpirun passes PATH itself");
-        assert_eq!(get("HORA_MPIRUN"), None);
-    }
-
-    #[test]
-    fn ssh_flags_become_options_for_mpiruns_ssh() {
-        let o = ssh_options(
-            Some(2222),
-            Some(Path::new("/k/id")),
-            Some(Path::new("/k/cfg")),
-            7,
-        )
-        .unwrap();
-        assert_eq!(
-            o.join(" "),
-            "-F /k/cfg -i /k/id -p 2222 -o BatchMode=yes -o ConnectTimeout=7"
-        );
-        assert_eq!(
-            ssh_options(None, None, None, 30).unwrap().join(" "),
-            "-o BatchMode=yes -o ConnectTimeout=30"
-        );
-        let e = ssh_options(None, Some(Path::new("/my keys/id")), None, 30).unwrap_err();
-        assert!(
-            e.contains("--ssh-identity-file") && e.contains("/my keys/id"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn open_mpi_multi_host_gets_ssh_options_and_interface() {
-        let hosts = Some(vec![("a".to_owned(), 2), ("b".to_owned(), 2)]);
-        let mut p = plan(hosts, 4);
-        p.ssh = ssh_options(None, Some(Path::new("/k/id")), None, 9).unwrap();
-        p.nic = Some("eth0".into());
-        let a = strings(arguments(Flavor::OpenMpi, &p, &[], true, 2));
-        let mca = |key: &str| {
-            a.windows(3)
-                .filter(|w| w[0] == "--mca" && w[1] == key)
-                .map(|w| w[2].clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            mca("plm_rsh_args"),
-            ["-i /k/id -o BatchMode=yes -o ConnectTimeout=9"],
-            "{a:?}"
-        );
-        assert_eq!(mca("btl_tcp_if_include"), ["eth0"], "{a:?}");
-        assert_eq!(mca("oob_tcp_if_include"), ["eth0"], "{a:?}");
-        assert!(!a.iter().any(|s| s == "--oversubscribe"), "{a:?}");
-        // A local job starts no daemon over ssh.
-        let mut local = plan(None, 2);
-        local.ssh = p.ssh.clone();
-        let a = strings(arguments(Flavor::OpenMpi, &local, &[], false, 2));
-        assert!(!a.iter().any(|s| s == "plm_rsh_args"), "{a:?}");
-    }
-
-    #[test]
-    fn the_users_mca_settings_replace_ours() {
-        let hosts = Some(vec![("a".to_owned(), 1), ("b".to_owned(), 1)]);
-        let mut p = plan(hosts, 2);
-        p.ssh = ssh_options(None, None, None, 9).unwrap();
-        p.nic = Some("eth0".into());
-        p.extra_args = "--mca plm_rsh_args -q -mca btl_tcp_if_include 10.0.0.0/8"
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        let a = strings(arguments(Flavor::OpenMpi, &p, &[], false, 2));
-        let count = |key: &str| a.iter().filter(|s| *s == key).count();
-        assert_eq!(count("plm_rsh_args"), 1, "{a:?}");
-        assert_eq!(count("btl_tcp_if_include"), 1, "{a:?}");
-        assert_eq!(count("oob_tcp_if_include"), 1, "{a:?}");
-        assert!(!a.iter().any(|s| s.contains("BatchMode")), "{a:?}");
-    }
-
-    #[test]
-    fn hydra_uses_ssh_options_only_when_given() {
-        let hosts = Some(vec![("a".to_owned(), 1), ("b".to_owned(), 1)]);
-        let mut p = plan(hosts, 2);
-        p.ssh = ssh_options(Some(2200), None, None, 9).unwrap();
-        let a = strings(arguments(Flavor::Hydra, &p, &[], false, 2));
-        assert!(!a.iter().any(|s| s == "-launcher"), "{a:?}");
-        assert!(mpirun_env(Flavor::Hydra, &p, false).is_empty());
-        p.ssh_given = true;
-        let a = strings(arguments(Flavor::Hydra, &p, &[], false, 2));
-        let i = a.iter().position(|s| s == "-launcher").expect("-launcher");
-        assert_eq!(a[i + 1], "ssh");
-        assert_eq!(
-            mpirun_env(Flavor::Hydra, &p, false),
-            [(
-                "HYDRA_LAUNCHER_EXTRA_ARGS".to_owned(),
-                "-p 2200 -o BatchMode=yes -o ConnectTimeout=9".to_owned()
-            )]
-        );
-        assert!(
-            mpirun_env(Flavor::Hydra, &p, true).is_empty(),
-            "the user's own"
-        );
-        assert!(mpirun_env(Flavor::OpenMpi, &p, false).is_empty());
-        // The user's launcher choice stands, and so does their -localhost.
-        p.extra_args = vec![
-            "-launcher".into(),
-            "slurm".into(),
-            "-localhost".into(),
-            "n0".into(),
-        ];
-        let a = strings(arguments(Flavor::Hydra, &p, &[], false, 2));
-        assert_eq!(a.iter().filter(|s| *s == "-launcher").count(), 1, "{a:?}");
-        assert_eq!(a.iter().filter(|s| *s == "-localhost").count(), 1, "{a:?}");
-        assert!(mpirun_env(Flavor::Hydra, &p, false).is_empty());
-    }
-
-    #[test]
-    fn local_slots_mean_no_host_list() {
-        let slot = |h: &str| Slot {
-            host: h.into(),
-            local_rank: 0,
-            local_size: 1,
-            cross_rank: 0,
-            cross_size: 1,
-        };
-        assert_eq!(
-            MpiPlan::hosts_of(&[slot("localhost"), slot("localhost")]),
-            None
-        );
-        assert_eq!(
-            MpiPlan::hosts_of(&[slot("localhost"), slot("a"), slot("a")]),
-            Some(vec![("localhost".into(), 1), ("a".into(), 2)])
-        );
-    }
-}
+mod tests;

@@ -297,26 +297,5 @@ impl Launch {
     }
 }
 
-/// Variables of the launcher's environment a remote rank also gets (beyond `-x`): hora's and
-/// Horovod's own settings and the usual search paths, so a program found here is found there.
-pub(crate) fn forwarded_from_here() -> Vec<(OsString, OsString)> {
-    const PLAIN: &[&str] = &[
-        "PATH",
-        "LD_LIBRARY_PATH",
-        "PYTHONPATH",
-        "VIRTUAL_ENV",
-        "RUST_LOG",
-        "RUST_BACKTRACE",
-    ];
-    std::env::vars_os()
-        .filter(|(k, _)| {
-            let k = k.to_string_lossy();
-            (k.starts_with("HOROVOD_") || k.starts_with("HORA_") || PLAIN.contains(&&*k))
-                // The job's own values replace these.
-                && k != "HOROVOD_SECRET_KEY"
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,8 @@
 //! first, when several fail at once: `failure`).
 //!
 //! With `--mpi` the ranks are started by `mpirun` instead (`launch_mpi`). It does not restart
-//! failed ranks (elastic training).
+//! failed ranks (elastic training). Every option of Horovod's `horovodrun` is taken (`cli`):
+//! implemented, or refused with the reason and what to use instead (`options`).
 
 // Every `unsafe` of the launcher is in `sys`, which says why each call is sound.
 #![deny(unsafe_code)]
@@ -30,6 +31,7 @@ mod launch_local;
 mod launch_mpi;
 mod launch_ssh;
 mod logging;
+mod options;
 mod output;
 mod remote;
 #[allow(unsafe_code)]
@@ -70,30 +72,40 @@ fn main() -> ExitCode {
 
 /// Plans the job from the arguments, checks the hosts, then starts it with mpirun or ourselves.
 fn launch(args: &cli::Args) -> Step<ExitCode> {
+    let job =
+        options::resolve(args, |k| std::env::var(k).ok(), options::on_path).map_err(|errors| {
+            for e in &errors {
+                eprintln!("horovodrun: {e}");
+            }
+            ExitCode::from(USAGE)
+        })?;
+    for n in &job.notes {
+        eprintln!("horovodrun: {n}");
+    }
     let Some(np) = args.num_proc else {
         return Err(usage("-np N is required (the number of ranks to start)"));
     };
     let slots = place(args, np)?;
     let remote_hosts = remote_hosts(&slots);
     let secret = secret_from_env()?;
-    let ssh = ssh_options(args, &slots, &remote_hosts);
-    let listen_ip = listen_ip(args, &remote_hosts, &ssh).map_err(|e| {
+    let ssh = ssh_options(args, &job, &slots, &remote_hosts);
+    let listen_ip = listen_ip(&job, &remote_hosts, &ssh).map_err(|e| {
         eprintln!("horovodrun: {e}");
         ExitCode::from(1)
     })?;
     // mpirun's own ssh reaches the other hosts, with these options from our ssh flags.
-    let mpi_ssh = if args.mpi {
-        mpi_ssh_options(args).inspect_err(|_| ssh.close())?
+    let mpi_ssh = if job.mpi {
+        mpi_ssh_options(args, &job).inspect_err(|_| ssh.close())?
     } else {
         Vec::new()
     };
-    check_reachable(args, &ssh, &remote_hosts).inspect_err(|_| ssh.close())?;
+    check_reachable(&job, &ssh, &remote_hosts).inspect_err(|_| ssh.close())?;
 
-    if args.mpi {
+    if job.mpi {
         ssh.close();
-        return Ok(run_mpi(args, np, &slots, listen_ip, mpi_ssh, &secret));
+        return Ok(run_mpi(args, &job, np, &slots, listen_ip, mpi_ssh, &secret));
     }
-    let code = run_local(args, np, slots, listen_ip, &ssh, &secret);
+    let code = run_local(args, &job, np, slots, listen_ip, &ssh, &secret);
     ssh.close();
     Ok(code)
 }
@@ -150,6 +162,7 @@ fn secret_from_env() -> Step<Vec<u8>> {
 /// ranks can share one multiplexed connection.
 fn ssh_options(
     args: &cli::Args,
+    job: &options::Resolved,
     slots: &[hosts::Slot],
     remote_hosts: &[String],
 ) -> launch_ssh::SshOptions {
@@ -157,7 +170,7 @@ fn ssh_options(
         port: args.ssh_port,
         identity: args.ssh_identity_file.clone(),
         config: args.ssh_config_file.clone(),
-        connect_timeout_secs: args.start_timeout,
+        connect_timeout_secs: job.start_timeout,
         control_dir: None,
         mux_hosts: Vec::new(),
     };
@@ -175,19 +188,19 @@ fn ssh_options(
 }
 
 /// The ssh options mpirun passes on, from our ssh flags.
-fn mpi_ssh_options(args: &cli::Args) -> Step<Vec<String>> {
+fn mpi_ssh_options(args: &cli::Args, job: &options::Resolved) -> Step<Vec<String>> {
     launch_mpi::ssh_options(
         args.ssh_port,
         args.ssh_identity_file.as_deref(),
         args.ssh_config_file.as_deref(),
-        args.start_timeout,
+        job.start_timeout,
     )
     .map_err(|e| usage(&e))
 }
 
 /// Fails, naming them, when remote hosts do not answer ssh within the start timeout.
 fn check_reachable(
-    args: &cli::Args,
+    job: &options::Resolved,
     ssh: &launch_ssh::SshOptions,
     remote_hosts: &[String],
 ) -> Step<()> {
@@ -196,13 +209,13 @@ fn check_reachable(
     if remote_hosts.is_empty() {
         return Ok(());
     }
-    let bad = launch_ssh::unreachable(ssh, remote_hosts, Duration::from_secs(args.start_timeout));
+    let bad = launch_ssh::unreachable(ssh, remote_hosts, Duration::from_secs(job.start_timeout));
     if !bad.is_empty() {
         eprintln!(
             "horovodrun: {} of {} hosts cannot be reached over ssh within {} s (--start-timeout); no rank was started:",
             bad.len(),
             remote_hosts.len(),
-            args.start_timeout
+            job.start_timeout
         );
         for (h, why) in &bad {
             eprintln!("horovodrun:   {h}: {why}");
@@ -216,6 +229,7 @@ fn check_reachable(
 /// Starts the job with mpirun and waits for it.
 fn run_mpi(
     args: &cli::Args,
+    job: &options::Resolved,
     np: u32,
     slots: &[hosts::Slot],
     listen_ip: IpAddr,
@@ -227,9 +241,12 @@ fn run_mpi(
         np,
         hosts: launch_mpi::MpiPlan::hosts_of(slots),
         listen_ip,
-        nic: args.network_interface.clone(),
-        start_timeout_secs: args.start_timeout,
-        extra_env: extra_env(args),
+        nics: job.nics.clone(),
+        binding: job.binding.clone(),
+        output_dir: args.output_filename.clone(),
+        timestamps: args.prefix_output_with_timestamp,
+        start_timeout_secs: job.start_timeout,
+        extra_env: job.env.clone(),
         extra_args: args
             .mpi_args
             .as_deref()
@@ -249,6 +266,7 @@ fn run_mpi(
 /// Starts the ranks ourselves (here and over ssh) and waits for them.
 fn run_local(
     args: &cli::Args,
+    job: &options::Resolved,
     np: u32,
     slots: Vec<hosts::Slot>,
     listen_ip: IpAddr,
@@ -258,14 +276,15 @@ fn run_local(
     let plan = launch_local::Plan {
         command: args.command.clone(),
         np,
-        start_timeout_secs: args.start_timeout,
+        start_timeout_secs: job.start_timeout,
         grace: Duration::from_secs_f64(args.grace_period),
         slots,
         listen_ip,
-        nic: args.network_interface.clone(),
+        nic: (!job.nics.is_empty()).then(|| job.nics.join(",")),
         ssh: ssh.clone(),
-        extra_env: extra_env(args),
+        extra_env: job.env.clone(),
         output_dir: args.output_filename.clone(),
+        timestamps: args.prefix_output_with_timestamp,
     };
     tracing::info!(np = plan.np, command = ?plan.command, %listen_ip, "launching ranks");
     let code = launch_local::run(&plan, secret);
@@ -304,18 +323,22 @@ fn control_dir() -> Option<std::path::PathBuf> {
 /// Where the store and this machine's ranks listen: the chosen interface's address, else
 /// loopback for a local job, else the address that routes to the first remote host.
 fn listen_ip(
-    args: &cli::Args,
+    job: &options::Resolved,
     remote_hosts: &[String],
     ssh: &launch_ssh::SshOptions,
 ) -> Result<IpAddr, String> {
-    if let Some(nic) = &args.network_interface {
-        return match sys::interface_ip(nic) {
-            Ok(Some(ip)) => Ok(ip),
+    if !job.nics.is_empty() {
+        let nics = job.nics.join(",");
+        return match sys::first_interface_ip(job.nics.iter().map(String::as_str)) {
+            Ok(Some((nic, ip))) => {
+                tracing::info!(nic, %ip, "listening on the first interface asked for that is here");
+                Ok(ip)
+            }
             Ok(None) => Err(format!(
-                "--network-interface {nic}: no such interface here, or it has no address"
+                "--network-interfaces {nics}: no such interface here, or none has an address"
             )),
             Err(e) => Err(format!(
-                "--network-interface {nic}: cannot list interfaces: {e}"
+                "--network-interfaces {nics}: cannot list interfaces: {e}"
             )),
         };
     }
@@ -329,37 +352,4 @@ fn listen_ip(
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("cannot resolve host `{first}`"))?;
     sys::route_to(addr).map_err(|e| format!("no route to host `{first}` ({addr}): {e}"))
-}
-
-/// The variables every rank gets from `-x` and the tuning flags.
-fn extra_env(args: &cli::Args) -> Vec<(String, String)> {
-    let mut v = args.env.clone();
-    let mut set = |k: &str, val: String| v.push((k.to_owned(), val));
-    if args.disable_cache {
-        set("HOROVOD_CACHE_CAPACITY", "0".into());
-    } else if let Some(c) = args.cache_capacity {
-        set("HOROVOD_CACHE_CAPACITY", c.to_string());
-    }
-    if let Some(mb) = args.fusion_threshold_mb {
-        set(
-            "HOROVOD_FUSION_THRESHOLD",
-            (mb.saturating_mul(1 << 20)).to_string(),
-        );
-    }
-    if let Some(ms) = args.cycle_time_ms {
-        set("HOROVOD_CYCLE_TIME", ms.to_string());
-    }
-    if let Some(f) = &args.timeline_filename {
-        set("HOROVOD_TIMELINE", f.display().to_string());
-    }
-    if let Some(l) = &args.log_level {
-        set("HOROVOD_LOG_LEVEL", l.clone());
-    }
-    if args.hierarchical_allreduce {
-        set("HOROVOD_HIERARCHICAL_ALLREDUCE", "1".into());
-    }
-    if args.hierarchical_allgather {
-        set("HOROVOD_HIERARCHICAL_ALLGATHER", "1".into());
-    }
-    v
 }

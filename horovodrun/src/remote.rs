@@ -49,9 +49,15 @@ pub(crate) fn main() -> ExitCode {
             Err(e) => return fail(&format!("no route to the launcher's store at {store}: {e}")),
         }
     } else {
-        match sys::interface_ip(&launch.nic) {
-            Ok(Some(ip)) => ip,
-            Ok(None) => return fail(&format!("network interface {} has no address", launch.nic)),
+        // `--network-interfaces a,b`: the first of them this host has.
+        match sys::first_interface_ip(launch.nic.split(',')) {
+            Ok(Some((_, ip))) => ip,
+            Ok(None) => {
+                return fail(&format!(
+                    "none of the network interfaces {} exists here with an address",
+                    launch.nic
+                ));
+            }
             Err(e) => return fail(&format!("cannot list network interfaces: {e}")),
         }
     };

@@ -106,6 +106,51 @@ pub(crate) fn hostname() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The first of `nics` that has an address here, with that address (`--network-interfaces`:
+/// each host listens on the first of the list it has).
+pub(crate) fn first_interface_ip<'a>(
+    nics: impl IntoIterator<Item = &'a str>,
+) -> io::Result<Option<(&'a str, std::net::IpAddr)>> {
+    for nic in nics {
+        if let Some(ip) = interface_ip(nic)? {
+            return Ok(Some((nic, ip)));
+        }
+    }
+    Ok(None)
+}
+
+/// The local time as Python's `time.asctime()` writes it, which is how Horovod stamps output
+/// lines: `Tue Dec  8 10:11:12 2026`.
+pub(crate) fn asctime_now() -> String {
+    // SAFETY: time(NULL) only returns the clock.
+    let now = unsafe { libc::time(std::ptr::null_mut()) };
+    asctime_of(now)
+}
+
+/// [`asctime_now`] for a given time (seconds since the epoch), in the local time zone.
+pub(crate) fn asctime_of(t: libc::time_t) -> String {
+    // SAFETY: an all-zero `tm` is a valid value for localtime_r to overwrite.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; localtime_r is the thread-safe form.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return String::new();
+    }
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let day = DAYS.get(tm.tm_wday as usize).unwrap_or(&"???");
+    let month = MONTHS.get(tm.tm_mon as usize).unwrap_or(&"???");
+    format!(
+        "{day} {month} {:2} {:02}:{:02}:{:02} {}",
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        tm.tm_year + 1900
+    )
+}
+
 /// The usual name of a signal number, e.g. `SIGKILL`.
 pub(crate) fn signal_name(sig: i32) -> &'static str {
     match sig {

@@ -10,7 +10,8 @@
 //! Variables of other launchers (`MASTER_ADDR`, ...) are translated in `config/launchers.rs`.
 //! `horovodrun` reads a few on its own, before any rank exists: `HOROVOD_SECRET_KEY` (a
 //! user's secret is reused rather than a fresh one made), whether `HOROVOD_GLOO_TIMEOUT_SECONDS`
-//! is set (so `--start-timeout` does not override it), `HORA_MPIRUN` (through
+//! is set (so `--start-timeout` does not override it), `HOROVOD_START_TIMEOUT` (the default of
+//! `--start-timeout`), `HORA_MPIRUN` (through
 //! `hora_mpi::mpirun`) and `PYTHON` (`--check-build`). Those not declared above are listed in
 //! [`ELSEWHERE`]; a test checks that every `HORA_*`/`HOROVOD_*` name in core, the transports
 //! and the launcher is declared somewhere here.
@@ -232,6 +233,10 @@ settings! {
         /// `horovodrun` too, whose default is warnings (`--verbose`: info).
         "RUST_LOG" => rust_log: Option<String> = None,
             shown "unset", accepts "tracing filter directives", parse parse::filter_directives;
+        /// 1: hora's log lines carry no time stamp; `horovodrun --log-without-timestamp`
+        /// sets it (`--log-with-timestamp`: 0).
+        "HOROVOD_LOG_HIDE_TIME" => hide_time: bool = false,
+            shown "0", accepts "1/0, true/false, yes/no or on/off", parse parse::flag;
     }
 }
 
@@ -372,11 +377,34 @@ pub const ELSEWHERE: &[Setting] = &[
     },
     Setting {
         var: "HOROVOD_START_TIMEOUT",
-        default: "set by `horovodrun`",
-        accepts: "seconds",
-        doc: "`horovodrun` gives each rank its `--start-timeout` here for Horovod \
-              compatibility; hora does not read it (its rendezvous is bounded by \
-              `HOROVOD_GLOO_TIMEOUT_SECONDS`, which `--start-timeout` also sets).",
+        default: "30",
+        accepts: "seconds (at least 1)",
+        doc: "Read by `horovodrun` as the default of `--start-timeout`, as Horovod does; it \
+              gives each rank the timeout here too. The ranks do not read it (their rendezvous \
+              is bounded by `HOROVOD_GLOO_TIMEOUT_SECONDS`, which `--start-timeout` also sets).",
+    },
+    Setting {
+        var: "HOROVOD_TORUS_ALLREDUCE",
+        default: "0",
+        accepts: "0",
+        doc: "Set to 0 by `horovodrun --no-torus-allreduce`, as Horovod does; hora has no torus \
+              allreduce (an NCCL algorithm), so it reads nothing here, and \
+              `--torus-allreduce` is refused.",
+    },
+    Setting {
+        var: "HOROVOD_TIMELINE_MARK_CYCLES",
+        default: "0",
+        accepts: "0",
+        doc: "Set to 0 by `horovodrun --no-timeline-mark-cycles`; hora's engine has no cycles \
+              to mark, so it reads nothing here, and `--timeline-mark-cycles` is refused.",
+    },
+    Setting {
+        var: "HOROVOD_MPI_THREADS_DISABLE",
+        default: "0",
+        accepts: "0",
+        doc: "Set to 0 by `horovodrun --no-mpi-threads-disable`; hora's MPI transport always \
+              needs `MPI_THREAD_MULTIPLE`, so it reads nothing here, and \
+              `--mpi-threads-disable` is refused.",
     },
 ];
 

@@ -7,6 +7,11 @@ const CHILD: &str = "HORA_TEST_LOG_CHILD";
 
 /// Runs this test alone in a child whose stderr is a pipe, with `HOROVOD_LOG_LEVEL=level`.
 fn child_stderr(level: &str) -> String {
+    child_stderr_with(level, "0")
+}
+
+/// The same, with `HOROVOD_LOG_HIDE_TIME=hide`.
+fn child_stderr_with(level: &str, hide: &str) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -15,6 +20,7 @@ fn child_stderr(level: &str) -> String {
         ])
         .env(CHILD, "1")
         .env("HOROVOD_LOG_LEVEL", level)
+        .env("HOROVOD_LOG_HIDE_TIME", hide)
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
         .stdin(Stdio::null())
@@ -42,4 +48,22 @@ fn lines_into_a_pipe_have_no_colour_codes() {
         "{stderr}"
     );
     assert!(stderr.contains("a warning for the pipe"), "{stderr}");
+}
+
+#[test]
+fn hide_time_drops_the_time_stamp() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    // The default layout starts with an RFC 3339 time (`2026-12-07T23:35:00.123456Z`).
+    let stamped = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("a warning for the pipe"))
+            .is_some_and(|l| l.len() > 20 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T')
+    };
+    let with = child_stderr_with("info", "0");
+    assert!(stamped(&with), "{with}");
+    let without = child_stderr_with("info", "1");
+    assert!(without.contains("a warning for the pipe"), "{without}");
+    assert!(!stamped(&without), "{without}");
 }

@@ -65,7 +65,7 @@ fn horovod_style_command_line_parses() {
     .unwrap();
     assert_eq!(a.num_proc, Some(4));
     assert_eq!(a.hosts.as_deref(), Some("localhost:4"));
-    assert_eq!(a.start_timeout, 7);
+    assert_eq!(a.start_timeout, Some(7));
     assert!(a.verbose);
     assert_eq!(a.command, os(&["python", "-u", "train.py", "--lr", "0.1"]));
     assert_eq!(a.grace_period, 5.0);
@@ -106,6 +106,75 @@ fn bad_input_is_a_usage_error() {
         ],
         &["horovodrun", "-np", "2", "--cycle-time-ms", "0", "true"],
         &["horovodrun", "--bogus", "-np", "2", "true"],
+        &["horovodrun", "-np", "2", "--start-timeout", "0", "true"],
+        &["horovodrun", "-np", "2", "--gloo", "--mpi", "true"],
+        &["horovodrun", "-np", "2", "--mpi", "--jsrun", "true"],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "-H",
+            "a:2",
+            "--host-discovery-script",
+            "d",
+            "true",
+        ],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "--hierarchical-allreduce",
+            "--no-hierarchical-allreduce",
+            "true",
+        ],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "--stall-check",
+            "--no-stall-check",
+            "true",
+        ],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "--log-with-timestamp",
+            "--log-without-timestamp",
+            "true",
+        ],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "--autotune-gaussian-process-noise",
+            "1.5",
+            "true",
+        ],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "--blacklist-cooldown-range",
+            "1",
+            "true",
+        ],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "--gloo-timeout-seconds",
+            "0",
+            "true",
+        ],
+        &[
+            "horovodrun",
+            "-np",
+            "2",
+            "--fusion-threshold-mb",
+            "-1",
+            "true",
+        ],
         &["horovodrun", "-np", "2", "--grace-period", "-1", "true"],
     ] {
         let e = parse(bad).expect_err(&format!("{bad:?} parsed"));
@@ -114,7 +183,7 @@ fn bad_input_is_a_usage_error() {
 }
 
 #[test]
-fn every_horovod_flag_parses() {
+fn common_flags_parse_together() {
     let a = parse(&[
         "horovodrun",
         "-np",
@@ -153,13 +222,88 @@ fn every_horovod_flag_parses() {
     ])
     .unwrap();
     assert_eq!(a.ssh_port, Some(2222));
-    assert_eq!(a.network_interface.as_deref(), Some("eth0"));
+    assert_eq!(a.nics(), ["eth0"]);
     assert_eq!(
         a.env,
         vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
     );
-    assert_eq!(a.fusion_threshold_mb, Some(32));
+    assert_eq!(a.tuning.fusion_threshold_mb, Some(32));
     assert!(a.disable_cache && a.tcp && !a.mpi);
     assert_eq!(a.command, os(&["prog", "-p", "1"]));
     assert!(parse(&["horovodrun", "--check-build"]).unwrap().check_build);
+}
+
+#[test]
+fn single_dash_spellings_are_rewritten() {
+    assert_eq!(
+        normalize(os(&[
+            "horovodrun",
+            "-cb",
+            "-hostfile",
+            "hf",
+            "-prefix-timestamp",
+            "-hostfile=h2",
+            "-v",
+            "prog",
+            "-cb",
+            "-hostfile"
+        ])),
+        os(&[
+            "horovodrun",
+            "--check-build",
+            "--hostfile",
+            "hf",
+            "--prefix-output-with-timestamp",
+            "--hostfile=h2",
+            "--version",
+            "prog",
+            "-cb",
+            "-hostfile"
+        ])
+    );
+    // Options with two values (read from clap's definition) skip both before the command.
+    assert_eq!(
+        normalize(os(&[
+            "horovodrun",
+            "--blacklist-cooldown-range",
+            "1",
+            "2",
+            "-np",
+            "3",
+            "prog"
+        ]))[4..],
+        os(&["--num-proc", "3", "prog"])[..]
+    );
+}
+
+#[test]
+fn network_interfaces_merge_in_order_each_once() {
+    let a = parse(&[
+        "horovodrun",
+        "-np",
+        "2",
+        "--network-interfaces",
+        "eth1, eth0",
+        "--network-interface",
+        "eth2",
+        "--network-interface",
+        "eth0,eth3",
+        "true",
+    ])
+    .unwrap();
+    assert_eq!(a.nics(), ["eth1", "eth0", "eth2", "eth3"]);
+}
+
+#[test]
+fn start_timeout_comes_from_the_flag_then_the_environment() {
+    let a = parse(&["horovodrun", "-np", "2", "true"]).unwrap();
+    assert_eq!(a.start_timeout(None), Ok(30));
+    assert_eq!(a.start_timeout(Some("45")), Ok(45));
+    let e = a.start_timeout(Some("soon")).unwrap_err();
+    assert!(
+        e.contains("HOROVOD_START_TIMEOUT") && e.contains("soon"),
+        "{e}"
+    );
+    let a = parse(&["horovodrun", "-np", "2", "--start-timeout", "9", "true"]).unwrap();
+    assert_eq!(a.start_timeout(Some("45")), Ok(9));
 }

@@ -57,3 +57,35 @@ fn rank_env_has_every_variable() {
             .any(|(n, _)| *n == "HOROVOD_GLOO_TIMEOUT_SECONDS")
     );
 }
+
+#[test]
+fn the_deny_list_is_horovods_plus_the_login_session() {
+    for denied in [
+        "BASH_FUNC_module%%",
+        "OLDPWD",
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_CUDA_VISIBLE_DEVICES",
+        "HOROVOD_SECRET_KEY",
+        "_HOROVOD_SECRET_KEY",
+        "SSH_CONNECTION",
+        "SSH_AUTH_SOCK",
+        "HOSTNAME",
+        "_",
+    ] {
+        assert!(!exportable(denied), "{denied}");
+    }
+    for kept in [
+        "PATH",
+        "OMP_NUM_THREADS",
+        "NCCL_DEBUG",
+        "PWD",
+        "HOME",
+        "HOROVOD_FUSION_THRESHOLD",
+        "MY_APP_SETTING",
+        "BASH",
+        "OLDPWD_NOT",
+        "SSH_CONNECTION_X",
+    ] {
+        assert!(exportable(kept), "{kept}");
+    }
+}

@@ -66,3 +66,40 @@ fn huge_lines_are_split_not_buffered_forever() {
         .sum();
     assert_eq!(payload, input.len());
 }
+
+#[test]
+fn rank_directories_are_zero_padded_like_horovods() {
+    assert_eq!(rank_dir(0, 1), "rank.0");
+    assert_eq!(rank_dir(9, 10), "rank.9");
+    assert_eq!(rank_dir(3, 11), "rank.03");
+    assert_eq!(rank_dir(10, 11), "rank.10");
+    assert_eq!(rank_dir(7, 101), "rank.007");
+    assert_eq!(rank_dir(99, 100), "rank.99");
+}
+
+#[test]
+fn mpirun_rank_tags_are_read() {
+    assert_eq!(
+        rank_tag(b"[1,3]<stdout>:hello\n"),
+        Some((3, &b"hello\n"[..]))
+    );
+    assert_eq!(rank_tag(b"[2,12]<stderr>:"), Some((12, &b""[..])));
+    assert_eq!(
+        rank_tag(b"[5] hydra line\n"),
+        Some((5, &b"hydra line\n"[..]))
+    );
+    for untagged in [
+        &b"mpirun noticed that process rank 2 ...\n"[..],
+        b"[node1:1234] oob message\n",
+        b"[1,x]<stdout>:no",
+        b"[3]no space",
+        b"",
+    ] {
+        assert_eq!(
+            rank_tag(untagged),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(untagged)
+        );
+    }
+}

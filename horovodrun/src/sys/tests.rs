@@ -26,3 +26,34 @@ fn child_ended_peeks_without_reaping() {
     assert!(child_ended(child.id()));
     assert!(!child_ended(u32::MAX));
 }
+
+#[test]
+fn asctime_is_pythons_layout() {
+    // 1_700_000_000 is 2023-11-14 22:13:20 UTC; wherever the machine's zone is, the layout
+    // is `Www Mmm dd hh:mm:ss yyyy`, 24 characters.
+    let s = asctime_of(1_700_000_000);
+    assert_eq!(s.len(), 24, "{s}");
+    let f: Vec<&str> = s.split_whitespace().collect();
+    assert_eq!(f.len(), 5, "{s}");
+    assert!(f[3].len() == 8 && f[3].matches(':').count() == 2, "{s}");
+    assert!(s.ends_with(" 2023"), "{s}");
+    // A single-digit day is padded with a space, as asctime does (Nov 2 or 3 in any zone).
+    let early = asctime_of(1_700_000_000 - 12 * 86_400);
+    assert_eq!(early.len(), 24, "{early}");
+    assert_eq!(&early[8..9], " ", "{early}");
+    // date(1) in the same zone is the oracle: `%a %b %e %T %Y` is asctime's layout.
+    for (t, got) in [(1_700_000_000, &s), (1_700_000_000 - 12 * 86_400, &early)] {
+        if let Ok(out) = Command::new("date")
+            .arg("-d")
+            .arg(format!("@{t}"))
+            .arg("+%a %b %e %H:%M:%S %Y")
+            .env("LC_ALL", "C")
+            .output()
+        {
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim_end(),
+                got.as_str()
+            );
+        }
+    }
+}
