@@ -227,10 +227,6 @@ fn refused_options_exit_2_with_the_reason_and_start_nothing() {
             "--thread-affinity: hora does not pin",
         ),
         (
-            &["--timeline-mark-cycles"],
-            "--timeline-mark-cycles: hora's engine has no cycles",
-        ),
-        (
             &["--mpi-threads-disable"],
             "--mpi-threads-disable: hora's MPI transport needs",
         ),

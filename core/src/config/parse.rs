@@ -70,16 +70,12 @@ pub(crate) fn some_number<T: FromStr>(
 }
 
 /// Milliseconds as a fraction, > 0.
-pub(crate) fn millis_positive(
-    v: &Vars<'_>,
-    var: &str,
-    acc: &str,
-) -> Result<Option<Duration>, Error> {
+pub(crate) fn millis(v: &Vars<'_>, var: &str, acc: &str) -> Result<Option<Duration>, Error> {
     let Some(ms) = v.parse::<f64>(var, acc)? else {
         return Ok(None);
     };
-    if !(ms.is_finite() && ms > 0.0) {
-        return Err(invalid(var, &ms.to_string(), "must be > 0 ms"));
+    if !(ms.is_finite() && ms >= 0.0) {
+        return Err(invalid(var, &ms.to_string(), "must be >= 0 ms"));
     }
     Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
 }

@@ -117,7 +117,7 @@ settings! {
         /// Accepted and validated for Horovod compatibility; has no effect: hora's engine is
         /// event-driven (see "Cycle time" below).
         "HOROVOD_CYCLE_TIME" => cycle_time: Duration = Duration::from_millis(1),
-            shown "1", accepts "milliseconds, e.g. 1 or 0.5", parse parse::millis_positive;
+            shown "1", accepts "milliseconds >= 0, e.g. 1, 0.5 or 0", parse parse::millis;
         /// Largest fused allreduce, bytes.
         "HOROVOD_FUSION_THRESHOLD" => fusion_threshold: usize = 128 << 20,
             shown "134217728", accepts "a byte count, e.g. 67108864", parse parse::number;

@@ -44,7 +44,7 @@ fn launched_rank_reads_topology_and_defaults() {
 fn bad_values_name_the_variable_and_what_is_accepted() {
     for (var, val, needle) in [
         ("HOROVOD_CYCLE_TIME", "fast", "milliseconds"),
-        ("HOROVOD_CYCLE_TIME", "-1", "> 0"),
+        ("HOROVOD_CYCLE_TIME", "-1", ">= 0"),
         ("HOROVOD_FUSION_THRESHOLD", "1e9x", "byte count"),
         ("HOROVOD_STALL_CHECK_DISABLE", "maybe", "true/false"),
         ("HORA_STORE_ADDR", "nowhere", "IP:PORT"),
@@ -129,4 +129,10 @@ fn bad_hierarchical_settings_name_the_variable() {
             .to_string();
         assert!(e.contains(var) && e.contains(value), "{e}");
     }
+}
+
+#[test]
+fn a_cycle_time_of_zero_is_accepted_as_in_horovod() {
+    let c = Config::from_vars(&launched(&[("HOROVOD_CYCLE_TIME", "0")])).unwrap();
+    assert_eq!(c.tuning.cycle_time, Duration::ZERO);
 }

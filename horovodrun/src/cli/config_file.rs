@@ -275,8 +275,8 @@ impl ConfigFile {
             cycle_time_ms,
             "params",
             "cycle_time_ms",
-            positive,
-            "a number of milliseconds > 0"
+            non_negative,
+            "a number of milliseconds >= 0"
         );
         fill!(
             cache_capacity,
@@ -483,8 +483,8 @@ fn number(v: &Scalar) -> Option<f64> {
     }
 }
 
-fn positive(v: &Scalar) -> Option<f64> {
-    number(v).filter(|&x| x > 0.0)
+fn non_negative(v: &Scalar) -> Option<f64> {
+    number(v).filter(|&x| x >= 0.0)
 }
 
 fn unit(v: &Scalar) -> Option<f64> {

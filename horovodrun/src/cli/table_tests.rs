@@ -291,7 +291,10 @@ fn rows() -> Vec<Row> {
                 "t",
                 "--timeline-mark-cycles",
             ],
-            Refused("no cycles to mark"),
+            Env(&[
+                ("HOROVOD_TIMELINE", "t"),
+                ("HOROVOD_TIMELINE_MARK_CYCLES", "1"),
+            ]),
         ),
         Row(
             "--no-timeline-mark-cycles",

@@ -104,7 +104,7 @@ fn bad_input_is_a_usage_error() {
             "f",
             "true",
         ],
-        &["horovodrun", "-np", "2", "--cycle-time-ms", "0", "true"],
+        &["horovodrun", "-np", "2", "--cycle-time-ms", "-1", "true"],
         &["horovodrun", "--bogus", "-np", "2", "true"],
         &["horovodrun", "-np", "2", "--start-timeout", "0", "true"],
         &["horovodrun", "-np", "2", "--gloo", "--mpi", "true"],

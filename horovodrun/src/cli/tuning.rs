@@ -76,7 +76,7 @@ pub(crate) struct TuningArgs {
     /// Write a Chrome-trace timeline here (HOROVOD_TIMELINE).
     #[arg(long, value_name = "FILE", help_heading = "Timeline")]
     pub(crate) timeline_filename: Option<PathBuf>,
-    /// Cycle marks on the timeline: refused (hora's engine has no cycles to mark).
+    /// Mark each coordinator round on the timeline (HOROVOD_TIMELINE_MARK_CYCLES=1).
     #[arg(long, help_heading = "Timeline")]
     pub(crate) timeline_mark_cycles: bool,
     /// No cycle marks (HOROVOD_TIMELINE_MARK_CYCLES=0 with a timeline).
@@ -344,14 +344,6 @@ impl Tunables {
             refuse(given, flag, key, autotune_why);
         }
         refuse(
-            self.timeline_mark_cycles == Some(true),
-            "--timeline-mark-cycles",
-            "timeline.mark_cycles",
-            "hora's engine has no cycles to mark (it starts each collective as soon as every \
-             rank has submitted it); the timeline already shows each tensor's NEGOTIATE and \
-             collective spans",
-        );
-        refuse(
             self.mpi_threads_disable == Some(true),
             "--mpi-threads-disable",
             "library_options.mpi_threads_disable",
@@ -435,10 +427,10 @@ impl Tunables {
 
 fn parse_positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!(
-            "`{s}` is not a positive number of milliseconds (hora validates HOROVOD_CYCLE_TIME \
-             as > 0, though its engine has no cycle; leave the flag out)"
+            "`{s}` is not a number of milliseconds >= 0 (HOROVOD_CYCLE_TIME; hora's engine has \
+             no cycle, so any value works the same)"
         )),
     }
 }

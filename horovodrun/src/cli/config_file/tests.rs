@@ -172,7 +172,7 @@ fn what_is_not_horovods_layout_is_an_error_naming_the_line() {
             "params:\n  hierarchical_allreduce: 1\n",
             "must be true or false",
         ),
-        ("params:\n  cycle_time_ms: 0\n", "milliseconds > 0"),
+        ("params:\n  cycle_time_ms: -1\n", "milliseconds >= 0"),
         ("autotune:\n  gaussian_process_noise: 1.5\n", "[0, 1]"),
         ("logging:\n  level: LOUD\n", "TRACE, DEBUG"),
         ("library_options:\n  gloo_timeout_seconds: 0\n", ">= 1"),
