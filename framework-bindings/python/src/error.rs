@@ -2,11 +2,14 @@
 //!
 //! Every exception is a subclass of `hora.HoraError` and carries `rank`, `tensor_name` and
 //! `cause` attributes (None when the error has no such part), so handlers need not parse text.
-//! Two also derive from the builtin a Python caller would catch: `InvalidArgumentError` from
+//! `HoraError` is a `RuntimeError`, as Horovod's errors are (`HorovodInternalError` and the
+//! C++ failures it wraps), so code written `except RuntimeError:` catches hora's too. Three
+//! also derive from the builtin a Python caller would catch: `InvalidArgumentError` from
 //! `ValueError` and `TypeError` (the faces raise it for every caller mistake, including the
-//! wrong-type ones that were `TypeError` before), `WaitTimeoutError` from `TimeoutError`.
+//! wrong-type ones that were `TypeError` before), `NotInitializedError` from `ValueError`
+//! (Horovod raises ValueError before `init`), `WaitTimeoutError` from `TimeoutError`.
 
-use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -15,20 +18,14 @@ use pyo3::{PyErr, Python, create_exception};
 create_exception!(
     hora,
     HoraError,
-    PyException,
-    "Base class of every error hora raises."
+    PyRuntimeError,
+    "Base class of every error hora raises (a RuntimeError, as Horovod's are)."
 );
 create_exception!(
     hora,
     ConfigError,
     HoraError,
     "The launch environment or a setting is unusable."
-);
-create_exception!(
-    hora,
-    NotInitializedError,
-    HoraError,
-    "hora.init() has not been called (or shutdown() was)."
 );
 create_exception!(
     hora,
@@ -102,6 +99,15 @@ static INVALID_ARGUMENT: MixedClass = MixedClass {
     builtins: |py| vec![py.get_type::<PyValueError>(), py.get_type::<PyTypeError>()],
 };
 
+/// `hora.NotInitializedError`.
+static NOT_INITIALIZED: MixedClass = MixedClass {
+    cell: PyOnceLock::new(),
+    name: "NotInitializedError",
+    doc: "hora.init() has not been called (or shutdown() was); also a ValueError, as \
+          Horovod's is.",
+    builtins: |py| vec![py.get_type::<PyValueError>()],
+};
+
 /// `hora.WaitTimeoutError`.
 static WAIT_TIMEOUT: MixedClass = MixedClass {
     cell: PyOnceLock::new(),
@@ -119,7 +125,7 @@ pub(crate) fn to_py(py: Python<'_>, err: &hora::Error) -> PyErr {
             E::NotLaunched { .. } | E::InvalidConfig { .. } => {
                 (Ok(py.get_type::<ConfigError>()), None, None)
             }
-            E::NotInitialized => (Ok(py.get_type::<NotInitializedError>()), None, None),
+            E::NotInitialized => (NOT_INITIALIZED.get(py), None, None),
             E::Mismatch { rank, tensor, .. } => (
                 Ok(py.get_type::<MismatchError>()),
                 Some(*rank),
@@ -164,7 +170,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add("HoraError", base)?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
-    m.add("NotInitializedError", py.get_type::<NotInitializedError>())?;
+    m.add("NotInitializedError", NOT_INITIALIZED.get(py)?)?;
     m.add("MismatchError", py.get_type::<MismatchError>())?;
     m.add("PeerFailedError", py.get_type::<PeerFailedError>())?;
     m.add("ShutDownError", py.get_type::<ShutDownError>())?;

@@ -223,3 +223,17 @@ def test_exception_classes_are_exported_by_every_face():
     assert issubclass(hora.WaitTimeoutError, TimeoutError) and issubclass(hora.WaitTimeoutError, hora.HoraError)
     e = hora.InvalidArgumentError("raised by hand")
     assert (e.rank, e.tensor_name, e.cause) == (None, None, None)
+
+
+def test_every_hora_error_is_a_runtime_error_as_in_horovod():
+    for cls in (hora.HoraError, hora.MismatchError, hora.PeerFailedError, hora.ShutDownError,
+                hora.InternalError, hora.InvalidArgumentError, hora.WaitTimeoutError,
+                hora.NotInitializedError, hora.RendezvousError, hora.ConfigError):
+        assert issubclass(cls, RuntimeError), cls
+    assert issubclass(hora.NotInitializedError, ValueError)
+    assert hvd.HorovodInternalError is hora.HoraError
+    r, n = hvd.rank(), hvd.size()
+    if n > 1:
+        with pytest.raises(RuntimeError) as info:
+            hvd.allreduce(torch.ones(2 + r), name="runtime_error_mismatch")
+        assert isinstance(info.value, hora.MismatchError) and info.value.tensor_name

@@ -282,8 +282,12 @@ def test_mismatched_shapes_raise_on_all_ranks(mode):
             hvd.allreduce(x, name="tf_mismatch")
         err = info.value
         assert err.rank == r and err.tensor_name == "allreduce.tf_mismatch"
+        # Horovod reports a mismatch with TensorFlow's FAILED_PRECONDITION status.
+        assert isinstance(err, tf.errors.FailedPreconditionError) and isinstance(err, RuntimeError)
     else:
         f = tf.function(lambda t: hvd.allreduce(t, name="tf_mismatch"))
+        # tf.py_function reports any Python exception but ValueError/TypeError/... as UNKNOWN
+        # (TensorFlow's py_func.cc); hora_errors() below gives back the FailedPreconditionError.
         with pytest.raises(tf.errors.OpError) as info:
             f(x)
         assert "MismatchError" in str(info.value) and "tf.allreduce.tf_mismatch" in str(info.value)
@@ -292,6 +296,7 @@ def test_mismatched_shapes_raise_on_all_ranks(mode):
                 f(x)
         err = info.value
         assert isinstance(err, hvd.HorovodInternalError)
+        assert isinstance(err, tf.errors.FailedPreconditionError)
         assert err.rank == r and err.tensor_name == "tf.allreduce.tf_mismatch"
     assert "shape" in str(err)
     # in a group too, even where padding to a common size would hide it: [3 + r] vs [3 + r']

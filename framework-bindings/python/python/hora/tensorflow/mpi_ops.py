@@ -82,6 +82,40 @@ _last_op = weakref.WeakKeyDictionary()
 _graph_errors = collections.deque(maxlen=32)
 
 
+class MismatchError(_core.MismatchError, tf.errors.FailedPreconditionError):
+    """A mismatch between ranks, as TensorFlow sees it: Horovod reports one with TensorFlow's
+    FAILED_PRECONDITION status, so it is also a ``tf.errors.FailedPreconditionError`` (eagerly
+    and from a tf.function), with hora's ``rank``, ``tensor_name`` and ``cause``."""
+
+    def __init__(self, message):
+        tf.errors.FailedPreconditionError.__init__(self, None, None, message)
+        BaseException.__init__(self, message)
+
+
+def _tf_error(e):
+    """``e`` as TensorFlow code expects it (a mismatch is a FailedPreconditionError)."""
+    if isinstance(e, _core.MismatchError) and not isinstance(e, MismatchError):
+        t = MismatchError(str(e))
+        for attr in ("rank", "tensor_name", "cause"):
+            setattr(t, attr, getattr(e, attr, None))
+        return t
+    return e
+
+
+def _wait(handle):
+    try:
+        return handle.wait()
+    except _core.MismatchError as e:
+        raise _tf_error(e) from None
+
+
+def _wait_all(handles):
+    try:
+        wait_all(handles)
+    except _core.MismatchError as e:
+        raise _tf_error(e) from None
+
+
 def _op(average, op):
     return reduce_op(average, op, "hora.tensorflow")
 
@@ -228,9 +262,9 @@ def _differentiable(t):
 def _allreduce_eager(t, name, op, pre, post, ps=0):
     code = _code(t.dtype, "allreduce")
     buf, ptr = _aligned_copy(_eager_view(t, "allreduce"))
-    _core.enqueue(kind=ALLREDUCE, name=name, dtype=code, shape=list(buf.shape), owner=buf, ptr=ptr,
+    _wait(_core.enqueue(kind=ALLREDUCE, name=name, dtype=code, shape=list(buf.shape), owner=buf, ptr=ptr,
                   nbytes=buf.nbytes, op=int(op), prescale=float(pre), postscale=float(post),
-                  process_set=ps).wait()
+                  process_set=ps))
     return _to_tf(buf, ptr, t.dtype)
 
 
@@ -302,7 +336,7 @@ def _eager_group(kind, what, ts, base, op=Average, root=0, pre=1.0, post=1.0, ps
         handles.append(_core.enqueue(kind=kind, name=f"{base}.{i}", dtype=code, shape=list(buf.shape), owner=buf,
                                      ptr=ptr, nbytes=buf.nbytes, op=int(op), root=root, prescale=float(pre),
                                      postscale=float(post), process_set=ps))
-    wait_all(handles)
+    _wait_all(handles)
     return [_to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
 
 
@@ -356,8 +390,8 @@ def _allgather_eager(t, name, ps=0):
     src = _eager_view(t, "allgather")
     if src.ndim == 0:
         src = src.reshape(1)
-    res = _core.enqueue(kind=ALLGATHER, name=name, dtype=code, shape=list(src.shape), owner=src,
-                        ptr=_address(src), nbytes=src.nbytes, process_set=ps).wait()
+    res = _wait(_core.enqueue(kind=ALLGATHER, name=name, dtype=code, shape=list(src.shape), owner=src,
+                        ptr=_address(src), nbytes=src.nbytes, process_set=ps))
     return _from_output(res, t.dtype)
 
 
@@ -414,8 +448,8 @@ def _check_root(root_rank, what):
 def _broadcast_eager(t, name, root, ps=0):
     code = _code(t.dtype, "broadcast")
     buf, ptr = _aligned_copy(_eager_view(t, "broadcast"))
-    _core.enqueue(kind=BROADCAST, name=name, dtype=code, shape=list(buf.shape), owner=buf, ptr=ptr,
-                  nbytes=buf.nbytes, root=root, process_set=ps).wait()
+    _wait(_core.enqueue(kind=BROADCAST, name=name, dtype=code, shape=list(buf.shape), owner=buf, ptr=ptr,
+                  nbytes=buf.nbytes, root=root, process_set=ps))
     return _to_tf(buf, ptr, t.dtype)
 
 
@@ -462,8 +496,8 @@ def _splits_list(splits):
 def _alltoall_eager(t, splits, name, ps=0):
     code = _code(t.dtype, "alltoall")
     src = _eager_view(t, "alltoall")
-    res = _core.enqueue(kind=ALLTOALL, name=name, dtype=code, shape=list(src.shape), owner=src,
-                        ptr=_address(src), nbytes=src.nbytes, splits=_splits_list(splits), process_set=ps).wait()
+    res = _wait(_core.enqueue(kind=ALLTOALL, name=name, dtype=code, shape=list(src.shape), owner=src,
+                        ptr=_address(src), nbytes=src.nbytes, splits=_splits_list(splits), process_set=ps))
     return _from_output(res, t.dtype), tf.constant(res[2], dtype=tf.int32)
 
 
@@ -512,9 +546,9 @@ def alltoall(tensor, splits=None, name=None, ignore_name_scope=False, process_se
 def _reducescatter_eager(t, name, op, pre, post, ps=0):
     code = _code(t.dtype, "reducescatter")
     src = _eager_view(t, "reducescatter")
-    res = _core.enqueue(kind=REDUCESCATTER, name=name, dtype=code, shape=list(src.shape), owner=src,
+    res = _wait(_core.enqueue(kind=REDUCESCATTER, name=name, dtype=code, shape=list(src.shape), owner=src,
                         ptr=_address(src), nbytes=src.nbytes, op=int(op), prescale=float(pre),
-                        postscale=float(post), process_set=ps).wait()
+                        postscale=float(post), process_set=ps))
     return _from_output(res, t.dtype)
 
 
@@ -562,7 +596,7 @@ def reducescatter(tensor, device_dense="", compression=Compression.none, op=Aver
 
 
 def _barrier_eager(name, ps=0):
-    _core.enqueue(kind=BARRIER, name=name, dtype=DTYPES["u8"], shape=[0], process_set=ps).wait()
+    _wait(_core.enqueue(kind=BARRIER, name=name, dtype=DTYPES["u8"], shape=[0], process_set=ps))
     return tf.constant(0, tf.int32)
 
 
