@@ -3,8 +3,8 @@
 //!
 //! Every dtype is widened to f64 (f16 and bf16 exactly, through f32), so half-precision
 //! vectors get the same accumulation as f64 ones, and each result element is rounded to its
-//! dtype once. Buffers may start at any address: elements are read with `from_le_bytes` over
-//! `chunks_exact`, which compiles to unaligned loads and needs no staging.
+//! dtype once. Buffers may start at any address: aligned ones are cast to their element type
+//! (the loops the compiler vectorises); others are read with `from_le_bytes` per element.
 
 use ::half::{bf16, f16};
 
@@ -43,8 +43,12 @@ pub(super) fn for_dtype(dtype: DataType) -> Option<Kernels> {
 }
 
 /// A float element as stored in a buffer.
-trait Elem {
+trait Elem: bytemuck::Pod {
     const SIZE: usize;
+    /// The value widened to f64 (exact).
+    fn wide(self) -> f64;
+    /// `v` rounded to this type.
+    fn narrow(v: f64) -> Self;
     /// Reads the element at the start of `b` (at least `SIZE` bytes).
     fn get(b: &[u8]) -> f64;
     /// Rounds `v` to this type and writes it at the start of `b`.
@@ -53,6 +57,14 @@ trait Elem {
 
 impl Elem for f32 {
     const SIZE: usize = 4;
+    #[inline(always)]
+    fn wide(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn narrow(v: f64) -> Self {
+        v as Self
+    }
     #[inline(always)]
     fn get(b: &[u8]) -> f64 {
         f64::from(Self::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -65,6 +77,14 @@ impl Elem for f32 {
 
 impl Elem for f64 {
     const SIZE: usize = 8;
+    #[inline(always)]
+    fn wide(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn narrow(v: f64) -> Self {
+        v
+    }
     #[inline(always)]
     fn get(b: &[u8]) -> f64 {
         let mut x = [0u8; 8];
@@ -80,6 +100,14 @@ impl Elem for f64 {
 impl Elem for f16 {
     const SIZE: usize = 2;
     #[inline(always)]
+    fn wide(self) -> f64 {
+        self.to_f64()
+    }
+    #[inline(always)]
+    fn narrow(v: f64) -> Self {
+        Self::from_f64(v)
+    }
+    #[inline(always)]
     fn get(b: &[u8]) -> f64 {
         Self::from_le_bytes([b[0], b[1]]).to_f64()
     }
@@ -92,6 +120,14 @@ impl Elem for f16 {
 impl Elem for bf16 {
     const SIZE: usize = 2;
     #[inline(always)]
+    fn wide(self) -> f64 {
+        self.to_f64()
+    }
+    #[inline(always)]
+    fn narrow(v: f64) -> Self {
+        Self::from_f64(v)
+    }
+    #[inline(always)]
     fn get(b: &[u8]) -> f64 {
         Self::from_le_bytes([b[0], b[1]]).to_f64()
     }
@@ -103,10 +139,16 @@ impl Elem for bf16 {
 
 /// Independent accumulators per sum: without them every add waits for the previous one (f64
 /// addition is not reassociated by the compiler), which made the pass latency-bound.
-const LANES: usize = 8;
+const LANES: usize = 4;
 
 fn dot_norms<E: Elem>(a: &[u8], b: &[u8]) -> DotNorms {
     debug_assert_eq!(a.len(), b.len());
+    if let (Ok(x), Ok(y)) = (
+        bytemuck::try_cast_slice::<u8, E>(a),
+        bytemuck::try_cast_slice::<u8, E>(b),
+    ) {
+        return dot_norms_typed(x, y);
+    }
     let mut dot = [0f64; LANES];
     let mut aa = [0f64; LANES];
     let mut bb = [0f64; LANES];
@@ -135,8 +177,41 @@ fn dot_norms<E: Elem>(a: &[u8], b: &[u8]) -> DotNorms {
     [total(dot), total(aa), total(bb)]
 }
 
+/// [`dot_norms`] over aligned elements: plain indexing the compiler vectorises.
+fn dot_norms_typed<E: Elem>(a: &[E], b: &[E]) -> DotNorms {
+    let mut dot = [0f64; LANES];
+    let mut aa = [0f64; LANES];
+    let mut bb = [0f64; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            let (u, v) = (x[l].wide(), y[l].wide());
+            dot[l] += u * v;
+            aa[l] += u * u;
+            bb[l] += v * v;
+        }
+    }
+    for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        let (u, v) = (x.wide(), y.wide());
+        dot[l] += u * v;
+        aa[l] += u * u;
+        bb[l] += v * v;
+    }
+    let total = |s: [f64; LANES]| s.iter().sum::<f64>();
+    [total(dot), total(aa), total(bb)]
+}
+
 fn scaled_add<E: Elem>(a: &mut [u8], ca: f64, b: &[u8], cb: f64) {
     debug_assert_eq!(a.len(), b.len());
+    if let (Ok(x), Ok(y)) = (
+        bytemuck::try_cast_slice_mut::<u8, E>(a),
+        bytemuck::try_cast_slice::<u8, E>(b),
+    ) {
+        for (x, y) in x.iter_mut().zip(y) {
+            *x = E::narrow(ca * x.wide() + cb * y.wide());
+        }
+        return;
+    }
     for (x, y) in a.chunks_exact_mut(E::SIZE).zip(b.chunks_exact(E::SIZE)) {
         let v = ca * E::get(x) + cb * E::get(y);
         E::put(v, x);
