@@ -60,7 +60,7 @@ struct Args {
     /// Element type: u8, i8, i32, i64, f16, bf16, f32, f64.
     #[arg(long, default_value = "f32")]
     dtype: DataType,
-    /// Reduction: sum, average, min, max, product.
+    /// Reduction: sum, average, min, max, product, adasum (float dtypes, allreduce only).
     #[arg(long, default_value = "sum")]
     op: ReduceOp,
     /// Timed iterations per size (default depends on size, as in the peer benchmarks).
@@ -268,7 +268,23 @@ fn expected(args: &Args, n: usize, rank_value: impl Fn(usize) -> f64) -> f64 {
         ReduceOp::Min => vals.iter().cloned().fold(f64::INFINITY, f64::min),
         ReduceOp::Max => vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
         ReduceOp::Product => vals.iter().product(),
+        ReduceOp::Adasum => adasum_of_parallel(vals),
     }
+}
+
+/// Adasum of parallel vectors `v[r]·u` (the check's inputs) is `(a + b) / 2` per pair, taken
+/// over Adasum's tree: ranks `p..n` folded into `r - p` (`p` the largest power of two ≤ n),
+/// then pairs of neighbours level by level.
+fn adasum_of_parallel(mut v: Vec<f64>) -> f64 {
+    let p = 1usize << (usize::BITS - 1 - v.len().leading_zeros());
+    for r in 0..v.len() - p {
+        v[r] = (v[r] + v[r + p]) / 2.0;
+    }
+    v.truncate(p);
+    while v.len() > 1 {
+        v = v.chunks(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+    }
+    v[0]
 }
 
 fn bus_factor(c: Collective, n: usize) -> f64 {

@@ -4,13 +4,33 @@
 
 use hora_transport::CollectiveError;
 
-use crate::types::DataType;
+use crate::types::{DataType, ReduceOp};
 
-/// An allreduce buffer must be whole elements.
-pub fn allreduce(len: usize, dtype: DataType) -> Result<(), CollectiveError> {
+/// An allreduce buffer must be whole elements, and Adasum needs a float type.
+pub fn allreduce(len: usize, dtype: DataType, op: ReduceOp) -> Result<(), CollectiveError> {
     if !len.is_multiple_of(dtype.size()) {
         return Err(CollectiveError::invalid(format_args!(
             "a buffer of {len} bytes is not whole {dtype} elements"
+        )));
+    }
+    adasum_dtype(dtype, op)
+}
+
+/// Adasum is defined for float vectors only (dot products and norms); other ops take any type.
+pub fn adasum_dtype(dtype: DataType, op: ReduceOp) -> Result<(), CollectiveError> {
+    if op == ReduceOp::Adasum && !dtype.is_float() {
+        return Err(CollectiveError::invalid(format_args!(
+            "the Adasum reduction needs a float tensor (f16, bf16, f32 or f64), not {dtype}"
+        )));
+    }
+    Ok(())
+}
+
+/// Reducescatter takes the element-wise ops only (as Horovod's, which has no Adasum).
+pub fn reducescatter_op(op: ReduceOp) -> Result<(), CollectiveError> {
+    if !op.is_elementwise() {
+        return Err(CollectiveError::invalid(format_args!(
+            "reducescatter does not take the {op} reduction (it is not element-wise)"
         )));
     }
     Ok(())

@@ -66,7 +66,7 @@ impl<N: Collectives + ?Sized> Collectives for Dispatch<N> {
         seq: u64,
         deadline: Instant,
     ) -> Result<(), CollectiveError> {
-        check::allreduce(buf.len(), dtype)?;
+        check::allreduce(buf.len(), dtype, op)?;
         let call = Call::Allreduce {
             bytes: buf.len(),
             dtype,
@@ -163,6 +163,7 @@ impl<N: Collectives + ?Sized> Collectives for Dispatch<N> {
             bytes_per_rank,
             dtype,
         )?;
+        check::reducescatter_op(op)?;
         let call = Call::Reducescatter {
             bytes: input.len(),
             dtype,

@@ -567,7 +567,9 @@ impl Collectives for Hierarchical {
 
     fn runs(&self, call: &Call) -> bool {
         match call {
-            Call::Allreduce { .. } => self.allreduce,
+            // Adasum is not a sum of the host's vectors: the local reduce would change its
+            // result, so it runs flat on hora's Adasum algorithm instead.
+            Call::Allreduce { op, .. } => self.allreduce && op.is_elementwise(),
             Call::Allgatherv { .. } => self.allgather,
             _ => false,
         }
@@ -584,7 +586,10 @@ impl Collectives for Hierarchical {
         if !self.allreduce {
             return Err(not_here("allreduce (turned off)"));
         }
-        check::allreduce(buf.len(), dtype)?;
+        if !op.is_elementwise() {
+            return Err(not_here("Adasum"));
+        }
+        check::allreduce(buf.len(), dtype, op)?;
         if buf.is_empty() {
             return Ok(());
         }

@@ -1,5 +1,6 @@
-//! Collective algorithms over a [`Transport`]: allreduce, allgather, broadcast, alltoall,
-//! reducescatter and barrier, built only from point-to-point sends and receives.
+//! Collective algorithms over a [`Transport`]: allreduce (Adasum included), allgather,
+//! broadcast, alltoall, reducescatter and barrier, built only from point-to-point sends and
+//! receives.
 //!
 //! [`Collectives`] (defined by the backend contract, `hora_transport`) is the interface the
 //! engine calls; [`Ring`] implements it over any transport, and [`Dispatch`] puts a native
@@ -17,6 +18,7 @@
 //! Average's division (the engine), or recover from a failed peer (a transport error is
 //! returned; the engine aborts the job).
 
+mod adasum;
 mod allgather_ring;
 mod allreduce_ring;
 mod allreduce_small;
@@ -45,6 +47,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::types::{DataType, ReduceOp};
 
+pub use adasum::adasum_reference;
 pub use dispatch::Dispatch;
 pub use hierarchical::{DEFAULT_PIPELINE_BYTES, Hierarchical, HierarchicalMode, Layout, Place};
 pub use hora_transport::{Call, CollectiveError, Collectives};
@@ -150,6 +153,10 @@ impl<T: Transport + ?Sized> Ring<T> {
         deadline: Instant,
     ) -> Result<(), CollectiveError> {
         let tag = Tag::new(kind::ALLREDUCE, seq);
+        if op == ReduceOp::Adasum {
+            let elems = buf.len() / dtype.size();
+            return adasum::allreduce(self, buf, dtype, &[elems], tag, deadline);
+        }
         if self.transport.size() > 1 && buf.len() <= self.small_bytes {
             return allreduce_small::allreduce(self, buf, dtype, op, tag, deadline);
         }
@@ -249,7 +256,7 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
         seq: u64,
         deadline: Instant,
     ) -> Result<(), CollectiveError> {
-        check::allreduce(buf.len(), dtype)?;
+        check::allreduce(buf.len(), dtype, op)?;
         self.run_allreduce(buf, dtype, op, seq, deadline)
     }
 
@@ -314,6 +321,7 @@ impl<T: Transport + ?Sized> Collectives for Ring<T> {
             bytes_per_rank,
             dtype,
         )?;
+        check::reducescatter_op(op)?;
         self.run_reducescatter(input, output, bytes_per_rank, dtype, op, seq, deadline)
     }
 

@@ -12,9 +12,13 @@ use super::message::Response;
 use crate::fasthash::FastSet;
 use crate::types::CollectiveKind;
 
-/// The key fused responses must share.
+/// The key fused responses must share. Adasum is never fused: its combination is per tensor
+/// (a dot product and norms each), and the collectives take one buffer, so a fused buffer
+/// would be combined as one vector.
 fn fusion_key(r: &Response) -> Option<(crate::types::DataType, crate::types::ReduceOp, u64, u64)> {
-    (r.kind == CollectiveKind::Allreduce && r.error.is_none())
+    (r.kind == CollectiveKind::Allreduce
+        && r.error.is_none()
+        && r.op != crate::types::ReduceOp::Adasum)
         .then(|| (r.dtype, r.op, r.prescale.to_bits(), r.postscale.to_bits()))
 }
 

@@ -162,6 +162,20 @@ impl Op {
                 )));
             }
         }
+        if req.op == ReduceOp::Adasum {
+            if req.kind != CollectiveKind::Allreduce {
+                return Err(invalid(format!(
+                    "the Adasum reduction is for allreduce only, not {}",
+                    req.kind.name()
+                )));
+            }
+            if !req.dtype.is_float() {
+                return Err(invalid(format!(
+                    "the Adasum reduction needs a float tensor (f16, bf16, f32 or f64), not {}",
+                    req.dtype
+                )));
+            }
+        }
         if req.kind == CollectiveKind::Broadcast && req.root as usize >= size {
             return Err(invalid(format!(
                 "broadcast root {} is not a rank of this job (size {size})",

@@ -57,13 +57,14 @@ typedef enum hora_dtype {
   HORA_DTYPE_F64 = 7,
 } hora_dtype;
 
-// How values are combined; the values are the engine's `ReduceOp` codes, which are Horovod's
-// (2 is skipped: Horovod's Adasum, which hora does not implement).
+// How values are combined; the values are the engine's `ReduceOp` codes, which are Horovod's.
 typedef enum hora_op {
   // Sum divided by the number of ranks.
   HORA_OP_AVERAGE = 0,
   // Sum.
   HORA_OP_SUM = 1,
+  // Adasum (float types only, allreduce only): pairwise `(1 - a·b/2|a|²) a + (1 - a·b/2|b|²) b`.
+  HORA_OP_ADASUM = 2,
   // Minimum.
   HORA_OP_MIN = 3,
   // Maximum.

@@ -76,8 +76,7 @@ pub enum hora_dtype {
     F64 = 7,
 }
 
-/// How values are combined; the values are the engine's `ReduceOp` codes, which are Horovod's
-/// (2 is skipped: Horovod's Adasum, which hora does not implement).
+/// How values are combined; the values are the engine's `ReduceOp` codes, which are Horovod's.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum hora_op {
@@ -85,6 +84,8 @@ pub enum hora_op {
     Average = 0,
     /// Sum.
     Sum = 1,
+    /// Adasum (float types only, allreduce only): pairwise `(1 - a·b/2|a|²) a + (1 - a·b/2|b|²) b`.
+    Adasum = 2,
     /// Minimum.
     Min = 3,
     /// Maximum.
@@ -123,6 +124,7 @@ impl From<hora_op> for ReduceOp {
             hora_op::Min => Self::Min,
             hora_op::Max => Self::Max,
             hora_op::Product => Self::Product,
+            hora_op::Adasum => Self::Adasum,
         }
     }
 }
@@ -422,9 +424,10 @@ mod tests {
         hora_dtype::F32,
         hora_dtype::F64,
     ];
-    const OPS: [hora_op; 5] = [
+    const OPS: [hora_op; 6] = [
         hora_op::Average,
         hora_op::Sum,
+        hora_op::Adasum,
         hora_op::Min,
         hora_op::Max,
         hora_op::Product,

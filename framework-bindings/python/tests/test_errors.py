@@ -123,10 +123,11 @@ MISTAKES = {
         "tf": lambda: htf.allreduce(tf.ones([2]), op=99),
         "raw": lambda: raw("op", op=99),
     },
-    "Adasum (not implemented)": {
-        "torch": lambda: hvd.allreduce(torch.ones(2), op=hvd.Adasum),
-        "tf": lambda: htf.allreduce(tf.ones([2]), op=htf.Adasum),
-        "raw": lambda: raw("adasum", op=vocabulary.Adasum),
+    "Adasum of an integer tensor": {
+        "torch": lambda: hvd.allreduce(torch.ones(2, dtype=torch.int32), op=hvd.Adasum),
+        "tf": lambda: htf.allreduce(tf.ones([2], tf.int32), op=htf.Adasum),
+        "raw": lambda: raw("adasum", tensor=torch.ones(2, dtype=torch.int32), op=vocabulary.Adasum,
+                           dtype=DTYPES["i32"]),
     },
     "op and average both given": {
         "torch": lambda: hvd.allreduce(torch.ones(2), average=True, op=hvd.Sum),
@@ -199,7 +200,7 @@ def test_wait_timeout_raises_a_timeout_error_and_keeps_the_handle():
 
 def test_one_vocabulary():
     # Horovod's numbering, from the Rust enums.
-    assert _core.OPS == {"average": 0, "sum": 1, "min": 3, "max": 4, "product": 5}
+    assert _core.OPS == {"average": 0, "sum": 1, "min": 3, "max": 4, "product": 5, "adasum": 2}
     assert (hvd.Average, hvd.Sum, hvd.Adasum, hvd.Min, hvd.Max, hvd.Product) == (0, 1, 2, 3, 4, 5)
     assert list(_core.DTYPES) == ["u8", "i8", "i32", "i64", "f16", "bf16", "f32", "f64"]
     assert list(_core.DTYPES.values()) == list(range(8))

@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "hora-rank/adasum.rs"]
+mod adasum;
 #[path = "hora-rank/sets.rs"]
 mod sets;
 
@@ -229,6 +231,7 @@ fn main() -> ExitCode {
         "loop" => allreduce_loop(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100)),
         "mismatch" => mismatch(),
         "early-death" => early_death(),
+        "adasum" => adasum::adasum(),
         "process-sets" => sets::dynamic(),
         "layout" => api::is_homogeneous()
             .map(|h| println!("rank {}: homogeneous={h}", api::rank().unwrap_or(0)))

@@ -116,8 +116,8 @@ impl FromStr for DataType {
 /// How allreduce and reducescatter combine values.
 ///
 /// The discriminant is the op's stable code, Horovod's numbering (`hvd.Average` is 0,
-/// `hvd.Sum` 1; 2 is kept for Adasum), shared by the C ABI (`hora_op`) and the Python faces
-/// (`hora._core.OPS`).
+/// `hvd.Sum` 1, `hvd.Adasum` 2), shared by the C ABI (`hora_op`) and the Python faces
+/// (`hora._core.OPS`). Every op but [`Adasum`](Self::Adasum) is element-wise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum ReduceOp {
@@ -131,11 +131,25 @@ pub enum ReduceOp {
     Max = 4,
     /// Element-wise product.
     Product = 5,
+    /// Adasum (float types, allreduce only): whole vectors combined pairwise as
+    /// `(1 - a·b / 2|a|²) a + (1 - a·b / 2|b|²) b`, over a recursion of halving vectors; not
+    /// element-wise, so it has no kernel in [`reduce`](crate::reduce).
+    Adasum = 2,
 }
 
 impl ReduceOp {
     /// Every op, in a stable order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
+        Self::Sum,
+        Self::Average,
+        Self::Min,
+        Self::Max,
+        Self::Product,
+        Self::Adasum,
+    ];
+
+    /// The element-wise ops (every op but Adasum), in the order of [`ALL`](Self::ALL).
+    pub const ELEMENTWISE: [Self; 5] = [
         Self::Sum,
         Self::Average,
         Self::Min,
@@ -143,12 +157,18 @@ impl ReduceOp {
         Self::Product,
     ];
 
+    /// Whether each element of the result depends only on the same element of the inputs
+    /// (what the [`reduce`](crate::reduce) kernels compute); false for Adasum.
+    pub const fn is_elementwise(self) -> bool {
+        !matches!(self, Self::Adasum)
+    }
+
     /// The stable code of this op (its discriminant; Horovod's numbering).
     pub const fn code(self) -> u8 {
         self as u8
     }
 
-    /// The op with stable code `code`, if there is one (2, Adasum, is not implemented).
+    /// The op with stable code `code`, if there is one.
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|o| o.code() == code)
     }
@@ -161,6 +181,7 @@ impl ReduceOp {
             Self::Min => "min",
             Self::Max => "max",
             Self::Product => "product",
+            Self::Adasum => "adasum",
         }
     }
 }
@@ -181,9 +202,10 @@ impl FromStr for ReduceOp {
             "min" => Self::Min,
             "max" => Self::Max,
             "product" | "prod" => Self::Product,
+            "adasum" => Self::Adasum,
             _ => {
                 return Err(format!(
-                    "unknown reduce op {s:?}; accepted: sum, average, min, max, product"
+                    "unknown reduce op {s:?}; accepted: sum, average, min, max, product, adasum"
                 ));
             }
         })
@@ -209,11 +231,11 @@ mod tests {
         for o in ReduceOp::ALL {
             assert_eq!(ReduceOp::from_code(o.code()), Some(o));
         }
+        assert_eq!(ReduceOp::Adasum.code(), 2);
         assert_eq!(DataType::from_code(8), None);
-        assert_eq!(
-            ReduceOp::from_code(2),
-            None,
-            "2 is Adasum's, not implemented"
-        );
+        assert_eq!(ReduceOp::from_code(6), None);
+        assert!(ReduceOp::ELEMENTWISE.iter().all(|o| o.is_elementwise()));
+        assert!(!ReduceOp::Adasum.is_elementwise());
+        assert_eq!("Adasum".parse::<ReduceOp>(), Ok(ReduceOp::Adasum));
     }
 }

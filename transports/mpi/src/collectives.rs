@@ -34,10 +34,10 @@ impl MpiCollectives {
 }
 
 /// MPI's element type and reduction for `dtype` and `op`, when MPI reduces them correctly
-/// (no half precision in MPI; see `Comm::reduces_natively`).
+/// (no half precision in MPI, no Adasum; see `Comm::reduces_natively`).
 fn native(dtype: DataType, op: ReduceOp) -> Option<(MpiType, MpiOp)> {
     let t = mpi_type(dtype)?;
-    let o = mpi_op(op);
+    let o = mpi_op(op)?;
     Comm::reduces_natively(t, o).then_some((t, o))
 }
 
@@ -54,13 +54,15 @@ fn mpi_type(dtype: DataType) -> Option<MpiType> {
     }
 }
 
-/// MPI's reduction for `op`; Average is summed and scaled by the engine.
-fn mpi_op(op: ReduceOp) -> MpiOp {
+/// MPI's reduction for `op`; Average is summed and scaled by the engine. Adasum has none: it
+/// is not element-wise, so it runs on hora's own algorithm over MPI point-to-point.
+fn mpi_op(op: ReduceOp) -> Option<MpiOp> {
     match op {
-        ReduceOp::Sum | ReduceOp::Average => MpiOp::Sum,
-        ReduceOp::Min => MpiOp::Min,
-        ReduceOp::Max => MpiOp::Max,
-        ReduceOp::Product => MpiOp::Prod,
+        ReduceOp::Sum | ReduceOp::Average => Some(MpiOp::Sum),
+        ReduceOp::Min => Some(MpiOp::Min),
+        ReduceOp::Max => Some(MpiOp::Max),
+        ReduceOp::Product => Some(MpiOp::Prod),
+        ReduceOp::Adasum => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`ShmGroup`] as a native backend: every collective but alltoall through shared memory.
-//! Alltoall has no shared-memory version yet, so [`Collectives::runs`] says no and hora's
-//! dispatch wrapper runs it on its ring over the job's transport.
+//! Alltoall has no shared-memory version yet, and Adasum is not element-wise (the group reduces
+//! with the element-wise kernels), so [`Collectives::runs`] says no to both and hora's
+//! dispatch wrapper runs them on its own algorithms over the job's transport.
 
 use std::time::Instant;
 
@@ -18,7 +19,11 @@ impl Collectives for ShmGroup {
     }
 
     fn runs(&self, call: &Call) -> bool {
-        !matches!(call, Call::Alltoallv { .. })
+        match call {
+            Call::Alltoallv { .. } => false,
+            Call::Allreduce { op, .. } | Call::Reducescatter { op, .. } => op.is_elementwise(),
+            _ => true,
+        }
     }
 
     fn allreduce(

@@ -34,7 +34,7 @@ const SMALL_ELEMS: [usize; 8] = [0, 1, 2, 7, 13, 61, 1031, 4099];
 pub fn allreduce_every_dtype_op_and_size(c: &dyn Collectives, seq: &mut Seq) -> Result<(), String> {
     for (salt, &elems) in SMALL_ELEMS.iter().enumerate() {
         for dtype in DataType::ALL {
-            for op in ReduceOp::ALL {
+            for op in ReduceOp::ELEMENTWISE {
                 let what = format!("allreduce {dtype} {op} of {elems} elements");
                 check_allreduce(c, seq, dtype, op, elems, salt, (1.0, 1.0), &what)?;
             }
@@ -47,7 +47,7 @@ pub fn allreduce_every_dtype_op_and_size(c: &dyn Collectives, seq: &mut Seq) -> 
 /// odd element count), cycling through the ops.
 pub fn allreduce_large(c: &dyn Collectives, seq: &mut Seq) -> Result<(), String> {
     for (i, dtype) in DataType::ALL.into_iter().enumerate() {
-        let op = ReduceOp::ALL[i % ReduceOp::ALL.len()];
+        let op = ReduceOp::ELEMENTWISE[i % ReduceOp::ELEMENTWISE.len()];
         let elems = (1 << 20) / dtype.size() + 2 * 4099 + 1;
         let salt = 100 + i;
         let what = format!("allreduce {dtype} {op} of {elems} elements");

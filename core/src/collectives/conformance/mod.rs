@@ -31,6 +31,7 @@ use hora_transport::{CollectiveError, deadline_after};
 
 use super::Collectives;
 
+pub mod adasum;
 mod allreduce;
 mod barrier;
 mod faults;
@@ -38,6 +39,7 @@ mod gather;
 mod inputs;
 mod reducescatter;
 
+pub use adasum::adasum_every_float_dtype;
 pub use allreduce::{
     allreduce_average_prescale_postscale, allreduce_every_dtype_op_and_size,
     allreduce_inexact_floats_agree, allreduce_large,
@@ -144,6 +146,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         "allreduce_inexact_floats_agree",
         allreduce_inexact_floats_agree,
     ),
+    ("adasum_every_float_dtype", adasum_every_float_dtype),
     ("allgatherv_ragged", allgatherv_ragged),
     ("broadcast_from_every_root", broadcast_from_every_root),
     ("alltoallv_uneven", alltoallv_uneven),
@@ -251,7 +254,7 @@ macro_rules! collectives_conformance {
         $crate::collectives_conformance!(@tests $factory, $opts;
             allreduce_every_dtype_op_and_size, allreduce_large,
             allreduce_average_prescale_postscale, allreduce_inexact_floats_agree,
-            allgatherv_ragged, broadcast_from_every_root, alltoallv_uneven,
+            adasum_every_float_dtype, allgatherv_ragged, broadcast_from_every_root, alltoallv_uneven,
             reducescatter_uneven, barrier_holds_every_rank);
         #[test]
         fn dead_rank_fails_the_others() {

@@ -16,7 +16,7 @@ pub fn reducescatter_uneven(c: &dyn Collectives, seq: &mut Seq) -> Result<(), St
     for layout in layouts {
         let elems: Vec<usize> = (0..np).map(layout).collect();
         for dtype in DataType::ALL {
-            for op in ReduceOp::ALL {
+            for op in ReduceOp::ELEMENTWISE {
                 salt += 1;
                 check_reducescatter(c, seq, dtype, op, &elems, salt)?;
             }

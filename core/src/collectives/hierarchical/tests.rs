@@ -128,7 +128,7 @@ fn input(dtype: DataType, op: ReduceOp, rank: usize, elems: usize, salt: usize) 
         .flat_map(|i| {
             let r = mix(rank, i, salt);
             let v = match op {
-                ReduceOp::Sum | ReduceOp::Average => (r % 5) as i64,
+                ReduceOp::Sum | ReduceOp::Average | ReduceOp::Adasum => (r % 5) as i64,
                 ReduceOp::Product if matches!(dtype, DataType::U8 | DataType::I8) => {
                     [1, 1, 1, 2][(r % 4) as usize]
                 }
@@ -289,6 +289,38 @@ fn allgatherv_with_ragged_and_empty_blocks_in_job_rank_order() {
                     assert_eq!(*calls, (0, 1));
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn adasum_runs_flat_and_matches_the_reference() {
+    use crate::collectives::adasum_reference;
+    use crate::collectives::conformance::adasum::{close, decode, encode, values};
+    // 2 hosts × 2 and 3 hosts × 2 (6 ranks: not a power of two), both modes.
+    for (hosts, local) in [(2, 2), (3, 2)] {
+        let lay = Layout::uniform(hosts, local);
+        let np = lay.size();
+        for mode in [HierarchicalMode::Split, HierarchicalMode::Leader] {
+            let results = on_cluster(&lay, 64, mode, |h| {
+                let mut buf = encode(DataType::F32, &values(h.rank(), 301, 5));
+                h.allreduce(&mut buf, DataType::F32, ReduceOp::Adasum, 0, deadline())
+                    .unwrap();
+                (buf, h.native().hierarchical_calls())
+            });
+            let inputs: Vec<Vec<u8>> = (0..np)
+                .map(|r| encode(DataType::F32, &values(r, 301, 5)))
+                .collect();
+            let want = adasum_reference(&inputs, DataType::F32, &[301]).unwrap();
+            for (buf, calls) in &results {
+                assert_eq!(buf, &results[0].0, "every rank holds the same bits");
+                assert_eq!(*calls, (0, 0), "Adasum must not take the hierarchical path");
+            }
+            let (got, want) = (
+                decode(DataType::F32, &results[0].0),
+                decode(DataType::F32, &want),
+            );
+            close(DataType::F32, np, &[301], &got, &want).unwrap();
         }
     }
 }

@@ -21,7 +21,8 @@ const BLOCK: usize = 256;
 
 pub(super) fn reduce_f16(dst: &mut [u8], src: &[u8], op: ReduceOp) {
     match op {
-        ReduceOp::Sum | ReduceOp::Average => f16_blocks(dst, src, |a, b| a + b),
+        // Adasum never gets here: `reduce_into` refuses it first.
+        ReduceOp::Sum | ReduceOp::Average | ReduceOp::Adasum => f16_blocks(dst, src, |a, b| a + b),
         ReduceOp::Product => f16_blocks(dst, src, |a, b| a * b),
         ReduceOp::Min => f16_blocks(dst, src, nan_min),
         ReduceOp::Max => f16_blocks(dst, src, nan_max),
@@ -92,7 +93,10 @@ pub(super) fn reduce_bf16(dst: &mut [u8], src: &[u8], op: ReduceOp) {
         move |a, b| bf16_narrow(f(bf16_widen(a), bf16_widen(b)))
     }
     match op {
-        ReduceOp::Sum | ReduceOp::Average => zip_with::<u16>(dst, src, via_f32(|a, b| a + b)),
+        // Adasum never gets here: `reduce_into` refuses it first.
+        ReduceOp::Sum | ReduceOp::Average | ReduceOp::Adasum => {
+            zip_with::<u16>(dst, src, via_f32(|a, b| a + b))
+        }
         ReduceOp::Product => zip_with::<u16>(dst, src, via_f32(|a, b| a * b)),
         ReduceOp::Min => zip_with::<u16>(dst, src, via_f32(nan_min)),
         ReduceOp::Max => zip_with::<u16>(dst, src, via_f32(nan_max)),

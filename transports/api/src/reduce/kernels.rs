@@ -63,7 +63,10 @@ pub(super) fn nan_max<T: Float>(a: T, b: T) -> T {
 
 pub(super) fn reduce_int<T: Int>(dst: &mut [u8], src: &[u8], op: ReduceOp) {
     match op {
-        ReduceOp::Sum | ReduceOp::Average => zip_with::<T>(dst, src, T::wrapping_add),
+        // Adasum never gets here: `reduce_into` refuses it first.
+        ReduceOp::Sum | ReduceOp::Average | ReduceOp::Adasum => {
+            zip_with::<T>(dst, src, T::wrapping_add)
+        }
         ReduceOp::Product => zip_with::<T>(dst, src, T::wrapping_mul),
         ReduceOp::Min => zip_with::<T>(dst, src, Ord::min),
         ReduceOp::Max => zip_with::<T>(dst, src, Ord::max),
@@ -72,7 +75,10 @@ pub(super) fn reduce_int<T: Int>(dst: &mut [u8], src: &[u8], op: ReduceOp) {
 
 pub(super) fn reduce_float<T: Float>(dst: &mut [u8], src: &[u8], op: ReduceOp) {
     match op {
-        ReduceOp::Sum | ReduceOp::Average => zip_with::<T>(dst, src, |a, b| a + b),
+        // Adasum never gets here: `reduce_into` refuses it first.
+        ReduceOp::Sum | ReduceOp::Average | ReduceOp::Adasum => {
+            zip_with::<T>(dst, src, |a, b| a + b)
+        }
         ReduceOp::Product => zip_with::<T>(dst, src, |a, b| a * b),
         ReduceOp::Min => zip_with::<T>(dst, src, nan_min),
         ReduceOp::Max => zip_with::<T>(dst, src, nan_max),

@@ -12,7 +12,9 @@
 //! - float min/max propagate NaN (if either side is NaN, the result is NaN);
 //! - f16 and bf16 are widened to f32, combined, and rounded back (to nearest even) once;
 //! - [`ReduceOp::Average`] is combined as a sum: the caller divides by the rank count with
-//!   [`scale`], as Horovod's postscale does.
+//!   [`scale`], as Horovod's postscale does;
+//! - [`ReduceOp::Adasum`] is not element-wise and is refused ([`ReduceError::NotElementwise`]):
+//!   its algorithm lives with the collectives.
 
 mod half;
 mod kernels;
@@ -34,6 +36,12 @@ pub enum ReduceError {
         /// Source length in bytes.
         src: usize,
     },
+    /// The op is not element-wise (Adasum), so no kernel here computes it.
+    #[error("{op} is not an element-wise reduction")]
+    NotElementwise {
+        /// The op asked for.
+        op: ReduceOp,
+    },
     /// The buffer length is not a whole number of elements.
     #[error("a buffer of {len} bytes is not a whole number of {dtype} elements")]
     PartialElement {
@@ -45,13 +53,16 @@ pub enum ReduceError {
 }
 
 /// `dst[i] = dst[i] (op) src[i]` for every element; `dst` and `src` are raw bytes of equal
-/// length, a multiple of `dtype.size()`. `Average` is combined as `Sum`.
+/// length, a multiple of `dtype.size()`. `Average` is combined as `Sum`; `Adasum` is refused.
 pub fn reduce_into(
     dst: &mut [u8],
     src: &[u8],
     dtype: DataType,
     op: ReduceOp,
 ) -> Result<(), ReduceError> {
+    if !op.is_elementwise() {
+        return Err(ReduceError::NotElementwise { op });
+    }
     if dst.len() != src.len() {
         return Err(ReduceError::LengthMismatch {
             dst: dst.len(),
@@ -97,13 +108,14 @@ pub fn scale(buf: &mut [u8], dtype: DataType, factor: f64) {
     }
 }
 
-/// Fills every whole element of `buf` with `op`'s identity: 0 for Sum/Average, 1 for
+/// Fills every whole element of `buf` with `op`'s identity: 0 for Sum/Average/Adasum (a zero
+/// vector leaves Adasum's pairwise combination unchanged), 1 for
 /// Product, the largest value (+inf for floats) for Min and the smallest (-inf) for Max.
 pub fn fill_identity(buf: &mut [u8], dtype: DataType, op: ReduceOp) {
     use ::half::{bf16, f16};
     use ReduceOp::{Average, Max, Min, Product, Sum};
     match (dtype, op) {
-        (_, Sum | Average) => {
+        (_, Sum | Average | ReduceOp::Adasum) => {
             // Zero is all-zero bytes for every supported type.
             let whole = buf.len() - buf.len() % dtype.size();
             buf[..whole].fill(0);

@@ -27,9 +27,8 @@ class ReduceOp(enum.IntEnum):
 
     AVERAGE = _core.OPS["average"]
     SUM = _core.OPS["sum"]
-    # Horovod's code for Adasum, which hora does not implement: accepted as a name, refused by
-    # reduce_op() (the native module has no op with this code).
-    ADASUM = 2
+    # Adasum: float tensors, allreduce only (the engine refuses the rest, naming the tensor).
+    ADASUM = _core.OPS["adasum"]
     MIN = _core.OPS["min"]
     MAX = _core.OPS["max"]
     PRODUCT = _core.OPS["product"]
@@ -54,6 +53,4 @@ def reduce_op(average, op, face):
         op = ReduceOp(op)
     except ValueError:
         raise invalid_argument(f"{face}: unknown reduce op {op!r}") from None
-    if op == Adasum:
-        raise invalid_argument(f"{face}: the Adasum reduction is not supported by hora (use Average or Sum)")
     return op

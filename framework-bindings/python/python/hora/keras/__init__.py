@@ -34,7 +34,7 @@ from hora.common.process_sets import _set_id
 from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
 from hora.keras import callbacks
 from hora.keras import optimizer as _opt
-from hora.tensorflow import Average, Compression, Max, Min, Product, Sum, engine_error, hora_errors
+from hora.tensorflow import Adasum, Average, Compression, Max, Min, Product, Sum, engine_error, hora_errors
 
 # Weak references to the optimizers made by DistributedOptimizer or load_model, in creation
 # order (for broadcast_global_variables); they do not keep dropped models alive.

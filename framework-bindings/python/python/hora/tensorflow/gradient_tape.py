@@ -193,7 +193,12 @@ def DistributedOptimizer(optimizer, name=None, use_locking=False, device_dense="
     if backward_passes_per_step != 1:
         raise InvalidArgumentError("hora.tensorflow.DistributedOptimizer: backward_passes_per_step > 1 (local "
                                    "gradient accumulation) is not supported for tf.compat.v1 optimizers")
-    mpi_ops._op(None, op)
+    if mpi_ops._op(None, op) == mpi_ops.Adasum:
+        # Horovod's tf.compat.v1 Adasum is a delta optimizer (local step, then Adasum of the
+        # change), not an allreduce of gradients; hora has it for torch only so far.
+        raise InvalidArgumentError("hora.tensorflow.DistributedOptimizer: op=Adasum with a tf.compat.v1 "
+                                   "optimizer (Horovod's delta optimizer) is not implemented; use "
+                                   "DistributedGradientTape(op=Adasum) or hora.keras.DistributedOptimizer")
     options = {"compression": compression, "sparse_as_dense": sparse_as_dense, "op": op,
                "gradient_predivide_factor": gradient_predivide_factor, "groups": groups, "num_groups": num_groups,
                "process_set": process_set}

@@ -15,7 +15,28 @@ import torch
 from hora.torch.compression import Compression
 from hora.common.vocabulary import reduce_op
 from hora.common.process_sets import _set_id, _set_size
-from hora.torch.mpi_ops import Average, _grouped, allreduce_async_, synchronize
+from hora.torch.mpi_ops import Adasum, Average, _grouped, allreduce_async_, synchronize
+
+
+def _parameter_names(named_parameters, all_params):
+    """{id(parameter): name} for every parameter the optimizer updates; names must be unique and
+    cover every parameter (``noname.<i>`` when none are given)."""
+    if named_parameters is None:
+        return {id(p): f"noname.{i}" for i, p in enumerate(all_params)}
+    named = list(named_parameters)
+    if any(not isinstance(x, tuple) or len(x) != 2 for x in named):
+        raise ValueError("named_parameters must be a sequence of (name, parameter) pairs, "
+                         "e.g. model.named_parameters()")
+    names = [n for n, _ in named]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise ValueError(f"parameter names must be unique; duplicated: {', '.join(dups)}")
+    known = {id(p) for _, p in named}
+    missing = [p for p in all_params if id(p) not in known]
+    if missing:
+        raise ValueError(f"named_parameters does not name {len(missing)} of the optimizer's "
+                         "parameters; pass every parameter the optimizer updates")
+    return {id(p): n for n, p in named}
 
 
 class _DistributedMixin:
@@ -43,23 +64,7 @@ class _DistributedMixin:
             raise ValueError("backward_passes_per_step must be at least 1")
 
         all_params = [p for group in self.param_groups for p in group["params"]]
-        if named_parameters is not None:
-            named = list(named_parameters)
-            if any(not isinstance(x, tuple) or len(x) != 2 for x in named):
-                raise ValueError("named_parameters must be a sequence of (name, parameter) pairs, "
-                                 "e.g. model.named_parameters()")
-            names = [n for n, _ in named]
-            dups = sorted({n for n in names if names.count(n) > 1})
-            if dups:
-                raise ValueError(f"parameter names must be unique; duplicated: {', '.join(dups)}")
-            known = {id(p) for _, p in named}
-            missing = [p for p in all_params if id(p) not in known]
-            if missing:
-                raise ValueError(f"named_parameters does not name {len(missing)} of the optimizer's "
-                                 "parameters; pass every parameter the optimizer updates")
-            self._names = {id(p): n for n, p in named}
-        else:
-            self._names = {id(p): f"noname.{i}" for i, p in enumerate(all_params)}
+        self._names = _parameter_names(named_parameters, all_params)
 
         self._params = [p for p in all_params if p.requires_grad]
         self._delay = {id(p): self.backward_passes_per_step for p in self._params}
@@ -221,11 +226,28 @@ def DistributedOptimizer(optimizer, named_parameters=None, compression=Compressi
     """Wraps ``optimizer`` so gradients are averaged over all ranks (or the ranks of
     ``process_set``; ranks outside it keep their own gradients) before each update.
 
+    With ``op=Adasum`` (and more than one rank to combine with) it follows Horovod's delta
+    optimizer instead: each parameter takes its local step as soon as its gradient is ready, the
+    change is combined over ranks with Adasum, and ``step()`` sets every parameter to its value
+    before the local step plus the combined change (see ``hora.torch.adasum_optimizer``).
+
     The result is an instance of a subclass of the optimizer's class (isinstance still holds)
     built over the same parameter groups; its state starts empty, as in Horovod.
     """
     if num_groups and groups is None:
         groups = num_groups
+    if int(backward_passes_per_step) < 1:
+        raise ValueError("backward_passes_per_step must be at least 1")
+    if reduce_op(None, op, "hora.torch.DistributedOptimizer") == Adasum:
+        if gradient_predivide_factor != 1.0:
+            raise ValueError("gradient_predivide_factor needs op=Average")
+        _set_id(process_set, "hora.torch.DistributedOptimizer")
+        if (process_set is None or process_set.included()) and _set_size(process_set) > 1:
+            from hora.torch.adasum_optimizer import _DistributedAdasumMixin
+
+            cls = type(optimizer.__class__.__name__, (_DistributedAdasumMixin, optimizer.__class__), {})
+            return cls(optimizer.param_groups, named_parameters, compression, backward_passes_per_step,
+                       process_set)
     cls = type(optimizer.__class__.__name__, (_DistributedMixin, optimizer.__class__), {})
     return cls(optimizer.param_groups, named_parameters, compression, backward_passes_per_step, op,
                gradient_predivide_factor, groups, sparse_as_dense, process_set)
