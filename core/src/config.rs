@@ -18,7 +18,9 @@ mod settings;
 mod values;
 
 use parse::{Vars, invalid};
-pub use settings::{ELSEWHERE, LogSettings, Setting, TOPOLOGY, Tuning, render_table};
+pub use settings::{
+    ELSEWHERE, LogSettings, REFUSED, Refused, Setting, TOPOLOGY, Tuning, render_table,
+};
 pub use values::{Controller, HierarchicalMode, LogLevel};
 
 /// Where this process sits in the job.
@@ -67,6 +69,38 @@ pub struct Rendezvous {
     pub serve_store: bool,
     /// The secret was derived from launcher variables, not given (`HORA_SECRET_DERIVED=1`).
     pub secret_derived: bool,
+}
+
+/// The address `HOROVOD_HOSTNAME` names: an IP address as it is, or a host name resolved here
+/// (an IPv4 address first, since peers reach one another over IPv4 in most clusters).
+fn listen_address(h: &str) -> Result<IpAddr, Error> {
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    use std::net::ToSocketAddrs;
+    let found: Vec<IpAddr> = (h, 0)
+        .to_socket_addrs()
+        .map_err(|e| {
+            invalid(
+                "HOROVOD_HOSTNAME",
+                h,
+                &format!("expected an IP address or a host name this machine resolves ({e})"),
+            )
+        })?
+        .map(|a| a.ip())
+        .collect();
+    found
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| {
+            invalid(
+                "HOROVOD_HOSTNAME",
+                h,
+                "the host name resolves to no address",
+            )
+        })
 }
 
 impl std::fmt::Debug for Rendezvous {
@@ -170,6 +204,7 @@ impl Config {
             Some(Self::rendezvous(&v)?)
         };
 
+        settings::check_refused(vars)?;
         let t = Tuning::read(&v)?;
         Ok(Self {
             topology,
@@ -213,13 +248,7 @@ impl Config {
         }
         let bind_ip = match v.get("HOROVOD_HOSTNAME") {
             None => route_to(store).unwrap_or(IpAddr::from([127, 0, 0, 1])),
-            Some(h) => h.parse::<IpAddr>().map_err(|e| {
-                invalid(
-                    "HOROVOD_HOSTNAME",
-                    h,
-                    &format!("expected an IP address to listen on ({e})"),
-                )
-            })?,
+            Some(h) => listen_address(h)?,
         };
         Ok(Rendezvous {
             store,

@@ -320,8 +320,8 @@ pub const TOPOLOGY: &[Setting] = &[
     Setting {
         var: "HOROVOD_HOSTNAME",
         default: "the address that routes to the store",
-        accepts: "an IP address",
-        doc: "IP address this rank listens on.",
+        accepts: "an IP address or a host name",
+        doc: "The address this rank listens on (a host name is resolved, IPv4 first).",
     },
     Setting {
         var: "HORA_STORE_SERVE",
@@ -383,35 +383,138 @@ pub const ELSEWHERE: &[Setting] = &[
               gives each rank the timeout here too. The ranks do not read it (their rendezvous \
               is bounded by `HOROVOD_GLOO_TIMEOUT_SECONDS`, which `--start-timeout` also sets).",
     },
-    Setting {
+];
+
+/// A Horovod variable for a feature hora does not have: accepted with its neutral values
+/// (what Horovod's defaults and `horovodrun`'s `--no-*` flags set), refused otherwise, so a
+/// job never runs believing it got something it did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// The variable's name.
+    pub var: &'static str,
+    /// The values accepted (they ask for nothing hora lacks).
+    pub neutral: &'static [&'static str],
+    /// Why any other value is refused, and what to do instead.
+    pub reason: &'static str,
+}
+
+const NO_GPU: &str = "hora has no GPU (CUDA/NCCL) support yet; unset it";
+
+/// Every Horovod variable hora refuses unless it has a neutral value.
+pub const REFUSED: &[Refused] = &[
+    Refused {
         var: "HOROVOD_TORUS_ALLREDUCE",
-        default: "0",
-        accepts: "0",
-        doc: "Set to 0 by `horovodrun --no-torus-allreduce`, as Horovod does; hora has no torus \
-              allreduce (an NCCL algorithm), so it reads nothing here, and \
-              `--torus-allreduce` is refused.",
+        neutral: &["0"],
+        reason: "the torus allreduce is an NCCL algorithm and hora has no GPU support yet",
     },
-    Setting {
-        var: "HOROVOD_TIMELINE_MARK_CYCLES",
-        default: "0",
-        accepts: "0",
-        doc: "Set to 0 by `horovodrun --no-timeline-mark-cycles`; hora's engine has no cycles \
-              to mark, so it reads nothing here, and `--timeline-mark-cycles` is refused.",
-    },
-    Setting {
+    Refused {
         var: "HOROVOD_MPI_THREADS_DISABLE",
-        default: "0",
-        accepts: "0",
-        doc: "Set to 0 by `horovodrun --no-mpi-threads-disable`; hora's MPI transport always \
-              needs `MPI_THREAD_MULTIPLE`, so it reads nothing here, and \
-              `--mpi-threads-disable` is refused.",
+        neutral: &["0"],
+        reason: "hora's MPI transport needs MPI_THREAD_MULTIPLE; without --mpi hora does not \
+                 use MPI at all",
+    },
+    Refused {
+        var: "HOROVOD_AUTOTUNE",
+        neutral: &["0"],
+        reason: "hora has no autotuner yet; set HOROVOD_FUSION_THRESHOLD, \
+                 HOROVOD_CACHE_CAPACITY and HOROVOD_HIERARCHICAL_ALLREDUCE by hand",
+    },
+    Refused {
+        var: "HOROVOD_CPU_OPERATIONS",
+        neutral: &["GLOO", "gloo"],
+        reason: "hora's CPU collectives come from its backend: HOROVOD_CONTROLLER=mpi under \
+                 mpirun runs MPI's; there is no oneCCL",
+    },
+    Refused {
+        var: "HOROVOD_NUM_NCCL_STREAMS",
+        neutral: &["1"],
+        reason: NO_GPU,
+    },
+    Refused {
+        var: "HOROVOD_BATCH_D2D_MEMCOPIES",
+        neutral: &["1"],
+        reason: NO_GPU,
+    },
+    Refused {
+        var: "HOROVOD_ENABLE_ASYNC_COMPLETION",
+        neutral: &["0"],
+        reason: NO_GPU,
+    },
+    Refused {
+        var: "HOROVOD_DISABLE_NVTX_RANGES",
+        neutral: &["0", "1"],
+        reason: NO_GPU,
+    },
+    Refused {
+        var: "HOROVOD_ENABLE_XLA_OPS",
+        neutral: &["0"],
+        reason: "hora's TensorFlow collectives are tf.py_function ops, which XLA cannot \
+                 compile; use tf.function(jit_compile=False) for the step that calls them",
+    },
+    Refused {
+        var: "HOROVOD_THREAD_AFFINITY",
+        neutral: &[],
+        reason: "hora does not pin its background thread; pin whole ranks instead (horovodrun \
+                 --mpi --binding-args \"--bind-to core\", or numactl/taskset)",
+    },
+    Refused {
+        var: "HOROVOD_ADASUM_MPI_CHUNK_SIZE",
+        neutral: &[],
+        reason: "hora's Adasum runs its own exchanges, not MPI's; HORA_SEGMENT_BYTES sets the \
+                 pieces collectives move",
+    },
+    Refused {
+        var: "HOROVOD_CCL_CACHE",
+        neutral: &["0"],
+        reason: "hora has no oneCCL support",
+    },
+    Refused {
+        var: "HOROVOD_ELASTIC",
+        neutral: &["0"],
+        reason: "elastic training is not built yet (it is its own piece of work); run a fixed \
+                 number of ranks",
     },
 ];
+
+/// Refuses the first variable of [`REFUSED`] set to a value that is not neutral.
+pub(crate) fn check_refused(vars: &HashMap<String, String>) -> Result<(), Error> {
+    for r in REFUSED {
+        if let Some(v) = vars.get(r.var)
+            && !r.neutral.contains(&v.trim())
+        {
+            return Err(Error::InvalidConfig {
+                var: r.var.into(),
+                value: v.clone(),
+                reason: r.reason.into(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// The Markdown table of docs/configuration.md: every variable hora or `horovodrun` reads.
 pub fn render_table() -> String {
     let mut out = String::from("| variable | default | accepts | meaning |\n|---|---|---|---|\n");
-    let groups = [TOPOLOGY, Tuning::SETTINGS, LogSettings::SETTINGS, ELSEWHERE];
+    let refused: Vec<Setting> = REFUSED
+        .iter()
+        .map(|r| Setting {
+            var: r.var,
+            default: "unset",
+            accepts: if r.neutral.is_empty() {
+                "nothing (refused when set)"
+            } else {
+                r.neutral.first().copied().unwrap_or("")
+            },
+            doc: r.reason,
+        })
+        .collect();
+    let groups = [
+        TOPOLOGY,
+        Tuning::SETTINGS,
+        LogSettings::SETTINGS,
+        ELSEWHERE,
+        &refused[..],
+    ];
     for s in groups.into_iter().flatten() {
         let doc: Vec<&str> = s.doc.lines().map(str::trim).collect();
         out.push_str(&format!(

@@ -136,3 +136,42 @@ fn a_cycle_time_of_zero_is_accepted_as_in_horovod() {
     let c = Config::from_vars(&launched(&[("HOROVOD_CYCLE_TIME", "0")])).unwrap();
     assert_eq!(c.tuning.cycle_time, Duration::ZERO);
 }
+
+#[test]
+fn horovod_hostname_may_be_a_host_name() {
+    let c = Config::from_vars(&launched(&[("HOROVOD_HOSTNAME", "localhost")])).unwrap();
+    assert!(c.rendezvous.unwrap().bind_ip.is_loopback());
+    let c = Config::from_vars(&launched(&[("HOROVOD_HOSTNAME", "10.1.2.3")])).unwrap();
+    assert_eq!(
+        c.rendezvous.unwrap().bind_ip,
+        std::net::IpAddr::from([10, 1, 2, 3])
+    );
+}
+
+#[test]
+fn variables_for_features_hora_lacks_are_refused_unless_neutral() {
+    for (var, val) in [
+        ("HOROVOD_AUTOTUNE", "1"),
+        ("HOROVOD_TORUS_ALLREDUCE", "1"),
+        ("HOROVOD_ENABLE_XLA_OPS", "1"),
+        ("HOROVOD_THREAD_AFFINITY", "0,1"),
+        ("HOROVOD_ELASTIC", "1"),
+        ("HOROVOD_CPU_OPERATIONS", "CCL"),
+    ] {
+        let err = Config::from_vars(&launched(&[(var, val)])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::InvalidConfig { .. }) && text.contains(var),
+            "{var}={val}: {text}"
+        );
+    }
+    // What Horovod's defaults and horovodrun's --no-* flags set passes.
+    for (var, val) in [
+        ("HOROVOD_AUTOTUNE", "0"),
+        ("HOROVOD_TORUS_ALLREDUCE", "0"),
+        ("HOROVOD_MPI_THREADS_DISABLE", "0"),
+        ("HOROVOD_CPU_OPERATIONS", "gloo"),
+    ] {
+        Config::from_vars(&launched(&[(var, val)])).unwrap_or_else(|e| panic!("{var}={val}: {e}"));
+    }
+}

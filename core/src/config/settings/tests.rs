@@ -45,6 +45,7 @@ fn every_variable_named_in_core_transports_and_the_launcher_is_declared() {
         .into_iter()
         .flatten()
         .map(|s| s.var)
+        .chain(REFUSED.iter().map(|r| r.var))
         .collect();
     // Set by tests to inject faults or report more; never by users.
     let test_only = [
