@@ -124,6 +124,11 @@ settings! {
         /// Response-cache entries; 0 turns the fast path off.
         "HOROVOD_CACHE_CAPACITY" => cache_capacity: usize = 1024,
             shown "1024", accepts "a number of entries (0 = off)", parse parse::number;
+        /// 1: the tensors of a grouped operation (`grouped_allreduce` and friends) are fused
+        /// only with each other, never with tensors outside the group, as in Horovod; 0: a
+        /// group is still negotiated as one unit but fuses with whatever else is ready.
+        "HOROVOD_DISABLE_GROUP_FUSION" => disable_group_fusion: bool = false,
+            shown "0", accepts "1/0, true/false, yes/no or on/off", parse parse::flag;
         /// Warn about tensors that some ranks submitted and others did not after this long;
         /// 0 (or `HOROVOD_STALL_CHECK_DISABLE=1`) turns the warning off.
         "HOROVOD_STALL_CHECK_TIME_SECONDS" => stall_warning: Option<Duration> =

@@ -51,6 +51,7 @@ pub(crate) fn request_for(resp: &Response, rank: usize) -> Request {
         prescale: resp.prescale,
         postscale: resp.postscale,
         splits,
+        group: None,
     }
 }
 

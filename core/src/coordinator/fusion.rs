@@ -7,6 +7,11 @@
 //! Barrier or Join (they order everything around them) and never takes a response whose name
 //! appears in a skipped response or already in the group, so two rounds of one name always run
 //! in their original order. A single tensor above the threshold runs alone.
+//!
+//! A group arrives with its members back to back, so the look-ahead fuses it like any run of
+//! ready tensors. With group fusion disabled (`HOROVOD_DISABLE_GROUP_FUSION`, as in Horovod) a
+//! response fuses only with responses of the same group release, and ungrouped ones only with
+//! ungrouped ones.
 
 use super::message::Response;
 use crate::fasthash::FastSet;
@@ -28,8 +33,14 @@ fn is_fence(r: &Response) -> bool {
 }
 
 /// Splits `ready` (single-tensor responses in ready order) into groups of indices; each group
-/// runs as one collective, groups in the returned order.
-pub(crate) fn plan(ready: &[Response], threshold: u64) -> Vec<Vec<usize>> {
+/// runs as one collective, groups in the returned order. `isolate` holds each response's group
+/// release when groups must not fuse with anything outside themselves.
+pub(crate) fn plan(
+    ready: &[Response],
+    isolate: Option<&[Option<u64>]>,
+    threshold: u64,
+) -> Vec<Vec<usize>> {
+    let release = |i: usize| isolate.and_then(|g| g.get(i).copied().flatten());
     let mut used = vec![false; ready.len()];
     let mut groups = Vec::new();
     for i in 0..ready.len() {
@@ -60,7 +71,8 @@ pub(crate) fn plan(ready: &[Response], threshold: u64) -> Vec<Vec<usize>> {
                 let free = cand.tensors.iter().all(|t| {
                     !skipped.contains(t.name.as_str()) && !names.contains(t.name.as_str())
                 });
-                if fusion_key(cand) == Some(key) && fits && free {
+                let same_group = isolate.is_none() || release(j) == release(i);
+                if fusion_key(cand) == Some(key) && fits && free && same_group {
                     used[j] = true;
                     group.push(j);
                     bytes += cand.bytes();

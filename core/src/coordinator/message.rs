@@ -27,6 +27,20 @@ pub struct Request {
     pub postscale: f64,
     /// Alltoall: rows of dim 0 sent to each rank (len == size), or empty for an even split.
     pub splits: Vec<u64>,
+    /// The group this request was submitted in, if any. Not encoded with the request: on the
+    /// wire a group is one [`UpItem::Group`] around its members, so cached members keep
+    /// travelling as ids; the coordinator restores the tag when it unpacks the group.
+    #[serde(skip)]
+    pub group: Option<GroupTag>,
+}
+
+/// Which group a request belongs to on its rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GroupTag {
+    /// The submitting rank's own number for the group (unique per engine, never reused).
+    pub id: u64,
+    /// How many requests the group has.
+    pub size: u32,
 }
 
 impl Request {
@@ -47,6 +61,7 @@ impl Request {
             prescale: 1.0,
             postscale: 1.0,
             splits: Vec::new(),
+            group: None,
         }
     }
 
@@ -154,6 +169,15 @@ pub enum UpItem {
     Cached(u32),
     /// A request sent in full (new name, changed params, or cache disabled).
     Full(Request),
+    /// A group submitted as one unit: its members (never nested groups) in submission order.
+    /// The coordinator answers it only once every member is ready on every rank, and every
+    /// rank must have grouped the same names.
+    Group {
+        /// The rank's own number for the group (its size is the number of members).
+        id: u64,
+        /// The members, each cached or in full.
+        items: Vec<UpItem>,
+    },
 }
 
 /// A rank → coordinator message.

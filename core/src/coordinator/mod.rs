@@ -24,6 +24,9 @@
 //!    has submitted it or joined. A ready name leaves the table and is checked for agreement
 //!    (kind, dtype, op, root, scales, shapes, alltoall splits) into one [`Response`]: the resolved
 //!    collective, or one error naming the tensor, the field and each rank's value.
+//!    A name submitted in a group (an `UpItem::Group`) waits until every member of its group is
+//!    ready on every rank; the group is then answered whole, its members back to back, and ranks
+//!    that grouped different names get one error for every name involved (`negotiate/group.rs`).
 //! 3. Whatever became ready during this message is fused (`fusion.rs`): compatible allreduces are
 //!    merged up to the fusion threshold, with look-ahead that keeps per-name order.
 //! 4. Each response is encoded against the response cache: the id of an identical cached entry, or
@@ -58,13 +61,15 @@ use std::time::{Duration, Instant};
 
 pub(crate) use message::Request;
 pub use message::{
-    CacheInsert, DownItem, DownMsg, Plan, ProtocolError, Response, ResponseError, TensorInfo,
-    UpItem, UpMsg,
+    CacheInsert, DownItem, DownMsg, GroupTag, Plan, ProtocolError, Response, ResponseError,
+    TensorInfo, UpItem, UpMsg,
 };
 pub use worker::Worker;
 
+use crate::types::CollectiveKind;
+
 use cache::ResponseCache;
-use negotiate::MessageTable;
+use negotiate::{MessageTable, Ready};
 use stall::StallInspector;
 
 /// Coordinator settings.
@@ -78,6 +83,9 @@ pub struct CoordinatorConfig {
     pub stall_warning: Option<Duration>,
     /// Fail such a name with an error response after this long (default: never).
     pub stall_shutdown: Option<Duration>,
+    /// Fuse a group's tensors only with each other, never with tensors outside the group
+    /// (`HOROVOD_DISABLE_GROUP_FUSION`; default false: groups fuse like any other tensors).
+    pub disable_group_fusion: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -87,6 +95,7 @@ impl Default for CoordinatorConfig {
             cache_capacity: 1024,
             stall_warning: Some(Duration::from_secs(60)),
             stall_shutdown: None,
+            disable_group_fusion: false,
         }
     }
 }
@@ -96,6 +105,7 @@ impl Default for CoordinatorConfig {
 pub struct Coordinator {
     size: usize,
     fusion_threshold: u64,
+    disable_group_fusion: bool,
     table: MessageTable,
     cache: ResponseCache,
     stall: StallInspector,
@@ -114,6 +124,7 @@ impl Coordinator {
         Self {
             size,
             fusion_threshold: config.fusion_threshold as u64,
+            disable_group_fusion: config.disable_group_fusion,
             table: MessageTable::new(size),
             cache: ResponseCache::new(config.cache_capacity),
             stall: StallInspector::new(config.stall_warning, config.stall_shutdown),
@@ -145,27 +156,77 @@ impl Coordinator {
         }
         let epoch = msg.epoch.min(self.next_seq);
         self.epochs[from] = self.epochs[from].max(epoch);
-        let mut ready = Vec::new();
+        let mut ready = Ready::default();
+        // Every request of the message is filed before any is answered (a join first answers
+        // what is ready before it), so a group mismatch sees all the names this message brings.
+        let mut became_ready = Vec::new();
         for item in msg.items {
-            let req = match item {
-                UpItem::Full(req) => req,
-                UpItem::Cached(id) => match self.cache.request(id, from) {
-                    Some(req) => req,
-                    None => {
-                        self.warnings.push_back(format!(
-                            "protocol: rank {from} sent unknown cache id {id}; item dropped"
-                        ));
-                        continue;
-                    }
-                },
+            let reqs = match item {
+                UpItem::Group { id, items } => self.unpack_group(from, id, items),
+                item => self.resolve(from, item).into_iter().collect(),
             };
-            self.table.submit(now, from, req, &mut ready);
+            for req in reqs {
+                if req.kind == CollectiveKind::Join {
+                    let names = std::mem::take(&mut became_ready);
+                    self.table.answer_ready(now, names, &mut ready);
+                    self.table.submit(now, from, req, &mut ready);
+                } else if let Some(name) = self.table.file(now, from, req) {
+                    became_ready.push(name);
+                }
+            }
         }
+        self.table.answer_ready(now, became_ready, &mut ready);
         self.flush(ready, msg.shutdown);
         if self.cache.has_tombstones() {
             let min = self.epochs.iter().copied().min().unwrap_or(0);
             self.cache.reclaim(min);
         }
+    }
+
+    /// The request an item stands for (a cached one rebuilt for `from`); `None`, with a
+    /// warning, for an unknown cache id or a group nested in a group.
+    fn resolve(&mut self, from: usize, item: UpItem) -> Option<Request> {
+        match item {
+            UpItem::Full(req) => Some(req),
+            UpItem::Cached(id) => {
+                let req = self.cache.request(id, from);
+                if req.is_none() {
+                    self.warnings.push_back(format!(
+                        "protocol: rank {from} sent unknown cache id {id}; item dropped"
+                    ));
+                }
+                req
+            }
+            UpItem::Group { id, .. } => {
+                self.warnings.push_back(format!(
+                    "protocol: rank {from} nested group {id} in a group; dropped"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Unpacks rank `from`'s group `id`: declares its members and returns them tagged.
+    fn unpack_group(&mut self, from: usize, id: u64, items: Vec<UpItem>) -> Vec<Request> {
+        let mut reqs: Vec<Request> = items
+            .into_iter()
+            .filter_map(|item| self.resolve(from, item))
+            .filter(|q| q.kind != CollectiveKind::Join)
+            .collect();
+        let tag = GroupTag {
+            id,
+            size: u32::try_from(reqs.len()).unwrap_or(u32::MAX),
+        };
+        let names = reqs.iter().map(|q| q.name.clone()).collect();
+        if !self.table.declare_group(from, id, names) {
+            self.warnings.push_back(format!(
+                "protocol: rank {from} reused group id {id} while it was pending"
+            ));
+        }
+        for req in &mut reqs {
+            req.group = Some(tag);
+        }
+        reqs
     }
 
     /// Runs the stall checks due at `now`.
@@ -212,13 +273,14 @@ impl Coordinator {
     }
 
     /// Fuses `ready` (in ready order), encodes it against the cache and queues one `DownMsg`.
-    fn flush(&mut self, ready: Vec<Response>, shutdown: bool) {
+    fn flush(&mut self, ready: Ready, shutdown: bool) {
         if ready.is_empty() && !shutdown {
             return;
         }
         let seq = self.next_seq;
-        let plan = fusion::plan(&ready, self.fusion_threshold);
-        let mut slots: Vec<Option<Response>> = ready.into_iter().map(Some).collect();
+        let isolate = self.disable_group_fusion.then_some(ready.groups.as_slice());
+        let plan = fusion::plan(&ready.responses, isolate, self.fusion_threshold);
+        let mut slots: Vec<Option<Response>> = ready.responses.into_iter().map(Some).collect();
         let groups = plan
             .into_iter()
             .map(|group| {

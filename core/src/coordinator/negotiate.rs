@@ -4,7 +4,8 @@
 //! is ready when every rank has either submitted it or joined; it is then removed from the table
 //! and [`negotiate`]d into one [`Response`] — the agreed collective, or an error naming the
 //! tensor, the field and each rank's value. Ready names leave in the order they became ready,
-//! which is the order every rank will run them in.
+//! which is the order every rank will run them in. Names submitted in a group wait for each
+//! other (`group.rs`): a group is answered as a whole, once every member is ready.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -13,6 +14,31 @@ use std::time::Instant;
 use super::message::{Request, Response, ResponseError, TensorInfo};
 use crate::fasthash::FastMap;
 use crate::types::CollectiveKind;
+
+mod group;
+
+pub(crate) use group::GroupTable;
+
+/// Responses that became ready, in ready order, each with the group release it belongs to
+/// (`None` outside a group); fusion uses the release to keep groups apart when asked to.
+#[derive(Debug, Default)]
+pub(crate) struct Ready {
+    pub(crate) responses: Vec<Response>,
+    pub(crate) groups: Vec<Option<u64>>,
+}
+
+impl Ready {
+    /// Appends one response.
+    pub(crate) fn push(&mut self, resp: Response, group: Option<u64>) {
+        self.responses.push(resp);
+        self.groups.push(group);
+    }
+
+    /// True when nothing became ready.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.responses.is_empty()
+    }
+}
 
 /// A name submitted by some ranks but not yet by all.
 #[derive(Debug)]
@@ -42,6 +68,10 @@ pub(crate) struct MessageTable {
     joined_count: usize,
     /// The last rank that joined and the request it joined with.
     last_join: Option<(usize, Request)>,
+    /// Every rank's declared groups.
+    groups: GroupTable,
+    /// Number of the next group release (what fusion tells groups apart by).
+    next_release: u64,
 }
 
 impl MessageTable {
@@ -54,21 +84,26 @@ impl MessageTable {
             joined: vec![false; size],
             joined_count: 0,
             last_join: None,
+            groups: GroupTable::default(),
+            next_release: 0,
         }
     }
 
     /// Records `req` from `rank`; responses for names that became ready are appended to `out`.
-    pub(crate) fn submit(
-        &mut self,
-        now: Instant,
-        rank: usize,
-        req: Request,
-        out: &mut Vec<Response>,
-    ) {
+    pub(crate) fn submit(&mut self, now: Instant, rank: usize, req: Request, out: &mut Ready) {
         if req.kind == CollectiveKind::Join {
             self.join(now, rank, req, out);
             return;
         }
+        if let Some(name) = self.file(now, rank, req) {
+            self.on_ready(now, &name, out);
+        }
+    }
+
+    /// Records a non-join `req` from `rank` without answering anything; returns its name when
+    /// that became ready. A message's requests are all filed before any is answered, so a
+    /// disagreement about a group sees every name the message brought.
+    pub(crate) fn file(&mut self, now: Instant, rank: usize, req: Request) -> Option<String> {
         if !self.pending.contains_key(&req.name) {
             let pending = Pending {
                 serial: self.next_serial,
@@ -81,13 +116,12 @@ impl MessageTable {
             self.next_serial += 1;
             self.pending.insert(req.name.clone(), pending);
         }
-        let Some(entry) = self.pending.get_mut(&req.name) else {
-            return;
-        };
+        let entry = self.pending.get_mut(&req.name)?;
         if entry.slots[rank].is_some() {
             entry.deferred.push_back((rank, req));
-            return;
+            return None;
         }
+        let name = req.name.clone();
         entry.slots[rank] = Some(req);
         entry.submitted += 1;
         let ready = entry.submitted == self.size
@@ -97,12 +131,14 @@ impl MessageTable {
                     .iter()
                     .zip(&self.joined)
                     .all(|(s, &j)| s.is_some() || j));
-        if ready {
-            let name = entry.slots[rank]
-                .as_ref()
-                .map(|q| q.name.clone())
-                .unwrap_or_default();
-            self.answer(now, &name, out);
+        ready.then_some(name)
+    }
+
+    /// Answers names [`Self::file`] reported ready, in that order (held back for their group
+    /// where needed).
+    pub(crate) fn answer_ready(&mut self, now: Instant, names: Vec<String>, out: &mut Ready) {
+        for name in names {
+            self.on_ready(now, &name, out);
         }
     }
 
@@ -122,11 +158,11 @@ impl MessageTable {
     }
 
     /// Removes a ready name, negotiates it, and replays requests deferred to its next round.
-    fn answer(&mut self, now: Instant, name: &str, out: &mut Vec<Response>) {
+    fn answer(&mut self, now: Instant, name: &str, out: &mut Ready, group: Option<u64>) {
         let Some(p) = self.pending.remove(name) else {
             return;
         };
-        out.push(negotiate(name, &p.slots, &self.joined));
+        out.push(negotiate(name, &p.slots, &self.joined), group);
         for (rank, req) in p.deferred {
             self.submit(now, rank, req, out);
         }
@@ -134,7 +170,7 @@ impl MessageTable {
 
     /// Marks `rank` joined; names now ready are answered (in first-submission order), and when
     /// every rank has joined the Join response is emitted and join state cleared.
-    fn join(&mut self, now: Instant, rank: usize, req: Request, out: &mut Vec<Response>) {
+    fn join(&mut self, now: Instant, rank: usize, req: Request, out: &mut Ready) {
         if !self.joined[rank] {
             self.joined[rank] = true;
             self.joined_count += 1;
@@ -148,11 +184,12 @@ impl MessageTable {
             .collect();
         ready.sort_unstable();
         for (_, name) in ready {
-            self.answer(now, &name, out);
+            self.on_ready(now, &name, out);
         }
         if self.joined_count == self.size {
             let (last, req) = self.last_join.take().unwrap_or((rank, Request::join()));
-            out.push(Response {
+            out.push(
+                Response {
                 kind: CollectiveKind::Join,
                 dtype: req.dtype,
                 op: req.op,
@@ -161,15 +198,12 @@ impl MessageTable {
                 postscale: 1.0,
                 tensors: vec![TensorInfo::new(req.name, Vec::new())],
                 error: None,
-            });
+            },
+                None,
+            );
             self.joined.iter_mut().for_each(|j| *j = false);
             self.joined_count = 0;
         }
-    }
-
-    /// Removes `name` without answering it (stall shutdown).
-    pub(crate) fn remove(&mut self, name: &str) -> Option<Pending> {
-        self.pending.remove(name)
     }
 
     /// Pending names and their state.

@@ -2,12 +2,13 @@
 //!
 //! Time is passed in. A pending name whose first submission is older than the warning period
 //! is reported once per period with the ranks that have not submitted it; with a shutdown period
-//! set, a name older than that is failed with an error response for every rank.
+//! set, a name older than that is failed with an error response for every rank, together with
+//! the names grouped with it. A name every rank has submitted but that waits for the rest of its
+//! group is not itself stalled: the member some rank lacks is the one reported.
 
 use std::time::{Duration, Instant};
 
-use super::message::{Response, ResponseError, TensorInfo};
-use super::negotiate::{MessageTable, Pending, rank_list};
+use super::negotiate::{MessageTable, Pending, Ready, rank_list};
 
 /// Stall checks over the message table.
 #[derive(Debug)]
@@ -49,6 +50,7 @@ impl StallInspector {
     pub(crate) fn next_deadline(&self, table: &MessageTable) -> Option<Instant> {
         table
             .pending()
+            .filter(|(_, p)| !missing(table, p).is_empty())
             .flat_map(|(_, p)| {
                 let warn = self.warning.and_then(|w| {
                     let n = p.warnings.checked_add(1)?;
@@ -62,49 +64,30 @@ impl StallInspector {
     }
 
     /// Runs the checks at `now`: returns a warning naming every newly stalled name (if any), and
-    /// the error responses of names stalled past the shutdown period (removed from the table).
-    pub(crate) fn check(
-        &self,
-        now: Instant,
-        table: &mut MessageTable,
-    ) -> (Option<String>, Vec<Response>) {
+    /// the error responses of names stalled past the shutdown period and of the names grouped
+    /// with them (all removed from the table).
+    pub(crate) fn check(&self, now: Instant, table: &mut MessageTable) -> (Option<String>, Ready) {
         let mut order: Vec<(u64, String)> = table
             .pending()
             .map(|(name, p)| (p.serial, name.clone()))
             .collect();
         order.sort_unstable();
         let mut lines = Vec::new();
-        let mut errors = Vec::new();
+        let mut errors = Ready::default();
         for (_, name) in order {
             let Some(p) = table.get(&name) else { continue };
             let elapsed = now.saturating_duration_since(p.first_seen);
             let lacking = missing(table, p);
+            if lacking.is_empty() {
+                continue;
+            }
             if self.shutdown.is_some_and(|s| elapsed >= s) {
-                let Some(p) = table.remove(&name) else {
-                    continue;
-                };
-                let Some(reference) = p.slots.iter().flatten().next() else {
-                    continue;
-                };
-                let message = format!(
-                    "tensor '{name}': stalled for {:.1}s: {} never submitted it",
+                let why = format!(
+                    "stalled for {:.1}s: {} never submitted it",
                     elapsed.as_secs_f64(),
                     rank_list(&lacking)
                 );
-                errors.push(Response {
-                    kind: reference.kind,
-                    dtype: reference.dtype,
-                    op: reference.op,
-                    root: reference.root,
-                    prescale: reference.prescale,
-                    postscale: reference.postscale,
-                    tensors: vec![TensorInfo::new(name.clone(), reference.shape.clone())],
-                    error: Some(ResponseError {
-                        field: "stall".into(),
-                        message,
-                        ranks: lacking,
-                    }),
-                });
+                table.fail_groups(now, &name, "stall", why, lacking, &mut errors);
                 continue;
             }
             let Some(w) = self.warning else { continue };

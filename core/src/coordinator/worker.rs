@@ -52,23 +52,48 @@ impl Worker {
 
     /// Encodes newly ready local requests (and join/shutdown flags) into one message for the
     /// coordinator, sending a cached request as a compact cache id instead of the full request.
+    /// Consecutive requests with the same group tag travel as one [`UpItem::Group`]; the queue
+    /// hands a group over whole and in order, so a group is never split across messages.
     pub fn submit(&mut self, reqs: Vec<Request>, shutdown: bool) -> UpMsg {
-        let items = reqs
-            .into_iter()
-            .map(|req| {
-                let hit = (self.use_cache && req.kind != CollectiveKind::Join)
-                    .then(|| self.cache.hit(self.rank, &req))
-                    .flatten();
-                match hit {
-                    Some(id) => UpItem::Cached(id),
-                    None => UpItem::Full(req),
+        let mut items: Vec<UpItem> = Vec::with_capacity(reqs.len());
+        let mut open: Option<(u64, Vec<UpItem>)> = None;
+        for req in reqs {
+            let tag = req.group.map(|g| g.id);
+            let item = self.encode(req);
+            match (tag, &mut open) {
+                (Some(id), Some((open_id, members))) if *open_id == id => members.push(item),
+                (Some(id), _) => {
+                    if let Some((id, members)) = open.take() {
+                        items.push(UpItem::Group { id, items: members });
+                    }
+                    open = Some((id, vec![item]));
                 }
-            })
-            .collect();
+                (None, _) => {
+                    if let Some((id, members)) = open.take() {
+                        items.push(UpItem::Group { id, items: members });
+                    }
+                    items.push(item);
+                }
+            }
+        }
+        if let Some((id, members)) = open {
+            items.push(UpItem::Group { id, items: members });
+        }
         UpMsg {
             epoch: self.applied,
             items,
             shutdown,
+        }
+    }
+
+    /// One request as a cache id when the cache holds it, else in full.
+    fn encode(&self, req: Request) -> UpItem {
+        let hit = (self.use_cache && req.kind != CollectiveKind::Join)
+            .then(|| self.cache.hit(self.rank, &req))
+            .flatten();
+        match hit {
+            Some(id) => UpItem::Cached(id),
+            None => UpItem::Full(req),
         }
     }
 

@@ -79,6 +79,7 @@ impl Background {
                     cache_capacity: tuning.cache_capacity,
                     stall_warning: tuning.stall_warning,
                     stall_shutdown: tuning.stall_shutdown,
+                    disable_group_fusion: tuning.disable_group_fusion,
                 },
             )
         });

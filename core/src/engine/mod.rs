@@ -161,6 +161,37 @@ impl Engine {
         self.queue.push(op.req, data)
     }
 
+    /// Submits several operations as one group (Horovod's grouped operations): the coordinator
+    /// answers them together, once every member is ready on every rank, and fuses the group's
+    /// allreduces like one tensor list; every rank must group the same names. Returns one
+    /// handle per op, in order. When any op does not fit the job or its buffer, nothing is
+    /// queued and every handle fails with that op's error. An empty list gives no handles.
+    pub fn submit_group(&self, ops: Vec<(Op, Option<Box<dyn TensorData>>)>) -> Vec<Handle> {
+        let (rank, size) = (self.topology.rank, self.topology.size);
+        let bad = ops.iter().find_map(|(op, data)| {
+            let lent = data.as_ref().map(|d| d.bytes().len());
+            let join = (op.kind() == crate::types::CollectiveKind::Join).then(|| {
+                Error::InvalidArgument {
+                    rank,
+                    tensor: op.name().to_string(),
+                    detail: "join cannot be part of a group".to_string(),
+                }
+            });
+            join.or_else(|| op.check(rank, size, lent).err())
+        });
+        if let Some(err) = bad {
+            return ops
+                .iter()
+                .map(|(op, _)| self.queue.refuse(op.name(), err.clone()))
+                .collect();
+        }
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        self.queue
+            .push_group(ops.into_iter().map(|(op, data)| (op.req, data)).collect())
+    }
+
     /// Starts an allreduce of `data` (any [`TensorData`]) and returns its handle.
     pub fn allreduce_async(
         &self,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use hora_transport::{AdaptiveSpin, Waker};
 use parking_lot::Mutex;
 
-use crate::coordinator::Request;
+use crate::coordinator::{GroupTag, Request};
 use crate::error::Error;
 use crate::fasthash::{FastMap, FastSet};
 use crate::handle::{Completion, Handle, HandleState, TensorData};
@@ -57,6 +57,8 @@ struct State {
     timeline: Option<Option<(std::path::PathBuf, bool)>>,
     /// Set once the background thread has stopped; later submits fail with it.
     dead: Option<Error>,
+    /// The id of the next group this rank submits.
+    next_group: u64,
 }
 
 struct Shared {
@@ -151,6 +153,65 @@ impl Submitter {
         }
         self.shared.waker.wake();
         handle
+    }
+
+    /// Queues a group as one unit: every member or none. The members get one group tag and sit
+    /// next to each other in the queue, so the background thread takes them in one batch. When
+    /// any member is refused (a name in flight or repeated in the group, a shut-down or dead
+    /// engine), every member's handle fails with that member's error.
+    pub(crate) fn push_group(&self, ops: Vec<(Request, Option<Box<dyn TensorData>>)>) -> Vec<Handle> {
+        let states: Vec<Arc<HandleState>> = ops
+            .iter()
+            .map(|(req, _)| HandleState::new(req.name.clone(), self.shared.spin.clone()))
+            .collect();
+        let handles = states.iter().map(|s| Handle::new(s.clone())).collect();
+        let size = u32::try_from(ops.len()).unwrap_or(u32::MAX);
+        {
+            let mut s = self.shared.state.lock();
+            let refused = if let Some(err) = &s.dead {
+                Some(err.clone())
+            } else if s.shutdown {
+                Some(Error::ShutDown {
+                    rank: self.rank,
+                    reason: None,
+                })
+            } else {
+                let mut seen = FastSet::default();
+                ops.iter().find_map(|(req, _)| {
+                    let repeated = !seen.insert(req.name.as_str());
+                    (repeated || s.in_flight.contains(&req.name)).then(|| Error::InvalidArgument {
+                        rank: self.rank,
+                        tensor: req.name.clone(),
+                        detail: if repeated {
+                            "this name appears twice in one group".to_string()
+                        } else {
+                            "an operation with this name is already in flight on this rank; \
+                             names must be unique until their handle completes"
+                                .to_string()
+                        },
+                    })
+                })
+            };
+            if let Some(err) = refused {
+                drop(s);
+                for state in &states {
+                    self.shared.finish(state, Err(err.clone()));
+                }
+                return handles;
+            }
+            let tag = GroupTag {
+                id: s.next_group,
+                size,
+            };
+            s.next_group += 1;
+            for ((mut req, data), handle) in ops.into_iter().zip(states) {
+                s.in_flight.insert(req.name.clone());
+                req.group = Some(tag);
+                s.new.push(Submitted { req, data, handle });
+            }
+        }
+        self.shared.waker.wake();
+        handles
     }
 
     /// How many operations of this rank are submitted and not yet completed.

@@ -424,3 +424,157 @@ fn a_dynamic_timeline_records_only_between_start_and_stop_and_marks_cycles() {
         "cycles were off"
     );
 }
+
+/// Allreduces (sum) of `[len]` f32 tensors `prefix.i` holding `rank + i`, as one group.
+fn sum_group(e: &Engine, prefix: &str, count: usize, len: usize) -> Vec<Handle> {
+    let r = e.topology().rank;
+    let ops = (0..count)
+        .map(|i| {
+            let op = Op::allreduce(format!("{prefix}.{i}"), DataType::F32, &[len as u64])
+                .reduce_op(ReduceOp::Sum);
+            let data: Box<dyn TensorData> = Box::new(vec![(r + i) as f32; len]);
+            (op, Some(data))
+        })
+        .collect();
+    e.submit_group(ops)
+}
+
+#[test]
+fn grouped_allreduce_is_correct_with_and_without_group_fusion() {
+    let n = 3;
+    for disable in [false, true] {
+        let tuning = Tuning {
+            disable_group_fusion: disable,
+            fusion_threshold: 256,
+            ..tuning()
+        };
+        let out = with_engines(n, tuning, |e| {
+            // Ranks submit the two groups in different orders.
+            let mut groups = [("g", 12, 9), ("h", 3, 100)];
+            if e.topology().rank == 1 {
+                groups.reverse();
+            }
+            let mut hs = sum_group(e, groups[0].0, groups[0].1, groups[0].2);
+            hs.extend(sum_group(e, groups[1].0, groups[1].1, groups[1].2));
+            let plain = allreduce_f32(e, "plain", vec![1.0; 4], ReduceOp::Sum).unwrap();
+            let mut got: Vec<Vec<f32>> = hs
+                .into_iter()
+                .map(|h| h.wait().unwrap().take_data::<Vec<f32>>().unwrap())
+                .collect();
+            if e.topology().rank == 1 {
+                got.rotate_left(3);
+            }
+            (got, plain)
+        });
+        for (got, plain) in out {
+            assert_eq!(plain, vec![n as f32; 4]);
+            let (g, h) = got.split_at(12);
+            for (i, v) in g.iter().chain(h).enumerate() {
+                let i = if i < 12 { i } else { i - 12 };
+                let len = v.len();
+                let expect = (0..n).map(|r| (r + i) as f32).sum::<f32>();
+                assert_eq!(*v, vec![expect; len], "disable={disable} tensor {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn grouped_allgather_and_reducescatter() {
+    let n = 2;
+    let out = with_engines(n, tuning(), |e| {
+        let r = e.topology().rank;
+        let ops = (0..3)
+            .map(|i| {
+                let rows = r + 1 + i;
+                let op = Op::allgather(format!("ag.{i}"), DataType::I32, &[rows as u64]);
+                let data: Box<dyn TensorData> = Box::new(vec![(10 * r + i) as i32; rows]);
+                (op, Some(data))
+            })
+            .collect();
+        let gathered: Vec<Vec<i32>> = e
+            .submit_group(ops)
+            .into_iter()
+            .map(|h| h.wait().unwrap().output.unwrap().to_vec())
+            .collect();
+        let ops = (0..2)
+            .map(|i| {
+                let op = Op::reducescatter(format!("rs.{i}"), DataType::F32, &[4])
+                    .reduce_op(ReduceOp::Sum);
+                let data: Box<dyn TensorData> = Box::new(vec![(r + i) as f32; 4]);
+                (op, Some(data))
+            })
+            .collect();
+        let scattered: Vec<Vec<f32>> = e
+            .submit_group(ops)
+            .into_iter()
+            .map(|h| h.wait().unwrap().output.unwrap().to_vec())
+            .collect();
+        (gathered, scattered)
+    });
+    for (gathered, scattered) in out {
+        for (i, g) in gathered.iter().enumerate() {
+            let mut expect = vec![i as i32; 1 + i];
+            expect.extend(vec![(10 + i) as i32; 2 + i]);
+            assert_eq!(*g, expect, "allgather {i}");
+        }
+        for (i, s) in scattered.iter().enumerate() {
+            assert_eq!(*s, vec![(1 + 2 * i) as f32; 2], "reducescatter {i}");
+        }
+    }
+}
+
+#[test]
+fn ranks_grouping_differently_fail_on_every_rank_without_hanging() {
+    let out = with_engines(2, tuning(), |e| {
+        let count = if e.topology().rank == 0 { 3 } else { 2 };
+        sum_group(e, "g", count, 4)
+            .into_iter()
+            .map(|h| h.wait().unwrap_err().to_string())
+            .collect::<Vec<_>>()
+    });
+    for errs in out {
+        for err in errs {
+            assert!(err.contains("grouped"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_member_or_a_repeated_name_fails_the_whole_group_before_queueing() {
+    with_engines(1, tuning(), |e| {
+        let ops = vec![
+            (
+                Op::allreduce("ok", DataType::F32, &[2]),
+                Some(Box::new(vec![0f32; 2]) as Box<dyn TensorData>),
+            ),
+            (
+                Op::allreduce("short", DataType::F32, &[3]),
+                Some(Box::new(vec![0f32; 2]) as Box<dyn TensorData>),
+            ),
+        ];
+        for h in e.submit_group(ops) {
+            let err = h.wait().unwrap_err().to_string();
+            assert!(err.contains("'short'") && err.contains("bytes"), "{err}");
+        }
+        let twice = (0..2)
+            .map(|_| {
+                (
+                    Op::allreduce("dup", DataType::F32, &[1]),
+                    Some(Box::new(vec![0f32]) as Box<dyn TensorData>),
+                )
+            })
+            .collect();
+        for h in e.submit_group(twice) {
+            let err = h.wait().unwrap_err().to_string();
+            assert!(err.contains("twice in one group"), "{err}");
+        }
+        assert_eq!(e.in_flight(), 0, "nothing was queued");
+        assert!(e.submit_group(Vec::new()).is_empty());
+        // The names are free again: a good group goes through.
+        let hs = sum_group(e, "after", 2, 3);
+        for h in hs {
+            assert_eq!(h.wait().unwrap().take_data::<Vec<f32>>().unwrap().len(), 3);
+        }
+    });
+}

@@ -23,6 +23,18 @@ fn sample_up() -> UpMsg {
             UpItem::Cached(7),
             UpItem::Full(q),
             UpItem::Full(Request::join()),
+            UpItem::Group {
+                id: u64::MAX,
+                items: vec![
+                    UpItem::Cached(9),
+                    UpItem::Full(Request::new(
+                        "g.1",
+                        CollectiveKind::Allreduce,
+                        DataType::F32,
+                        vec![4],
+                    )),
+                ],
+            },
         ],
         shutdown: true,
     }

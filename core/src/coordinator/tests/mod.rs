@@ -1,6 +1,7 @@
 //! Coordinator tests: scenario tests here, the simulated cluster in `sim.rs`, properties in
 //! `props.rs`.
 
+mod groups;
 mod props;
 pub(crate) mod sim;
 

@@ -307,7 +307,7 @@ proptest! {
             root: 0, prescale: 1.0, postscale: 1.0,
             tensors: vec![TensorInfo::new(format!("n{name}"), vec![n])], error: None,
         }).collect();
-        let groups = fusion::plan(&ready, threshold);
+        let groups = fusion::plan(&ready, None, threshold);
         let mut pos = vec![usize::MAX; ready.len()];
         for (g, group) in groups.iter().enumerate() {
             for &i in group {

@@ -60,6 +60,8 @@ pub(crate) struct SimCluster {
     pub(crate) downbox: Vec<VecDeque<Vec<u8>>>,
     /// Every response each rank has been told to run, in order.
     pub(crate) plans: Vec<Vec<Response>>,
+    /// For each response in `plans`, the sequence number of the `DownMsg` that carried it.
+    pub(crate) seqs: Vec<Vec<u64>>,
     /// Whether each rank has received the shutdown.
     pub(crate) shut: Vec<bool>,
     /// Warnings the coordinator emitted.
@@ -94,6 +96,7 @@ impl SimCluster {
             inbox: (0..size).map(|_| VecDeque::new()).collect(),
             downbox: (0..size).map(|_| VecDeque::new()).collect(),
             plans: vec![Vec::new(); size],
+            seqs: vec![Vec::new(); size],
             shut: vec![false; size],
             warnings: Vec::new(),
             stats: Stats::default(),
@@ -113,10 +116,12 @@ impl SimCluster {
     /// Rank `rank` submits `reqs` (and maybe asks for shutdown).
     pub(crate) fn submit_with(&mut self, rank: usize, reqs: Vec<Request>, shutdown: bool) {
         let msg = self.nodes[rank].submit(reqs, shutdown);
-        for item in &msg.items {
+        let mut items: Vec<&UpItem> = msg.items.iter().collect();
+        while let Some(item) = items.pop() {
             match item {
                 UpItem::Cached(_) => self.stats.cached_items += 1,
                 UpItem::Full(_) => self.stats.full_items += 1,
+                UpItem::Group { items: members, .. } => items.extend(members),
             }
         }
         let bytes = wire::encode_up(&msg);
@@ -200,9 +205,11 @@ impl SimCluster {
             return;
         };
         let msg = wire::decode_down(&bytes).expect("sim sends valid frames");
+        let seq = msg.seq;
         let plan = self.nodes[rank]
             .receive(msg)
             .expect("every rank can apply the stream");
+        self.seqs[rank].extend(plan.responses.iter().map(|_| seq));
         self.plans[rank].extend(plan.responses);
         self.shut[rank] |= plan.shutdown;
     }
