@@ -176,7 +176,7 @@ pub enum UpItem {
         /// The rank's own number for the group (its size is the number of members).
         id: u64,
         /// The members, each cached or in full.
-        items: Vec<UpItem>,
+        items: Vec<Self>,
     },
 }
 

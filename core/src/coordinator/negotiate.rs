@@ -190,15 +190,15 @@ impl MessageTable {
             let (last, req) = self.last_join.take().unwrap_or((rank, Request::join()));
             out.push(
                 Response {
-                kind: CollectiveKind::Join,
-                dtype: req.dtype,
-                op: req.op,
-                root: last as u32,
-                prescale: 1.0,
-                postscale: 1.0,
-                tensors: vec![TensorInfo::new(req.name, Vec::new())],
-                error: None,
-            },
+                    kind: CollectiveKind::Join,
+                    dtype: req.dtype,
+                    op: req.op,
+                    root: last as u32,
+                    prescale: 1.0,
+                    postscale: 1.0,
+                    tensors: vec![TensorInfo::new(req.name, Vec::new())],
+                    error: None,
+                },
                 None,
             );
             self.joined.iter_mut().for_each(|j| *j = false);

@@ -170,13 +170,12 @@ impl Engine {
         let (rank, size) = (self.topology.rank, self.topology.size);
         let bad = ops.iter().find_map(|(op, data)| {
             let lent = data.as_ref().map(|d| d.bytes().len());
-            let join = (op.kind() == crate::types::CollectiveKind::Join).then(|| {
-                Error::InvalidArgument {
+            let join =
+                (op.kind() == crate::types::CollectiveKind::Join).then(|| Error::InvalidArgument {
                     rank,
                     tensor: op.name().to_string(),
                     detail: "join cannot be part of a group".to_string(),
-                }
-            });
+                });
             join.or_else(|| op.check(rank, size, lent).err())
         });
         if let Some(err) = bad {

@@ -159,7 +159,10 @@ impl Submitter {
     /// next to each other in the queue, so the background thread takes them in one batch. When
     /// any member is refused (a name in flight or repeated in the group, a shut-down or dead
     /// engine), every member's handle fails with that member's error.
-    pub(crate) fn push_group(&self, ops: Vec<(Request, Option<Box<dyn TensorData>>)>) -> Vec<Handle> {
+    pub(crate) fn push_group(
+        &self,
+        ops: Vec<(Request, Option<Box<dyn TensorData>>)>,
+    ) -> Vec<Handle> {
         let states: Vec<Arc<HandleState>> = ops
             .iter()
             .map(|(req, _)| HandleState::new(req.name.clone(), self.shared.spin.clone()))

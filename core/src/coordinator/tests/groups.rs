@@ -21,7 +21,9 @@ fn group(id: u64, reqs: Vec<Request>) -> Vec<Request> {
 
 /// Allreduces of `[n]` f32 named `prefix.0 ..`.
 fn tensors(prefix: &str, count: usize, n: u64) -> Vec<Request> {
-    (0..count).map(|i| ar(&format!("{prefix}.{i}"), &[n])).collect()
+    (0..count)
+        .map(|i| ar(&format!("{prefix}.{i}"), &[n]))
+        .collect()
 }
 
 /// Names per response, for asserting how a plan was fused.
@@ -36,7 +38,10 @@ fn failed(plan: &[Response], field: &str) -> Vec<String> {
     let mut out: Vec<String> = plan
         .iter()
         .map(|r| {
-            let e = r.error.as_ref().unwrap_or_else(|| panic!("{r:?} succeeded"));
+            let e = r
+                .error
+                .as_ref()
+                .unwrap_or_else(|| panic!("{r:?} succeeded"));
             assert_eq!(e.field, field, "{}", e.message);
             r.tensors[0].name.clone()
         })
@@ -137,7 +142,11 @@ fn ranks_grouping_different_names_fail_every_name_on_every_rank() {
          rank 2 grouped 2 tensors [a, c]"
     );
     assert_eq!(e.ranks, [2]);
-    assert_eq!(sim.coordinator.pending_names(), 0, "nothing is left to hang");
+    assert_eq!(
+        sim.coordinator.pending_names(),
+        0,
+        "nothing is left to hang"
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@ __all__ = [
     "is_initialized",
     "topology",
     "enqueue",
+    "enqueue_group",
     "join",
     "DTYPES",
     "OPS",
