@@ -332,11 +332,15 @@ fn enqueue_group(
     for (name, dtype, shape, owner, ptr, nbytes) in members {
         let dtype = decode(dtype, DataType::from_code)
             .ok_or_else(|| invalid(py, rank, &name, format!("unknown dtype code {dtype}")))?;
-        let data: Box<dyn hora::TensorData> = Box::new(
-            LentTensor::new(owner, ptr, nbytes).ok_or_else(|| {
-                invalid(py, rank, &name, format!("null data pointer for {nbytes} bytes"))
-            })?,
-        );
+        let data: Box<dyn hora::TensorData> =
+            Box::new(LentTensor::new(owner, ptr, nbytes).ok_or_else(|| {
+                invalid(
+                    py,
+                    rank,
+                    &name,
+                    format!("null data pointer for {nbytes} bytes"),
+                )
+            })?);
         let op = Op::new(kind, name, dtype, &shape)
             .reduce_op(op)
             .scales(prescale, postscale);
