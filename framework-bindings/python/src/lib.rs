@@ -283,6 +283,76 @@ fn enqueue(
     Ok(PyHandle::new(engine.submit(op, data)))
 }
 
+/// One member of [`enqueue_group`]: `(name, dtype code, shape, owner, data pointer, bytes)`.
+type Member = (String, i64, Vec<u64>, Py<PyAny>, usize, usize);
+
+/// Submits several tensors of one collective as one group (Horovod's grouped operations) and
+/// returns one handle per member, in order; the engine negotiates and fuses them as a unit,
+/// and every rank must group the same names.
+///
+/// Keyword-only. `kind` and `op` are codes as for `enqueue` (allreduce, allgather or
+/// reducescatter); each member is `(name, dtype, shape, owner, ptr, nbytes)` with a lent
+/// contiguous CPU buffer as for `enqueue`. A bad member raises before anything is queued.
+#[pyfunction]
+#[pyo3(signature = (
+    *, kind, members, op=ReduceOp::Average.code().into(), prescale=1.0, postscale=1.0,
+    process_set=0
+))]
+fn enqueue_group(
+    py: Python<'_>,
+    kind: i64,
+    members: Vec<Member>,
+    op: i64,
+    prescale: f64,
+    postscale: f64,
+    process_set: u32,
+) -> PyResult<Vec<PyHandle>> {
+    ensure_not_forked()?;
+    let engine = hora::api::engine_for(process_set).map_err(|e| to_py(py, &e))?;
+    let rank = hora::api::rank().map_err(|e| to_py(py, &e))?;
+    let first = members.first().map_or("<empty group>", |m| m.0.as_str());
+    let kind = decode(kind, CollectiveKind::from_code)
+        .filter(|k| {
+            matches!(
+                k,
+                CollectiveKind::Allreduce | CollectiveKind::Allgather | CollectiveKind::Reducescatter
+            )
+        })
+        .ok_or_else(|| {
+            invalid(
+                py,
+                rank,
+                first,
+                format!("collective code {kind} cannot be grouped (allreduce, allgather or reducescatter)"),
+            )
+        })?;
+    let op = decode(op, ReduceOp::from_code)
+        .ok_or_else(|| invalid(py, rank, first, format!("unknown reduce op code {op}")))?;
+    let mut ops = Vec::with_capacity(members.len());
+    for (name, dtype, shape, owner, ptr, nbytes) in members {
+        let dtype = decode(dtype, DataType::from_code)
+            .ok_or_else(|| invalid(py, rank, &name, format!("unknown dtype code {dtype}")))?;
+        let data: Box<dyn hora::TensorData> =
+            Box::new(LentTensor::new(owner, ptr, nbytes).ok_or_else(|| {
+                invalid(
+                    py,
+                    rank,
+                    &name,
+                    format!("null data pointer for {nbytes} bytes"),
+                )
+            })?);
+        let op = Op::new(kind, name, dtype, &shape)
+            .reduce_op(op)
+            .scales(prescale, postscale);
+        ops.push((op, Some(data)));
+    }
+    Ok(engine
+        .submit_group(ops)
+        .into_iter()
+        .map(PyHandle::new)
+        .collect())
+}
+
 /// Declares this rank done and waits (interruptibly) until every rank has; returns the last
 /// rank to join.
 #[pyfunction]
@@ -305,6 +375,7 @@ fn hora_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(is_initialized, m)?)?;
     m.add_function(wrap_pyfunction!(topology, m)?)?;
     m.add_function(wrap_pyfunction!(enqueue, m)?)?;
+    m.add_function(wrap_pyfunction!(enqueue_group, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(add_process_set, m)?)?;
     m.add_function(wrap_pyfunction!(remove_process_set, m)?)?;

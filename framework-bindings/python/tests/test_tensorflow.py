@@ -329,13 +329,18 @@ def test_graph_names_agree_even_when_one_rank_traced_more(monkeypatch):
     if r == 0:  # an extra trace (never run) on one rank only must not shift the names
         f.get_concrete_function(tf.TensorSpec([5], tf.float32))
     seen = []
-    real = _core.enqueue
+    real, real_group = _core.enqueue, _core.enqueue_group
 
     def spy(**kw):
         seen.append(kw["name"])
         return real(**kw)
 
+    def spy_group(**kw):
+        seen.extend(m[0] for m in kw["members"])
+        return real_group(**kw)
+
     monkeypatch.setattr(_core, "enqueue", spy)
+    monkeypatch.setattr(_core, "enqueue_group", spy_group)
     out = f(tf.fill([3], float(r)))
     monkeypatch.undo()
     np.testing.assert_array_equal(out[0].numpy(), np.full(3, float(sum(range(n)))))

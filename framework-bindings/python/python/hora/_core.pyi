@@ -30,6 +30,7 @@ __all__ = [
     "is_initialized",
     "topology",
     "enqueue",
+    "enqueue_group",
     "join",
     "DTYPES",
     "OPS",
@@ -92,6 +93,15 @@ def enqueue(
     splits: list[int] = ...,
     process_set: int = 0,
 ) -> Handle: ...
+def enqueue_group(
+    *,
+    kind: int,
+    members: list[tuple[str, int, list[int], Any, int, int]],
+    op: int = ...,
+    prescale: float = 1.0,
+    postscale: float = 1.0,
+    process_set: int = 0,
+) -> list[Handle]: ...
 def join() -> int: ...
 def add_process_set(ranks: list[int]) -> tuple[int, list[int]]: ...
 def remove_process_set(id: int) -> None: ...

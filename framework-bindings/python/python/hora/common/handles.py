@@ -18,3 +18,20 @@ def wait_all(handles):
                 first_error = e
     if first_error is not None:
         raise first_error
+
+
+def wait_all_results(handles):
+    """``wait_all`` that returns each handle's result, in order."""
+    results, first_error = [], None
+    for h in handles:
+        try:
+            results.append(h.wait())
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            results.append(None)
+            if first_error is None:
+                first_error = e
+    if first_error is not None:
+        raise first_error
+    return results

@@ -35,7 +35,7 @@ from hora._core import HoraError
 from hora.common.process_sets import _id_rank, _id_size, _only_global, _set_id
 from hora.common.basics import local_rank, local_size, rank
 from hora.common.errors import invalid_argument
-from hora.common.handles import wait_all
+from hora.common.handles import wait_all, wait_all_results
 from hora.common.vocabulary import (  # noqa: F401  (Adasum, Max, Min, Product: re-exported)
     ALLGATHER,
     ALLREDUCE,
@@ -112,6 +112,13 @@ def _wait(handle):
 def _wait_all(handles):
     try:
         wait_all(handles)
+    except _core.MismatchError as e:
+        raise _tf_error(e) from None
+
+
+def _wait_all_results(handles):
+    try:
+        return wait_all_results(handles)
     except _core.MismatchError as e:
         raise _tf_error(e) from None
 
@@ -325,19 +332,27 @@ def allreduce(tensor, average=None, device_dense="", device_sparse="", compressi
 
 def _eager_group(kind, what, ts, base, op=Average, root=0, pre=1.0, post=1.0, ps=0):
     """Runs an in-place collective (allreduce or broadcast) on each eager tensor of ``ts``, all
-    submitted before any is waited on, as tensors ``<base>.<i>``."""
+    submitted before any is waited on, as tensors ``<base>.<i>``; an allreduce list is one engine
+    group (negotiated and fused as a unit)."""
     # One engine request per tensor (the engine fuses them): packing the group into one buffer
     # here would hide a rank-dependent shape from the engine's per-tensor checks.
-    bufs, handles = [], []
-    for i, t in enumerate(ts):
+    bufs = []
+    for t in ts:
         code = _code(t.dtype, what)
         buf, ptr = _aligned_copy(_eager_view(t, what))
-        bufs.append((buf, ptr, t.dtype))
-        handles.append(_core.enqueue(kind=kind, name=f"{base}.{i}", dtype=code, shape=list(buf.shape), owner=buf,
-                                     ptr=ptr, nbytes=buf.nbytes, op=int(op), root=root, prescale=float(pre),
-                                     postscale=float(post), process_set=ps))
+        bufs.append((buf, ptr, t.dtype, code))
+    if kind == ALLREDUCE:
+        members = [(f"{base}.{i}", code, list(buf.shape), buf, ptr, buf.nbytes)
+                   for i, (buf, ptr, _dt, code) in enumerate(bufs)]
+        handles = _core.enqueue_group(kind=kind, members=members, op=int(op), prescale=float(pre),
+                                      postscale=float(post), process_set=ps)
+    else:
+        handles = [_core.enqueue(kind=kind, name=f"{base}.{i}", dtype=code, shape=list(buf.shape), owner=buf,
+                                 ptr=ptr, nbytes=buf.nbytes, op=int(op), root=root, prescale=float(pre),
+                                 postscale=float(post), process_set=ps)
+                   for i, (buf, ptr, _dt, code) in enumerate(bufs)]
     _wait_all(handles)
-    return [_to_tf(buf, ptr, dt) for buf, ptr, dt in bufs]
+    return [_to_tf(buf, ptr, dt) for buf, ptr, dt, _code in bufs]
 
 
 def _grouped_raw(ts, name, op, pre, post, ps=0):
@@ -620,19 +635,111 @@ def join(device=""):
     return out
 
 
+def _eager_gather_group(kind, what, ts, base, op=Average, pre=1.0, post=1.0, ps=0):
+    """Allgathers or reducescatters eager tensors ``ts`` as one engine group ``<base>.<i>``."""
+    members = []
+    for i, t in enumerate(ts):
+        code = _code(t.dtype, what)
+        src = _eager_view(t, what)
+        if kind == ALLGATHER and src.ndim == 0:
+            src = src.reshape(1)
+        members.append((f"{base}.{i}", code, list(src.shape), src, _address(src), src.nbytes))
+    handles = _core.enqueue_group(kind=kind, members=members, op=int(op), prescale=float(pre),
+                                  postscale=float(post), process_set=ps)
+    return [_from_output(res, t.dtype) for res, t in zip(_wait_all_results(handles), ts)]
+
+
+def _gathered_shape(kind, t, ps):
+    """The static shape of ``t``'s allgather or reducescatter output, as far as it is known."""
+    if t.shape.rank is None:
+        return None
+    dims = t.shape.as_list()
+    if kind == ALLGATHER:
+        return [None] + dims[1:]
+    n, r = _id_size(ps), _id_rank(ps)
+    return [None if dims[0] is None else dims[0] // n + (1 if r < dims[0] % n else 0)] + dims[1:]
+
+
+def _gather_group_raw(kind, what, ts, name, op=Average, pre=1.0, post=1.0, ps=0):
+    if not ts:
+        return []
+    if not _graph_mode():
+        return _eager_gather_group(kind, what, ts, _eager_name(what, name), op, pre, post, ps)
+    base = _graph_name(what, name)
+    outs = list(_py_function(lambda *xs: _eager_gather_group(kind, what, xs, base, op, pre, post, ps), list(ts),
+                             [t.dtype for t in ts]))
+    for o, t in zip(outs, ts):
+        shape = _gathered_shape(kind, t, ps)
+        if shape is not None:
+            o.set_shape(shape)
+    return outs
+
+
 def grouped_allgather(tensors, name=None, ignore_name_scope=False, process_set=None):
-    """``allgather`` of each tensor in a list (submitted in list order); differentiable."""
-    return [allgather(t, name=f"{name}.{i}" if name else None, process_set=process_set)
-            for i, t in enumerate(tensors)]
+    """``allgather`` of each tensor of a list, submitted as one group (negotiated together);
+    differentiable like ``allgather``."""
+    ps = _set_id(process_set, "hora.tensorflow.grouped_allgather")
+    ts = [_tensor(t, "grouped_allgather") for t in tensors]
+    if not any(_differentiable(t) for t in ts):
+        return _gather_group_raw(ALLGATHER, "grouped_allgather", ts, name, ps=ps)
+
+    @tf.custom_gradient
+    def fn(*xs):
+        scalars = [x.shape.rank == 0 for x in xs]
+        dims = [tf.constant(1, tf.int64) if s else tf.cast(tf.shape(x)[0], tf.int64) for x, s in zip(xs, scalars)]
+
+        def grad(*dys):
+            # As for allgather: average the incoming gradients (as one group), then each rank
+            # takes its own rows of each.
+            gname = _grad_name(name)
+            averaged = _grouped_raw([tf.convert_to_tensor(d) for d in dys], gname, Average, 1.0, 1.0, ps)
+            every = _allgather_raw(tf.reshape(tf.stack(dims), [1, len(dims)]), f"{gname}.dims" if gname else None, ps)
+            offsets = tf.reduce_sum(every[: _id_rank(ps)], axis=0)
+            out = []
+            for i, (a, s) in enumerate(zip(averaged, scalars)):
+                begin = tf.concat([[offsets[i]], tf.zeros([tf.rank(a) - 1], tf.int64)], 0)
+                size = tf.concat([[dims[i]], tf.cast(tf.shape(a)[1:], tf.int64)], 0)
+                g = tf.slice(a, begin, size)
+                out.append(tf.reshape(g, []) if s else g)
+            return out
+
+        return _gather_group_raw(ALLGATHER, "grouped_allgather", list(xs), name, ps=ps), grad
+
+    return list(fn(*ts))
 
 
 def grouped_reducescatter(tensors, device_dense="", compression=Compression.none, op=Average, name=None,
                           process_set=None, ignore_name_scope=False, prescale_factor=1.0, postscale_factor=1.0):
-    """``reducescatter`` of each tensor in a list (submitted in list order); differentiable."""
-    return [reducescatter(t, compression=compression, op=op, name=f"{name}.{i}" if name else None,
-                          prescale_factor=prescale_factor, postscale_factor=postscale_factor,
-                          process_set=process_set)
-            for i, t in enumerate(tensors)]
+    """``reducescatter`` of each tensor of a list, submitted as one group (negotiated and fused
+    together); differentiable like ``reducescatter``."""
+    ps = _set_id(process_set, "hora.tensorflow.grouped_reducescatter")
+    op = _op(None, op)
+    ts = [_tensor(t, "grouped_reducescatter") for t in tensors]
+    pairs = [compression.compress(t) for t in ts]
+    cs = [c for c, _ in pairs]
+
+    def raw(xs):
+        return _gather_group_raw(REDUCESCATTER, "grouped_reducescatter", xs, name, op, prescale_factor,
+                                 postscale_factor, ps)
+
+    if not any(_differentiable(c) for c in cs):
+        outs = raw(cs)
+    else:
+        # As for reducescatter: a Sum's gradient is scaled by the set's size, an Average's is
+        # not; both by the pre- and postscale factors.
+        scale = prescale_factor * postscale_factor * (_id_size(ps) if op == Sum else 1)
+
+        @tf.custom_gradient
+        def fn(*xs):
+            def grad(*dys):
+                gs = _gather_group_raw(ALLGATHER, "grouped_allgather", [tf.convert_to_tensor(d) for d in dys],
+                                       _grad_name(name), ps=ps)
+                return [g * tf.constant(scale, dtype=g.dtype) if scale != 1 else g for g in gs]
+
+            return raw(list(xs)), grad
+
+        outs = list(fn(*cs))
+    return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
 
 
 def size_op(process_set=None, name=None):

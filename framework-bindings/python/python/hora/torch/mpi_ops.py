@@ -16,7 +16,7 @@ import torch
 from hora import _core
 from hora.common.basics import rank, size
 from hora.common.errors import invalid_argument
-from hora.common.handles import wait_all
+from hora.common.handles import wait_all_results
 from hora.common.process_sets import _set_id, _set_rank, _set_size
 from hora.common.vocabulary import (  # noqa: F401  (Adasum, Max, Min, Product: re-exported)
     ALLGATHER,
@@ -191,7 +191,7 @@ def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0, po
 
 
 class _Group:
-    """Several native handles waited on as one."""
+    """The native handles of one group, waited on as one; ``wait`` returns their results."""
 
     def __init__(self, handles):
         self.handles = handles
@@ -200,16 +200,27 @@ class _Group:
         return all(h.poll() for h in self.handles)
 
     def wait(self):
-        wait_all(self.handles)
+        return wait_all_results(self.handles)
+
+
+def _submit_group(kind, prefix, name, works, finish, op=Average, pre=1.0, post=1.0, ps=0):
+    """Submits ``works`` (contiguous tensors, each with its dtype code) as one engine group named
+    ``<prefix>.<name>.<i>``: negotiated together and fused within the fusion threshold."""
+    hid = next(_ids)
+    base = f"{prefix}.{name}" if name else f"{prefix}.noname.{next(_noname)}"
+    members = [(f"{base}.{i}", code, list(w.shape), w, w.data_ptr(), w.numel() * w.element_size())
+               for i, (w, code) in enumerate(works)]
+    natives = _core.enqueue_group(kind=kind, members=members, op=int(op), prescale=float(pre),
+                                  postscale=float(post), process_set=ps)
+    _handles[hid] = (_Group(natives), finish)
+    return hid
 
 
 def _grouped(tensors, name, op, pre, post, in_place, process_set=None):
     tensors = list(tensors)
     ps = _set_id(process_set, "hora.torch.grouped_allreduce")
-    gid = next(_ids)
-    base = f"grouped_allreduce.{name}" if name else f"grouped_allreduce.noname.{next(_noname)}"
-    natives, outs, copies = [], [], []
-    for i, t in enumerate(tensors):
+    works, outs, copies = [], [], []
+    for t in tensors:
         code = _dtype_code(t, "grouped_allreduce")
         if in_place:
             work = t if t.is_contiguous() else t.contiguous()
@@ -219,10 +230,7 @@ def _grouped(tensors, name, op, pre, post, in_place, process_set=None):
         else:
             work = t.detach().clone(memory_format=torch.contiguous_format)
             outs.append(work)
-        nbytes = work.numel() * work.element_size()
-        natives.append(_core.enqueue(kind=ALLREDUCE, name=f"{base}.{i}", dtype=code, shape=list(work.shape),
-                                     owner=work, ptr=work.data_ptr(), nbytes=nbytes, op=int(op),
-                                     prescale=float(pre), postscale=float(post), process_set=ps))
+        works.append((work, code))
 
     def finish(_r):
         with torch.no_grad():
@@ -230,8 +238,7 @@ def _grouped(tensors, name, op, pre, post, in_place, process_set=None):
                 t.copy_(work)
         return outs
 
-    _handles[gid] = (_Group(natives), finish)
-    return gid
+    return _submit_group(ALLREDUCE, "grouped_allreduce", name, works, finish, op=op, pre=pre, post=post, ps=ps)
 
 
 def grouped_allreduce_async(tensors, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
@@ -248,13 +255,34 @@ def grouped_allreduce_async_(tensors, average=None, name=None, op=None, prescale
                     process_set=process_set)
 
 
+class _GroupedAllreduceFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, name, op, pre, post, process_set, *tensors):
+        ctx.op, ctx.pre, ctx.post, ctx.ps = op, pre, post, process_set
+        return tuple(synchronize(grouped_allreduce_async(list(tensors), name=name, op=op, prescale_factor=pre,
+                                                         postscale_factor=post, process_set=process_set)))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        outs = synchronize(grouped_allreduce_async(list(grads), op=ctx.op, prescale_factor=ctx.pre,
+                                                   postscale_factor=ctx.post, process_set=ctx.ps))
+        return (None,) * 5 + tuple(outs)
+
+
 def grouped_allreduce(tensors, average=None, name=None, compression=Compression.none, op=None,
                       prescale_factor=1.0, postscale_factor=1.0, process_set=None):
-    """Returns the reductions of a list of tensors, as a list of new tensors."""
+    """Returns the reductions of a list of tensors, as a list of new tensors; differentiable.
+
+    The tensors are one group: negotiated together and fused within the fusion threshold."""
+    op = _op(average, op)
     pairs = [compression.compress(t) for t in tensors]
-    outs = synchronize(grouped_allreduce_async([c for c, _ in pairs], average=average, name=name, op=op,
-                                               prescale_factor=prescale_factor,
-                                               postscale_factor=postscale_factor, process_set=process_set))
+    compressed = [c for c, _ in pairs]
+    if torch.is_grad_enabled() and any(c.requires_grad for c in compressed):
+        outs = list(_GroupedAllreduceFn.apply(name, op, prescale_factor, postscale_factor, process_set,
+                                              *compressed))
+    else:
+        outs = synchronize(grouped_allreduce_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
+                                                   postscale_factor=postscale_factor, process_set=process_set))
     return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
 
 
@@ -308,6 +336,53 @@ def allgather(tensor, name=None, process_set=None):
     if torch.is_grad_enabled() and tensor.requires_grad:
         return _AllgatherFn.apply(tensor, name, process_set)
     return synchronize(allgather_async(tensor, name=name, process_set=process_set))
+
+
+def grouped_allgather_async(tensors, name=None, process_set=None):
+    """Starts an allgather of each tensor of a list, as one group; ``synchronize`` returns the
+    list of gathered tensors."""
+    ps = _set_id(process_set, "hora.torch.grouped_allgather_async")
+    works, dtypes = [], []
+    for t in tensors:
+        code = _dtype_code(t, "grouped_allgather_async")
+        work = t.detach()
+        if work.dim() == 0:
+            work = work.reshape(1)
+        works.append((work.contiguous(), code))
+        dtypes.append(t.dtype)
+
+    def finish(results):
+        return [_from_output(out, shape, dt) for (out, shape, _s), dt in zip(results, dtypes)]
+
+    return _submit_group(ALLGATHER, "grouped_allgather", name, works, finish, ps=ps)
+
+
+class _GroupedAllgatherFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, name, process_set, *tensors):
+        ctx.dims = [t.shape[0] if t.dim() > 0 else 1 for t in tensors]
+        ctx.ps = process_set
+        return tuple(synchronize(grouped_allgather_async(list(tensors), name=name, process_set=process_set)))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        # As for allgather: average the incoming gradients over the ranks (as one group), then
+        # each rank takes its own rows of each.
+        averaged = synchronize(grouped_allreduce_async(list(grads), op=Average, process_set=ctx.ps))
+        mine = torch.tensor([ctx.dims], dtype=torch.int64)
+        dims = synchronize(allgather_async(mine, process_set=ctx.ps))
+        offsets = dims[: _set_rank(ctx.ps)].sum(dim=0)
+        slices = [a.narrow(0, int(o), d) for a, o, d in zip(averaged, offsets, ctx.dims)]
+        return (None, None) + tuple(slices)
+
+
+def grouped_allgather(tensors, name=None, process_set=None):
+    """Returns, for each tensor of a list, every rank's tensor concatenated along dim 0; the
+    list is one group. Differentiable."""
+    tensors = list(tensors)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return list(_GroupedAllgatherFn.apply(name, process_set, *tensors))
+    return synchronize(grouped_allgather_async(tensors, name=name, process_set=process_set))
 
 
 # ---------------------------------------------------------------------------------- broadcast
@@ -469,6 +544,57 @@ def reducescatter(tensor, name=None, compression=Compression.none, op=Average, p
         out = synchronize(reducescatter_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
                                               postscale_factor=postscale_factor, process_set=process_set))
     return compression.decompress(out, ctx)
+
+
+def grouped_reducescatter_async(tensors, name=None, op=Average, process_set=None, prescale_factor=1.0,
+                                postscale_factor=1.0):
+    """Starts a reducescatter of each tensor of a list, as one group; ``synchronize`` returns
+    the list of this rank's shares."""
+    op = _op(None, op)
+    ps = _set_id(process_set, "hora.torch.grouped_reducescatter_async")
+    works, dtypes = [], []
+    for t in tensors:
+        code = _dtype_code(t, "grouped_reducescatter_async")
+        works.append((t.detach().contiguous(), code))
+        dtypes.append(t.dtype)
+
+    def finish(results):
+        return [_from_output(out, shape, dt) for (out, shape, _s), dt in zip(results, dtypes)]
+
+    return _submit_group(REDUCESCATTER, "grouped_reducescatter", name, works, finish, op=op, pre=prescale_factor,
+                         post=postscale_factor, ps=ps)
+
+
+class _GroupedReducescatterFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, name, op, pre, post, process_set, *tensors):
+        ctx.op, ctx.scale, ctx.ps = op, pre * post, process_set
+        return tuple(synchronize(grouped_reducescatter_async(list(tensors), name=name, op=op, prescale_factor=pre,
+                                                             postscale_factor=post, process_set=process_set)))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        # As for reducescatter: a Sum's gradient is scaled by the set's size, an Average's is not;
+        # both by the pre- and postscale factors.
+        scale = ctx.scale * (_set_size(ctx.ps) if ctx.op == Sum else 1)
+        outs = synchronize(grouped_allgather_async([g.contiguous() for g in grads], process_set=ctx.ps))
+        return (None,) * 5 + tuple(o * scale if scale != 1 else o for o in outs)
+
+
+def grouped_reducescatter(tensors, name=None, compression=Compression.none, op=Average, process_set=None,
+                          prescale_factor=1.0, postscale_factor=1.0):
+    """Returns this rank's share of the reduction of each tensor of a list (one group);
+    differentiable."""
+    op = _op(None, op)
+    pairs = [compression.compress(t) for t in tensors]
+    compressed = [c for c, _ in pairs]
+    if torch.is_grad_enabled() and any(c.requires_grad for c in compressed):
+        outs = list(_GroupedReducescatterFn.apply(name, op, prescale_factor, postscale_factor, process_set,
+                                                  *compressed))
+    else:
+        outs = synchronize(grouped_reducescatter_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
+                                                       postscale_factor=postscale_factor, process_set=process_set))
+    return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
 
 
 # ------------------------------------------------------------------------------ barrier, join
