@@ -223,11 +223,7 @@ pub fn engine_for(set: u32) -> Result<Arc<Engine>> {
                 s.ranks
             ),
         }),
-        (None, None) => Err(Error::InvalidArgument {
-            rank: me,
-            tensor: String::new(),
-            detail: format!("there is no process set {set} (removed, or never added)"),
-        }),
+        (None, None) => Err(no_such_set(me, set)),
     }
 }
 
@@ -239,11 +235,16 @@ pub fn process_set(id: u32) -> Result<ProcessSet> {
         .lock()
         .get(id)
         .cloned()
-        .ok_or(Error::InvalidArgument {
-            rank: r.config.topology.rank,
-            tensor: String::new(),
-            detail: format!("there is no process set {id} (removed, or never added)"),
-        })
+        .ok_or_else(|| no_such_set(r.config.topology.rank, id))
+}
+
+/// The error for a set id this rank does not know, reported by `rank`.
+fn no_such_set(rank: usize, id: u32) -> Error {
+    Error::InvalidArgument {
+        rank,
+        tensor: String::new(),
+        detail: format!("there is no process set {id} (removed, or never added)"),
+    }
 }
 
 /// Every process set of the job, by id (the global set first).

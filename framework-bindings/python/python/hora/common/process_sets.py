@@ -119,27 +119,14 @@ def _set_id(process_set, what):
     raise invalid_argument(f"{what}: process_set must be a hora ProcessSet, got {type(process_set).__name__}")
 
 
-def _lookup(process_set):
-    pid = _set_id(process_set, "hora")
-    for sid, ranks in _core.process_sets():
-        if sid == pid:
-            return list(ranks)
-    raise invalid_argument(f"hora: there is no process set {pid}")
-
-
 def _set_rank(process_set):
     """This rank's position inside ``process_set`` (None or the global set: the global rank)."""
-    me = _core.topology()[0]
-    if process_set is None:
-        return me
-    return _lookup(process_set).index(me)
+    return _id_rank(_set_id(process_set, "hora"))
 
 
 def _set_size(process_set):
     """Number of ranks of ``process_set`` (None: the job's size)."""
-    if process_set is None:
-        return _core.topology()[1]
-    return len(_lookup(process_set))
+    return _id_size(_set_id(process_set, "hora"))
 
 
 def _only_global(process_set, what):

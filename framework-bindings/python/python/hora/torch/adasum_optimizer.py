@@ -21,10 +21,10 @@ import contextlib
 import torch
 
 from hora.torch.mpi_ops import Adasum, allreduce_async_, synchronize
-from hora.torch.optimizer import _parameter_names
+from hora.torch.optimizer import _CountsBackwardPasses, _parameter_names
 
 
-class _DistributedAdasumMixin:
+class _DistributedAdasumMixin(_CountsBackwardPasses):
     """Put in front of the user's optimizer class by DistributedOptimizer(op=Adasum)."""
 
     def __init__(self, params, named_parameters, compression, backward_passes_per_step, process_set=None):
@@ -45,16 +45,6 @@ class _DistributedAdasumMixin:
         self.backward_passes_per_step = int(passes)
         for key in self._delay:
             self._delay[key] = self.backward_passes_per_step
-
-    def _hook(self, p):
-        key = id(p)
-        if self._delay[key] <= 0:
-            raise AssertionError(
-                "Gradients were computed more than backward_passes_per_step times before call to "
-                "step(). Increase backward_passes_per_step to accumulate gradients locally.")
-        self._delay[key] -= 1
-        if self._delay[key] == 0:
-            self._start(p)
 
     def _start(self, p):
         """The local step on ``p`` alone, then the Adasum allreduce of its change."""

@@ -39,7 +39,23 @@ def _parameter_names(named_parameters, all_params):
     return {id(p): n for n, p in named}
 
 
-class _DistributedMixin:
+class _CountsBackwardPasses:
+    """The gradient hook both distributed optimizers share: counts a parameter's backward
+    passes down from ``backward_passes_per_step`` (in ``_delay``) and calls ``_start(p)`` on the
+    last one."""
+
+    def _hook(self, p):
+        key = id(p)
+        if self._delay[key] <= 0:
+            raise AssertionError(
+                "Gradients were computed more than backward_passes_per_step times before call to "
+                "step(). Increase backward_passes_per_step to accumulate gradients locally.")
+        self._delay[key] -= 1
+        if self._delay[key] == 0:
+            self._start(p)
+
+
+class _DistributedMixin(_CountsBackwardPasses):
     """Put in front of the user's optimizer class (see DistributedOptimizer)."""
 
     def __init__(self, params, named_parameters, compression, backward_passes_per_step, op,
@@ -107,16 +123,6 @@ class _DistributedMixin:
         return 1.0, 1.0
 
     # ------------------------------------------------------------------------------ hooks
-
-    def _hook(self, p):
-        key = id(p)
-        if self._delay[key] <= 0:
-            raise AssertionError(
-                "Gradients were computed more than backward_passes_per_step times before call to "
-                "step(). Increase backward_passes_per_step to accumulate gradients locally.")
-        self._delay[key] -= 1
-        if self._delay[key] == 0:
-            self._start(p)
 
     def _compressed_grad(self, p):
         if p.grad is None:
