@@ -154,7 +154,9 @@ def test_sparse_gradients(sparse_as_dense):
         expected[k] -= 1.0 / n
         expected[k + 1] -= 1.0 / n
     assert torch.allclose(emb.weight.detach(), expected)
-    assert emb.weight.grad.is_sparse != sparse_as_dense
+    # As in Horovod the wrapped optimizer sees a sparse gradient either way: sparse_as_dense
+    # only changes what travels (a dense allreduce instead of the allgather of the rows).
+    assert emb.weight.grad.is_sparse
 
 
 def test_op_sum_and_step_without_hooks_firing():
@@ -164,3 +166,194 @@ def test_op_sum_and_step_without_hooks_firing():
     (w * (r + 1)).sum().backward()
     opt.step()
     assert torch.allclose(w.detach(), torch.full((3,), -float(n * (n + 1) / 2), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("op", [hvd.Sum, hvd.Average])
+def test_sparse_allreduce_async_gathers_every_ranks_rows(op):
+    r, n = hvd.rank(), hvd.size()
+    # Rank r touches rows r and r + 1 (row r twice, uncoalesced), with values that name the rank.
+    idx = torch.tensor([[r, r + 1, r]])
+    vals = torch.tensor([[1.0, r], [2.0, r], [3.0, r]], dtype=torch.float64)
+    t = torch.sparse_coo_tensor(idx, vals, (n + 1, 2), check_invariants=True)
+    out = hvd.synchronize(hvd.sparse_allreduce_async(t, name=f"sparse.{op.name}", op=op))
+    assert out.is_sparse and out.shape == (n + 1, 2) and out.dtype == torch.float64
+    expected = torch.zeros(n + 1, 2, dtype=torch.float64)
+    for k in range(n):
+        expected[k] += torch.tensor([4.0, 2 * k], dtype=torch.float64)
+        expected[k + 1] += torch.tensor([2.0, k], dtype=torch.float64)
+    if op == hvd.Average:
+        expected /= n
+    assert torch.allclose(out.to_dense(), expected)
+    # Ranks with no rows take part too, and an all-empty result is an empty sparse tensor.
+    empty = torch.sparse_coo_tensor(torch.zeros(1, 0, dtype=torch.int64), torch.zeros(0, 2), (3, 2),
+                                    check_invariants=True)
+    mixed = empty if r else torch.sparse_coo_tensor(torch.tensor([[2]]), torch.ones(1, 2), (3, 2),
+                                                    check_invariants=True)
+    out = hvd.synchronize(hvd.sparse_allreduce_async(mixed, name="sparse.mixed", op=hvd.Sum))
+    assert torch.equal(out.to_dense(), torch.tensor([[0.0, 0], [0, 0], [1, 1]]))
+    out = hvd.synchronize(hvd.sparse_allreduce_async(empty, name="sparse.empty", op=hvd.Sum))
+    assert out.is_sparse and out._nnz() == 0 and out.shape == (3, 2)
+
+
+def test_sparse_allreduce_async_refuses_what_it_cannot_do():
+    dense = torch.ones(3)
+    with pytest.raises(ValueError, match="sparse COO"):
+        hvd.sparse_allreduce_async(dense, name="sparse.dense", op=hvd.Sum)
+    t = torch.ones(3).to_sparse()
+    with pytest.raises(ValueError, match="Sum or Average"):
+        hvd.sparse_allreduce_async(t, name="sparse.max", op=hvd.Max)
+
+
+@pytest.mark.parametrize("sparse_as_dense", [False, True])
+def test_sparse_adam_trains_like_one_process_on_the_full_batch(sparse_as_dense):
+    r, n = hvd.rank(), hvd.size()
+    torch.manual_seed(3)
+    emb = torch.nn.Embedding(n + 4, 3, sparse=True).double()
+    ref = torch.nn.Embedding(n + 4, 3, sparse=True).double()
+    ref.load_state_dict(emb.state_dict())
+    opt = hvd.DistributedOptimizer(torch.optim.SparseAdam(emb.parameters(), lr=0.1),
+                                   named_parameters=emb.named_parameters(), sparse_as_dense=sparse_as_dense)
+    ref_opt = torch.optim.SparseAdam(ref.parameters(), lr=0.1)
+    for step in range(3):
+        rows = lambda k: torch.tensor([(k + step) % (n + 4), (k + step + 2) % (n + 4)])  # noqa: E731
+        opt.zero_grad()
+        (emb(rows(r)) ** 2).sum().backward()
+        opt.step()
+        ref_opt.zero_grad()
+        (sum((ref(rows(k)) ** 2).sum() for k in range(n)) / n).backward()
+        ref_opt.step()
+        assert emb.weight.grad.is_sparse
+    assert torch.allclose(emb.weight.detach(), ref.weight.detach(), atol=1e-10)
+
+
+def test_a_sparse_parameter_without_a_gradient_still_joins_the_others():
+    r, n = hvd.rank(), hvd.size()
+    emb = torch.nn.Embedding(4, 2, sparse=True).double()
+    torch.nn.init.zeros_(emb.weight)
+    lin = torch.nn.Linear(2, 1).double()
+    params = list(emb.named_parameters(prefix="emb")) + list(lin.named_parameters(prefix="lin"))
+    opt = hvd.DistributedOptimizer(torch.optim.SGD([p for _, p in params], lr=1.0), named_parameters=params,
+                                   groups=1)
+    for step in range(2):
+        opt.zero_grad()
+        # Step 0: everybody uses the embedding (hora learns it is sparse). Step 1: only rank 0.
+        if step == 0 or r == 0:
+            lin(emb(torch.tensor([step]))).sum().backward()
+        else:
+            lin(torch.ones(1, 2, dtype=torch.float64)).sum().backward()
+        opt.step()
+    assert all_equal(emb) and all_equal(lin)
+
+
+def test_set_backward_passes_per_step_and_load_state_dict_restart_the_counts():
+    r, n = hvd.rank(), hvd.size()
+    model = make_model(1).double()
+    opt = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                                   named_parameters=model.named_parameters())
+    opt.set_backward_passes_per_step(2)
+    assert opt.backward_passes_per_step == 2
+    x, y = full_batch(0, n)
+    mine = slice(r * 4, (r + 1) * 4)
+    torch.nn.functional.cross_entropy(model(x[mine]), y[mine]).backward()
+    # Halfway through an accumulation, a checkpoint is loaded: the half-counted pass is forgotten.
+    opt.zero_grad()
+    opt.load_state_dict(opt.state_dict())
+    for _ in range(2):
+        torch.nn.functional.cross_entropy(model(x[mine]), y[mine]).backward()
+    opt.step()
+    assert all_equal(model)
+    with pytest.raises(ValueError, match="at least 1"):
+        opt.set_backward_passes_per_step(0)
+
+
+OPTIMIZERS = {
+    "SGD": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+    "Adam": lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.1),
+    "AdamW": lambda ps: torch.optim.AdamW(ps, lr=0.01),
+    "Adamax": lambda ps: torch.optim.Adamax(ps, lr=0.01),
+    "NAdam": lambda ps: torch.optim.NAdam(ps, lr=0.01),
+    "RAdam": lambda ps: torch.optim.RAdam(ps, lr=0.01),
+    "Adagrad": lambda ps: torch.optim.Adagrad(ps, lr=0.01),
+    "Adadelta": lambda ps: torch.optim.Adadelta(ps),
+    "RMSprop": lambda ps: torch.optim.RMSprop(ps, lr=0.01, momentum=0.5),
+    "Rprop": lambda ps: torch.optim.Rprop(ps, lr=0.01),
+    "ASGD": lambda ps: torch.optim.ASGD(ps, lr=0.01),
+    "LBFGS": lambda ps: torch.optim.LBFGS(ps, lr=0.1, history_size=3),
+}
+
+
+def _state_fingerprint(opt):
+    """Every number in the optimizer's state dict, flattened in order."""
+    out = []
+
+    def walk(x):
+        if torch.is_tensor(x):
+            out.extend(x.detach().double().flatten().tolist())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        elif isinstance(x, (int, float)) and not isinstance(x, bool):
+            out.append(float(x))
+
+    walk(opt.state_dict())
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_broadcast_optimizer_state_for_every_torch_optimizer(name, wrapped):
+    if wrapped and name == "LBFGS":
+        pytest.skip("LBFGS runs backward several times per step: DistributedOptimizer cannot wrap it")
+    r, n = hvd.rank(), hvd.size()
+    model = make_model(0).double()
+    opt = OPTIMIZERS[name](model.parameters())
+    for group in opt.param_groups:  # hyper-parameters differ by rank; the root's must win
+        group["lr"] *= r + 1
+    if wrapped:
+        opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters())
+    x, y = full_batch(0, n)
+
+    def closure():
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    before = [p.detach().clone() for p in model.parameters()]
+    # One real step gives the optimizer a state; then only the root keeps it (a wrapped optimizer
+    # steps on every rank, its gradients being exchanged).
+    if wrapped or r == 0:
+        opt.step(closure) if name == "LBFGS" else (closure(), opt.step())
+        if r != 0:
+            opt.state.clear()
+    with torch.no_grad():
+        for p, b in zip(model.parameters(), before):
+            p.copy_(b)
+    model.zero_grad()
+    hvd.broadcast_optimizer_state(opt, root_rank=0, model=model)
+    # The model did not move (filling a fresh state must not take a real step).
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert all(g["lr"] == pytest.approx(OPTIMIZERS[name](model.parameters()).param_groups[0]["lr"])
+               for g in opt.param_groups)
+    prints = hvd.allgather_object(_state_fingerprint(opt))
+    assert len(prints[0]) > 2 and all(p == prints[0] for p in prints)
+
+
+def test_broadcast_optimizer_state_fills_a_fresh_state_and_sparse_embeddings():
+    r, n = hvd.rank(), hvd.size()
+    emb = torch.nn.Embedding(5, 2, sparse=True).double()
+    hvd.broadcast_parameters(emb.state_dict(), root_rank=0)
+    opt = torch.optim.SparseAdam(emb.parameters(), lr=0.1 * (r + 1))
+    hvd.broadcast_optimizer_state(opt, root_rank=0, model=emb)
+    state = opt.state[emb.weight]
+    assert set(state) >= {"step", "exp_avg", "exp_avg_sq"}
+    assert torch.equal(state["exp_avg"], torch.zeros(5, 2, dtype=torch.float64))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert emb.weight.grad is None
+    with pytest.raises(ValueError, match="torch.optim.Optimizer"):
+        hvd.broadcast_optimizer_state(object(), root_rank=0)
+    with pytest.raises(ValueError, match="nn.Module"):
+        hvd.broadcast_optimizer_state(opt, root_rank=0, model="model")

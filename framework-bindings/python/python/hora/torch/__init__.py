@@ -55,6 +55,7 @@ from hora.torch.mpi_ops import (
     poll,
     reducescatter,
     reducescatter_async,
+    sparse_allreduce_async,
     synchronize,
 )
 from hora.torch.optimizer import DistributedOptimizer

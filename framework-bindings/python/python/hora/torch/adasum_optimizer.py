@@ -40,12 +40,6 @@ class _DistributedAdasumMixin(_CountsBackwardPasses):
         self._pending = {}  # id(p) -> (handle, compressed delta, ctx, p)
         self._hooks = [p.register_post_accumulate_grad_hook(self._hook) for p in self._params]
 
-    def set_backward_passes_per_step(self, passes):
-        """Changes how many backward passes make one step (Horovod's method)."""
-        self.backward_passes_per_step = int(passes)
-        for key in self._delay:
-            self._delay[key] = self.backward_passes_per_step
-
     def _start(self, p):
         """The local step on ``p`` alone, then the Adasum allreduce of its change."""
         if p.grad is None:

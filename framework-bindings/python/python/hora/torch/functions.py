@@ -72,11 +72,97 @@ def allgather_object(obj, name=None, process_set=None):
     return out
 
 
-def broadcast_optimizer_state(optimizer, root_rank=0):
-    """Overwrites the optimizer's state and hyper-parameters with ``root_rank``'s."""
-    if isinstance(optimizer, torch.optim.LBFGS):
-        raise ValueError("hora.torch.broadcast_optimizer_state: LBFGS is not supported")
-    state = broadcast_object(optimizer.state_dict() if rank() == root_rank else None, root_rank,
-                             name="optimizer_state")
-    if rank() != root_rank:
+class _Slot:
+    """Stands for one tensor of the root's optimizer state in the structure sent to the others."""
+
+    __slots__ = ("index", "shape", "dtype")
+
+    def __init__(self, index, shape, dtype):
+        self.index, self.shape, self.dtype = index, shape, dtype
+
+
+def _map_leaves(x, fn):
+    """``x`` (a state dict: dicts, lists and tuples of values) with ``fn`` applied to every
+    tensor and _Slot in it."""
+    if torch.is_tensor(x) or isinstance(x, _Slot):
+        return fn(x)
+    if isinstance(x, dict):
+        return type(x)((k, _map_leaves(v, fn)) for k, v in x.items())
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        return type(x)(_map_leaves(v, fn) for v in x)
+    return x
+
+
+def _inner_step(optimizer):
+    """The wrapped torch optimizer's own step: a DistributedOptimizer's would start collectives
+    that only this rank is running."""
+    for klass in type(optimizer).__mro__:
+        if not klass.__module__.startswith("hora.") and "step" in vars(klass):
+            return klass.step(optimizer)
+    return optimizer.step()
+
+
+def _initialize_state(optimizer, model):
+    """Gives a fresh optimizer its state, as Horovod does: one step on zero gradients (sparse for
+    SparseAdam, and for a model's sparse embeddings under SGD). Parameters and gradients are put
+    back afterwards, so weight decay and the like do not move the model."""
+    sparse = set()
+    if model is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Embedding) and m.sparse:
+                sparse.update(id(p) for p in m.parameters())
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    saved = [(p, p.detach().clone(), p.grad) for p in params]
+    try:
+        for p in params:
+            p.grad = torch.zeros_like(p)
+            if isinstance(optimizer, torch.optim.SparseAdam) or (
+                    isinstance(optimizer, torch.optim.SGD) and id(p) in sparse):
+                p.grad = p.grad.to_sparse()
+        _inner_step(optimizer)
+    finally:
+        with torch.no_grad():
+            for p, data, grad in saved:
+                p.copy_(data)
+                p.grad = grad
+
+
+def broadcast_optimizer_state(optimizer, root_rank=0, model=None, process_set=None):
+    """Overwrites the optimizer's state and hyper-parameters (learning rate, betas, ...) with
+    ``root_rank``'s (a global rank; the ranks of ``process_set`` when given).
+
+    A fresh optimizer is first given its state as in Horovod (one step on zero gradients, the
+    model left as it was; ``model`` names the sparse embeddings whose state SGD keeps sparse).
+    The root then sends the structure of its state, and its tensors go by in-place broadcasts,
+    so the others need not have the same structure (LBFGS's history lists, a state the root
+    loaded from a checkpoint).
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError("hora.torch.broadcast_optimizer_state: expected a torch.optim.Optimizer, "
+                         f"got {type(optimizer).__name__}")
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise ValueError("hora.torch.broadcast_optimizer_state: model must be a torch.nn.Module, "
+                         f"got {type(model).__name__}")
+    # LBFGS's step needs a closure, and its state is only history: it goes as it is.
+    if not optimizer.state_dict()["state"] and not isinstance(optimizer, torch.optim.LBFGS):
+        _initialize_state(optimizer, model)
+    root = rank() == root_rank
+    tensors = []
+
+    def hollow(t):
+        tensors.append(t)
+        return _Slot(len(tensors) - 1, tuple(t.shape), t.dtype)
+
+    def allocate(slot):
+        tensors.append(torch.empty(slot.shape, dtype=slot.dtype))
+        return tensors[-1]
+
+    skeleton = _map_leaves(optimizer.state_dict(), hollow) if root else None
+    skeleton = broadcast_object(skeleton, root_rank, name="optimizer_state", process_set=process_set)
+    state = None if root else _map_leaves(skeleton, allocate)
+    handles = [broadcast_async_(t, root_rank, name=f"optimizer_state.{i}", process_set=process_set)
+               for i, t in enumerate(tensors)]
+    for h in handles:
+        synchronize(h)
+    if not root:
         optimizer.load_state_dict(state)

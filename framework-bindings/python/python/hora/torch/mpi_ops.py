@@ -154,6 +154,69 @@ def allreduce_async(tensor, average=None, name=None, op=None, prescale_factor=1.
                    post=postscale_factor, ps=ps)
 
 
+class _Chain:
+    """Several hora.torch handles waited on as one, in order; each result is kept as it arrives,
+    so a wait interrupted by Ctrl-C can be retried without losing the finished ones."""
+
+    def __init__(self, hids):
+        self.hids = hids
+        self.results = {}
+
+    def poll(self):
+        return all(h in self.results or poll(h) for h in self.hids)
+
+    def wait(self):
+        first_error = None
+        for h in self.hids:
+            if h in self.results:
+                continue
+            try:
+                self.results[h] = synchronize(h)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:
+                self.results[h] = None
+                if first_error is None:
+                    first_error = e
+        if first_error is not None:
+            raise first_error
+        return [self.results[h] for h in self.hids]
+
+
+def sparse_allreduce_async(tensor, name, op, process_set=None):
+    """Starts Horovod's sparse allreduce of a sparse COO ``tensor``: every rank's indices and
+    values are allgathered, so the result holds all of them (duplicates add up when it is
+    coalesced); ``op=Average`` divides the values by the number of ranks. ``synchronize``
+    returns the sparse result. Only Sum and Average are defined on this path."""
+    what = "hora.torch.sparse_allreduce_async"
+    if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.sparse_coo:
+        got = tensor.layout if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise invalid_argument(f"{what}: expected a sparse COO tensor, got {got}", tensor_name=name)
+    op = _op(None, op)
+    if op not in (Sum, Average):
+        raise invalid_argument(f"{what}: op must be Sum or Average (got {op.name}); densify the "
+                               "tensor for other reductions", tensor_name=name)
+    _set_id(process_set, what)
+    t = tensor.coalesce()
+    # Allgather concatenates along dim 0, so the indices travel as (nnz, sparse_dim) rows.
+    hv = allgather_async(t.values(), name=f"{name}.values" if name else None, process_set=process_set)
+    hi = allgather_async(t.indices().t().contiguous(), name=f"{name}.indices" if name else None,
+                         process_set=process_set)
+    divisor = _set_size(process_set) if op == Average else 1
+    shape, dtype = t.shape, t.dtype
+
+    def finish(res):
+        values, indices = res
+        if divisor != 1:
+            values = values / divisor
+        # Checked: a rank whose tensor had another shape may have sent rows out of range.
+        return torch.sparse_coo_tensor(indices.t(), values, shape, dtype=dtype, check_invariants=True)
+
+    hid = next(_ids)
+    _handles[hid] = (_Chain([hv, hi]), finish)
+    return hid
+
+
 class _AllreduceFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor, name, op, pre, post, process_set):

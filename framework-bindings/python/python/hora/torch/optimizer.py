@@ -15,7 +15,10 @@ import torch
 from hora.torch.compression import Compression
 from hora.common.vocabulary import reduce_op
 from hora.common.process_sets import _set_id, _set_size
-from hora.torch.mpi_ops import Adasum, Average, _grouped, allreduce_async_, synchronize
+from hora.torch.mpi_ops import Adasum, Average, _grouped, allreduce_async_, sparse_allreduce_async, synchronize
+
+# Marks a pending entry whose gradient took the sparse (allgather) path.
+_SPARSE = object()
 
 
 def _parameter_names(named_parameters, all_params):
@@ -43,6 +46,15 @@ class _CountsBackwardPasses:
     """The gradient hook both distributed optimizers share: counts a parameter's backward
     passes down from ``backward_passes_per_step`` (in ``_delay``) and calls ``_start(p)`` on the
     last one."""
+
+    def set_backward_passes_per_step(self, passes):
+        """Changes how many backward passes make one step; every parameter's count restarts."""
+        passes = int(passes)
+        if passes < 1:
+            raise ValueError("backward_passes_per_step must be at least 1")
+        self.backward_passes_per_step = passes
+        for key in self._delay:
+            self._delay[key] = passes
 
     def _hook(self, p):
         key = id(p)
@@ -75,6 +87,9 @@ class _DistributedMixin(_CountsBackwardPasses):
             raise ValueError("gradient_predivide_factor needs op=Average")
         self._predivide = float(gradient_predivide_factor)
         self._sparse_as_dense = sparse_as_dense
+        # Parameters seen with a sparse gradient: when one has no gradient in a step, it still
+        # joins the other ranks' sparse path (an empty sparse gradient), not a dense allreduce.
+        self._sparse_params = {}  # id(p) -> the sparse_dim of its gradients
         self.backward_passes_per_step = int(backward_passes_per_step)
         if self.backward_passes_per_step < 1:
             raise ValueError("backward_passes_per_step must be at least 1")
@@ -124,40 +139,68 @@ class _DistributedMixin(_CountsBackwardPasses):
 
     # ------------------------------------------------------------------------------ hooks
 
-    def _compressed_grad(self, p):
+    def _fill_missing_grad(self, p):
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+            if id(p) in self._sparse_params:
+                p.grad = p.grad.to_sparse(sparse_dim=self._sparse_params[id(p)])
+        elif p.grad.is_sparse:
+            self._sparse_params[id(p)] = p.grad.sparse_dim()
+
+    def _compressed_grad(self, p):
+        self._fill_missing_grad(p)
         grad = p.grad
         if grad.is_sparse:
+            # The gradient stays sparse for the wrapped optimizer (SparseAdam needs it); only
+            # what travels is dense.
             grad = grad.to_dense()
-            if self._sparse_as_dense:
-                p.grad = grad
         compressed, ctx = self._compression.compress(grad)
         return compressed, ctx
+
+    def _takes_sparse_path(self, p):
+        self._fill_missing_grad(p)
+        return p.grad.is_sparse and not self._sparse_as_dense
+
+    def _start_sparse(self, p):
+        h = sparse_allreduce_async(p.grad, name=self._names[id(p)], op=self._op,
+                                   process_set=self._process_set)
+        self._pending[id(p)] = (h, None, _SPARSE, p)
 
     def _start(self, p):
         gi = self._group_of.get(id(p))
         if gi is None:
+            if self._takes_sparse_path(p):
+                self._start_sparse(p)
+                return
             compressed, ctx = self._compressed_grad(p)
             pre, post = self._scales()
             h = allreduce_async_(compressed, name=self._names[id(p)], op=self._op, prescale_factor=pre,
                                  postscale_factor=post, process_set=self._process_set)
             self._pending[id(p)] = (h, compressed, ctx, p)
             return
+        if self._takes_sparse_path(p):
+            self._start_sparse(p)
         ready = self._group_ready[gi]
         ready.add(id(p))
         if len(ready) == len(self._groups[gi]):
             self._start_group(gi)
 
     def _start_group(self, gi):
-        members = self._groups[gi]
         items = []
-        for p in members:
+        for p in self._groups[gi]:
+            # Members with sparse gradients take their own (allgather) path, outside the group.
+            if id(p) in self._pending:
+                continue
+            if self._takes_sparse_path(p):
+                self._start_sparse(p)
+                continue
             compressed, ctx = self._compressed_grad(p)
             items.append((p, compressed, ctx))
-        pre, post = self._scales()
-        h = _grouped([c for _, c, _ in items], f"group.{gi}", self._op, pre, post, in_place=True,
-                     process_set=self._process_set)
+        h = None
+        if items:
+            pre, post = self._scales()
+            h = _grouped([c for _, c, _ in items], f"group.{gi}", self._op, pre, post, in_place=True,
+                         process_set=self._process_set)
         self._group_handles[gi] = (h, items)
         self._group_ready[gi] = set()
 
@@ -181,7 +224,8 @@ class _DistributedMixin(_CountsBackwardPasses):
         for h, compressed, ctx, p in self._pending.values():
             self._finish(synchronize(h), compressed, ctx, p)
         for h, items in self._group_handles.values():
-            synchronize(h)
+            if h is not None:
+                synchronize(h)
             for p, compressed, ctx in items:
                 self._finish(compressed, compressed, ctx, p)
         self._pending.clear()
@@ -191,6 +235,9 @@ class _DistributedMixin(_CountsBackwardPasses):
         self._synchronized = True
 
     def _finish(self, output, compressed, ctx, p):
+        if ctx is _SPARSE:
+            p.grad = output
+            return
         result = self._compression.decompress(output, ctx)
         grad = p.grad
         if grad.is_sparse:
@@ -198,6 +245,32 @@ class _DistributedMixin(_CountsBackwardPasses):
         elif result is not grad:
             with torch.no_grad():
                 grad.copy_(result)
+
+    def load_state_dict(self, *args, **kwargs):
+        """The wrapped optimizer's, after forgetting this step's gradient exchange (as Horovod
+        does): allreduces in flight are waited for and their results dropped, and every
+        parameter's backward-pass count restarts, so training resumes cleanly from the loaded
+        state."""
+        handles = [h for h, _c, _x, _p in self._pending.values()]
+        handles += [h for h, _items in self._group_handles.values() if h is not None]
+        self._pending.clear()
+        self._group_handles.clear()
+        self._group_ready = [set() for _ in self._groups]
+        first_error = None
+        for h in handles:
+            try:
+                synchronize(h)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:  # reported once every buffer is back
+                first_error = first_error or e
+        for key in self._delay:
+            self._delay[key] = self.backward_passes_per_step
+        self._synchronized = False
+        self._should_synchronize = True
+        if first_error is not None:
+            raise first_error
+        return super().load_state_dict(*args, **kwargs)
 
     @contextlib.contextmanager
     def skip_synchronize(self):
