@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::error::Error;
 
 mod launchers;
+pub mod net;
 mod parse;
 mod settings;
 mod values;
@@ -198,7 +199,10 @@ impl Config {
             cross_size,
         };
 
-        let rendezvous = if size == 1 && v.get("HORA_STORE_ADDR").is_none() {
+        let rendezvous = if size == 1
+            && v.get("HORA_STORE_ADDR").is_none()
+            && v.get("HOROVOD_GLOO_RENDEZVOUS_ADDR").is_none()
+        {
             None
         } else {
             Some(Self::rendezvous(&v)?)
@@ -214,18 +218,39 @@ impl Config {
     }
 
     fn rendezvous(v: &Vars<'_>) -> Result<Rendezvous, Error> {
-        let store_raw = v.get("HORA_STORE_ADDR").ok_or_else(|| Error::NotLaunched {
-            hint: format!(
-                "HORA_STORE_ADDR (the launcher's rendezvous store) is not set; {LAUNCH_HINT}"
-            ),
-        })?;
-        let store = store_raw.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "HORA_STORE_ADDR",
-                store_raw,
-                &format!("expected IP:PORT ({e})"),
-            )
-        })?;
+        let gloo = gloo_store(v)?;
+        let store = match (v.get("HORA_STORE_ADDR"), gloo) {
+            (None, None) => {
+                return Err(Error::NotLaunched {
+                    hint: format!(
+                        "HORA_STORE_ADDR (the launcher's rendezvous store) is not set; {LAUNCH_HINT}"
+                    ),
+                });
+            }
+            (None, Some(g)) => g,
+            (Some(raw), gloo) => {
+                let store = raw.parse::<SocketAddr>().map_err(|e| {
+                    invalid("HORA_STORE_ADDR", raw, &format!("expected IP:PORT ({e})"))
+                })?;
+                if let Some(g) = gloo.filter(|g| *g != store) {
+                    return Err(invalid(
+                        "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+                        &g.to_string(),
+                        &format!(
+                            "names another store than HORA_STORE_ADDR={store}; set one of them"
+                        ),
+                    ));
+                }
+                store
+            }
+        };
+        // Nobody serves a store named only by Horovod's variables (a script launching the
+        // ranks itself), so rank 0 does, as under torchrun.
+        let serve_store = if v.get("HORA_STORE_SERVE").is_none() {
+            v.get("HORA_STORE_ADDR").is_none()
+        } else {
+            v.flag("HORA_STORE_SERVE")?
+        };
         let key = v
             .get("HOROVOD_SECRET_KEY")
             .ok_or_else(|| Error::NotLaunched {
@@ -246,17 +271,89 @@ impl Config {
                 "must be at least 16 bytes (32 hex digits)",
             ));
         }
-        let bind_ip = match v.get("HOROVOD_HOSTNAME") {
-            None => route_to(store).unwrap_or(IpAddr::from([127, 0, 0, 1])),
-            Some(h) => listen_address(h)?,
+        let bind_ip = match (v.get("HOROVOD_HOSTNAME"), v.get("HOROVOD_GLOO_IFACE")) {
+            (Some(h), _) => listen_address(h)?,
+            (None, Some(nics)) => interface_address(nics)?,
+            (None, None) => route_to(store).unwrap_or(IpAddr::from([127, 0, 0, 1])),
         };
         Ok(Rendezvous {
             store,
             secret,
             bind_ip,
-            serve_store: v.flag("HORA_STORE_SERVE")?,
+            serve_store,
             secret_derived: v.flag("HORA_SECRET_DERIVED")?,
         })
+    }
+}
+
+/// The store Horovod's variables name (`HOROVOD_GLOO_RENDEZVOUS_ADDR` = an IP or a host name,
+/// `HOROVOD_GLOO_RENDEZVOUS_PORT`), if they are set.
+fn gloo_store(v: &Vars<'_>) -> Result<Option<SocketAddr>, Error> {
+    let Some(host) = v.get("HOROVOD_GLOO_RENDEZVOUS_ADDR") else {
+        if let Some(p) = v.get("HOROVOD_GLOO_RENDEZVOUS_PORT") {
+            return Err(invalid(
+                "HOROVOD_GLOO_RENDEZVOUS_PORT",
+                p,
+                "is set without HOROVOD_GLOO_RENDEZVOUS_ADDR (the store's host)",
+            ));
+        }
+        return Ok(None);
+    };
+    let port = v
+        .parse::<u16>("HOROVOD_GLOO_RENDEZVOUS_PORT", "a port number below 65536")?
+        .ok_or_else(|| {
+            invalid(
+                "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+                host,
+                "is set without HOROVOD_GLOO_RENDEZVOUS_PORT (the store's port)",
+            )
+        })?;
+    use std::net::ToSocketAddrs;
+    let found: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            invalid(
+                "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+                host,
+                &format!("expected an IP address or a host name this machine resolves ({e})"),
+            )
+        })?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+                host,
+                "the host name resolves to no address",
+            )
+        })
+}
+
+/// The address of the first interface of `HOROVOD_GLOO_IFACE` (one name, or a comma-separated
+/// list as `horovodrun --network-interfaces` takes) that has one here.
+fn interface_address(nics: &str) -> Result<IpAddr, Error> {
+    let names: Vec<&str> = nics
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    match net::first_interface_ip(names.iter().copied()) {
+        Ok(Some((_, ip))) => Ok(ip),
+        Ok(None) => Err(invalid(
+            "HOROVOD_GLOO_IFACE",
+            nics,
+            "no such network interface with an address on this host (see `ip -brief address`)",
+        )),
+        Err(e) => Err(invalid(
+            "HOROVOD_GLOO_IFACE",
+            nics,
+            &format!("cannot list this host's network interfaces ({e})"),
+        )),
     }
 }
 

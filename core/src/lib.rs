@@ -17,7 +17,8 @@
 //! a framework's tensors (bindings lend their memory through [`TensorData`]), or move bytes
 //! itself (transports do).
 
-// The only `unsafe` is one clock read in the test-support conformance table.
+// The only `unsafe`: getifaddrs in `config::net` (std has no interface list) and one clock
+// read in the test-support conformance table.
 #![deny(unsafe_code)]
 
 pub mod api;

@@ -100,6 +100,10 @@ pub(crate) fn rank_env(
         ("HOROVOD_CROSS_RANK", p.cross_rank.to_string()),
         ("HOROVOD_CROSS_SIZE", p.cross_size.to_string()),
         ("HORA_STORE_ADDR", store.to_string()),
+        // Horovod's names for the same store (as its Gloo launcher sets them): scripts that
+        // read them find it, and a stale pair in the launcher's environment cannot disagree.
+        ("HOROVOD_GLOO_RENDEZVOUS_ADDR", store.ip().to_string()),
+        ("HOROVOD_GLOO_RENDEZVOUS_PORT", store.port().to_string()),
         ("HOROVOD_SECRET_KEY", secret_hex.to_owned()),
         ("HOROVOD_START_TIMEOUT", start_timeout_secs.to_string()),
     ];

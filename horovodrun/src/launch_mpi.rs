@@ -155,6 +155,8 @@ pub(crate) fn rank_env(
         }
     }
     set("HORA_STORE_ADDR", store.to_string());
+    set("HOROVOD_GLOO_RENDEZVOUS_ADDR", store.ip().to_string());
+    set("HOROVOD_GLOO_RENDEZVOUS_PORT", store.port().to_string());
     set("HORA_STORE_SERVE", "0".to_owned());
     set("HOROVOD_SECRET_KEY", secret_hex.to_owned());
     set("HOROVOD_START_TIMEOUT", plan.start_timeout_secs.to_string());

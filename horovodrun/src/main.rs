@@ -329,7 +329,7 @@ fn listen_ip(
 ) -> Result<IpAddr, String> {
     if !job.nics.is_empty() {
         let nics = job.nics.join(",");
-        return match sys::first_interface_ip(job.nics.iter().map(String::as_str)) {
+        return match hora::config::net::first_interface_ip(job.nics.iter().map(String::as_str)) {
             Ok(Some((nic, ip))) => {
                 tracing::info!(nic, %ip, "listening on the first interface asked for that is here");
                 Ok(ip)

@@ -50,7 +50,7 @@ pub(crate) fn main() -> ExitCode {
         }
     } else {
         // `--network-interfaces a,b`: the first of them this host has.
-        match sys::first_interface_ip(launch.nic.split(',')) {
+        match hora::config::net::first_interface_ip(launch.nic.split(',')) {
             Ok(Some((_, ip))) => ip,
             Ok(None) => {
                 return fail(&format!(

@@ -1,6 +1,7 @@
 //! A program that calls `hora::init()` also runs when another launcher starts it: the ranks
 //! here are started the way torchrun, Open MPI's mpirun, MPICH's Hydra and Slurm's srun start
-//! them (their variables only, no horovodrun), and rank 0 serves the rendezvous store.
+//! them (their variables only, no horovodrun), and rank 0 serves the rendezvous store; so do
+//! ranks a script starts with Horovod's own variables.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -81,6 +82,36 @@ fn torchrun_environment() {
                 // The store goes on MASTER_PORT + 1 (torchrun's own store holds MASTER_PORT).
                 ("MASTER_PORT", (port - 1).to_string()),
                 ("TORCHELASTIC_RUN_ID", format!("test-{port}")),
+            ])
+        },
+        "collectives",
+    );
+}
+
+/// A script that starts the ranks itself with Horovod's own variables (as Horovod's Gloo
+/// launcher sets them): rank 0 serves the store at `HOROVOD_GLOO_RENDEZVOUS_ADDR:PORT`, and
+/// every rank listens on `HOROVOD_GLOO_IFACE`'s address.
+#[test]
+fn horovod_gloo_environment() {
+    let port = free_port();
+    run(
+        3,
+        |r| {
+            kv(&[
+                ("HOROVOD_RANK", r.to_string()),
+                ("HOROVOD_SIZE", "3".into()),
+                ("HOROVOD_LOCAL_RANK", r.to_string()),
+                ("HOROVOD_LOCAL_SIZE", "3".into()),
+                ("HOROVOD_CROSS_RANK", "0".into()),
+                ("HOROVOD_CROSS_SIZE", "1".into()),
+                ("HOROVOD_GLOO_RENDEZVOUS_ADDR", "localhost".into()),
+                ("HOROVOD_GLOO_RENDEZVOUS_PORT", port.to_string()),
+                ("HOROVOD_GLOO_IFACE", "lo".into()),
+                ("HOROVOD_CONTROLLER", "gloo".into()),
+                (
+                    "HOROVOD_SECRET_KEY",
+                    "00112233445566778899aabbccddeeff".into(),
+                ),
             ])
         },
         "collectives",

@@ -317,6 +317,22 @@ pub const TOPOLOGY: &[Setting] = &[
         doc: "Address of the rendezvous store (not needed by a one-rank job).",
     },
     Setting {
+        var: "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+        default: "unset",
+        accepts: "an IP address or a host name",
+        doc: "Horovod's name for the store's host, for scripts that start the ranks themselves: \
+              with `HOROVOD_GLOO_RENDEZVOUS_PORT` it stands for `HORA_STORE_ADDR` (if both are \
+              set they must agree), and rank 0 serves the store there unless \
+              `HORA_STORE_SERVE=0`. A Horovod launcher's own rendezvous server cannot serve \
+              hora's ranks.",
+    },
+    Setting {
+        var: "HOROVOD_GLOO_RENDEZVOUS_PORT",
+        default: "unset",
+        accepts: "a port number below 65536",
+        doc: "The store's port, with `HOROVOD_GLOO_RENDEZVOUS_ADDR`.",
+    },
+    Setting {
         var: "HOROVOD_SECRET_KEY",
         default: "made by the launcher",
         accepts: "hex digits, at least 16 bytes",
@@ -329,8 +345,15 @@ pub const TOPOLOGY: &[Setting] = &[
         doc: "The address this rank listens on (a host name is resolved, IPv4 first).",
     },
     Setting {
+        var: "HOROVOD_GLOO_IFACE",
+        default: "unset",
+        accepts: "a network interface name, or a comma-separated list",
+        doc: "Without `HOROVOD_HOSTNAME`: this rank listens on the address of the first of \
+              these interfaces that has one here (an unknown interface fails init).",
+    },
+    Setting {
         var: "HORA_STORE_SERVE",
-        default: "0",
+        default: "0 (1 when only `HOROVOD_GLOO_RENDEZVOUS_ADDR` names the store)",
         accepts: "1/0, true/false, yes/no or on/off",
         doc: "1: rank 0 serves the rendezvous store itself at `HORA_STORE_ADDR` (set when \
               mpirun, torchrun or srun started the job; `horovodrun --mpi` sets 0 and serves it).",

@@ -175,3 +175,107 @@ fn variables_for_features_hora_lacks_are_refused_unless_neutral() {
         Config::from_vars(&launched(&[(var, val)])).unwrap_or_else(|e| panic!("{var}={val}: {e}"));
     }
 }
+
+/// A rank started with Horovod's variables only (rank, size, secret, Gloo rendezvous).
+fn gloo_launched(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut m = vars(&[
+        ("HOROVOD_RANK", "0"),
+        ("HOROVOD_SIZE", "2"),
+        ("HOROVOD_SECRET_KEY", SECRET),
+        ("HOROVOD_GLOO_RENDEZVOUS_ADDR", "localhost"),
+        ("HOROVOD_GLOO_RENDEZVOUS_PORT", "4100"),
+    ]);
+    m.extend(vars(extra));
+    m
+}
+
+#[test]
+fn horovods_gloo_rendezvous_variables_name_the_store_and_rank_0_serves_it() {
+    let r = Config::from_vars(&gloo_launched(&[]))
+        .unwrap()
+        .rendezvous
+        .unwrap();
+    assert_eq!(r.store, "127.0.0.1:4100".parse().unwrap());
+    assert!(
+        r.serve_store,
+        "nobody else serves a store named only by Horovod's variables"
+    );
+    let r = Config::from_vars(&gloo_launched(&[("HORA_STORE_SERVE", "0")]))
+        .unwrap()
+        .rendezvous
+        .unwrap();
+    assert!(!r.serve_store);
+    // horovodrun sets both names for its own store: they agree, and its store is not served
+    // by rank 0.
+    let r = Config::from_vars(&gloo_launched(&[("HORA_STORE_ADDR", "127.0.0.1:4100")]))
+        .unwrap()
+        .rendezvous
+        .unwrap();
+    assert!(!r.serve_store);
+    // A one-rank job named a store uses it.
+    let one = gloo_launched(&[("HOROVOD_SIZE", "1")]);
+    assert!(Config::from_vars(&one).unwrap().rendezvous.is_some());
+}
+
+#[test]
+fn bad_gloo_rendezvous_variables_are_named() {
+    let no_port = {
+        let mut m = gloo_launched(&[]);
+        m.remove("HOROVOD_GLOO_RENDEZVOUS_PORT");
+        m
+    };
+    let no_addr = {
+        let mut m = gloo_launched(&[]);
+        m.remove("HOROVOD_GLOO_RENDEZVOUS_ADDR");
+        m
+    };
+    for (m, var, needle) in [
+        (
+            no_port,
+            "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+            "without HOROVOD_GLOO_RENDEZVOUS_PORT",
+        ),
+        (
+            no_addr,
+            "HOROVOD_GLOO_RENDEZVOUS_PORT",
+            "without HOROVOD_GLOO_RENDEZVOUS_ADDR",
+        ),
+        (
+            gloo_launched(&[("HOROVOD_GLOO_RENDEZVOUS_PORT", "70000")]),
+            "HOROVOD_GLOO_RENDEZVOUS_PORT",
+            "below 65536",
+        ),
+        (
+            gloo_launched(&[("HOROVOD_GLOO_RENDEZVOUS_ADDR", "no-such-host.invalid")]),
+            "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+            "resolve",
+        ),
+        (
+            gloo_launched(&[("HORA_STORE_ADDR", "127.0.0.1:4999")]),
+            "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+            "HORA_STORE_ADDR=127.0.0.1:4999",
+        ),
+    ] {
+        let text = Config::from_vars(&m).unwrap_err().to_string();
+        assert!(text.contains(var) && text.contains(needle), "{var}: {text}");
+    }
+}
+
+#[test]
+fn gloo_iface_picks_the_listen_address_unless_hostname_does() {
+    let c = Config::from_vars(&launched(&[("HOROVOD_GLOO_IFACE", "no-such-nic0,lo")])).unwrap();
+    assert_eq!(c.rendezvous.unwrap().bind_ip, IpAddr::from([127, 0, 0, 1]));
+    let c = Config::from_vars(&launched(&[
+        ("HOROVOD_GLOO_IFACE", "lo"),
+        ("HOROVOD_HOSTNAME", "10.1.2.3"),
+    ]))
+    .unwrap();
+    assert_eq!(c.rendezvous.unwrap().bind_ip, IpAddr::from([10, 1, 2, 3]));
+    let text = Config::from_vars(&launched(&[("HOROVOD_GLOO_IFACE", "no-such-nic0")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("HOROVOD_GLOO_IFACE") && text.contains("no-such-nic0"),
+        "{text}"
+    );
+}

@@ -48,6 +48,8 @@ fn rank_env_has_every_variable() {
     assert_eq!(get("HOROVOD_CROSS_SIZE"), Some("1"));
     assert_eq!(get("HOROVOD_HOSTNAME"), Some("127.0.0.1"));
     assert_eq!(get("HORA_STORE_ADDR"), Some("127.0.0.1:5000"));
+    assert_eq!(get("HOROVOD_GLOO_RENDEZVOUS_ADDR"), Some("127.0.0.1"));
+    assert_eq!(get("HOROVOD_GLOO_RENDEZVOUS_PORT"), Some("5000"));
     assert_eq!(get("HOROVOD_SECRET_KEY"), Some("ab12"));
     assert_eq!(get("HOROVOD_START_TIMEOUT"), Some("9"));
     assert_eq!(get("HOROVOD_GLOO_TIMEOUT_SECONDS"), Some("9"));
