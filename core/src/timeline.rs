@@ -2,11 +2,13 @@
 //!
 //! Each tensor name gets its own lane (a trace "process"); a `NEGOTIATE` span runs from the
 //! moment rank 0 submits the tensor until the coordinator's plan reaches it, then a span named
-//! after the collective covers the data exchange. Open the file in `chrome://tracing` or
+//! after the collective covers the data exchange. Inside the negotiation, a zero-length event
+//! named after each rank marks when that rank's request reached the coordinator, so a slow
+//! rank shows as the last tick. Open the file in `chrome://tracing` or
 //! Perfetto. Writing is buffered; a failure to write disables the timeline with one warning,
 //! it never fails the job.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -18,6 +20,8 @@ pub struct Timeline {
     out: Option<BufWriter<File>>,
     start: Instant,
     lanes: HashMap<String, usize>,
+    /// Tensors whose `NEGOTIATE` span is open.
+    negotiating: HashSet<String>,
     first: bool,
     mark_cycles: bool,
 }
@@ -29,6 +33,7 @@ impl Timeline {
             out: None,
             start: Instant::now(),
             lanes: HashMap::new(),
+            negotiating: HashSet::new(),
             first: true,
             mark_cycles: false,
         }
@@ -62,6 +67,7 @@ impl Timeline {
             out: Some(out),
             start: Instant::now(),
             lanes: HashMap::new(),
+            negotiating: HashSet::new(),
             first: true,
             mark_cycles: false,
         })
@@ -82,11 +88,44 @@ impl Timeline {
         self.event(tensor, phase, 'E');
     }
 
-    fn event(&mut self, tensor: &str, phase: &str, ph: char) {
+    /// Opens `tensor`'s `NEGOTIATE` span at `at`, unless it is open already (the first of
+    /// rank 0's submission and any rank's request opens it, as in Horovod).
+    pub fn negotiate_start(&mut self, tensor: &str, at: Instant) {
+        if self.out.is_none() || self.negotiating.contains(tensor) {
+            return;
+        }
+        self.negotiating.insert(tensor.to_string());
+        let ts = at.saturating_duration_since(self.start).as_micros();
+        self.event_at(tensor, "NEGOTIATE", 'B', ts);
+    }
+
+    /// Closes `tensor`'s `NEGOTIATE` span (the coordinator's plan reached it).
+    pub fn negotiate_end(&mut self, tensor: &str) {
+        if self.negotiating.remove(tensor) {
+            self.end(tensor, "NEGOTIATE");
+        }
+    }
+
+    /// Marks on `tensor`'s lane that `rank`'s request for it reached the coordinator at `at`:
+    /// a zero-length event named after the rank, as Horovod's per-rank negotiation ticks.
+    pub fn rank_ready(&mut self, tensor: &str, rank: usize, at: Instant) {
         if self.out.is_none() {
             return;
         }
+        self.negotiate_start(tensor, at);
+        let ts = at.saturating_duration_since(self.start).as_micros();
+        self.event_at(tensor, &rank.to_string(), 'X', ts);
+    }
+
+    fn event(&mut self, tensor: &str, phase: &str, ph: char) {
         let ts = self.start.elapsed().as_micros();
+        self.event_at(tensor, phase, ph, ts);
+    }
+
+    fn event_at(&mut self, tensor: &str, phase: &str, ph: char, ts: u128) {
+        if self.out.is_none() {
+            return;
+        }
         let next = self.lanes.len();
         let mut new_lane = false;
         let lane = *self.lanes.entry(tensor.to_string()).or_insert_with(|| {
@@ -103,8 +142,9 @@ impl Timeline {
             ));
         }
         text.push_str(&self.separator());
+        let dur = if ph == 'X' { ",\"dur\":0" } else { "" };
         text.push_str(&format!(
-            "{{\"name\":{},\"ph\":\"{ph}\",\"ts\":{ts},\"pid\":{lane},\"tid\":0}}",
+            "{{\"name\":{},\"ph\":\"{ph}\",\"ts\":{ts}{dur},\"pid\":{lane},\"tid\":0}}",
             json_string(phase)
         ));
         self.write(text.as_bytes());

@@ -172,8 +172,9 @@ settings! {
         "HOROVOD_CONTROLLER" => controller: Controller = Controller::Auto,
             shown "automatic", accepts "mpi (the MPI transport, under mpirun) or gloo/tcp",
             parse parse::choice;
-        /// Rank 0 writes a Chrome-trace timeline (a lane per tensor: NEGOTIATE, then the
-        /// collective) to this path; `horovodrun --timeline-filename` sets it. `DYNAMIC`:
+        /// Rank 0 writes a Chrome-trace timeline (a lane per tensor: NEGOTIATE, with a tick
+        /// named after each rank when its request arrived, then the collective) to this path;
+        /// `horovodrun --timeline-filename` sets it. `DYNAMIC`:
         /// nothing is written until `start_timeline(path)` (which needs this variable set).
         "HOROVOD_TIMELINE" => timeline: Option<PathBuf> = None,
             shown "off", accepts "a file path, or DYNAMIC", parse parse::path;

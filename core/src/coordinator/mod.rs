@@ -111,6 +111,9 @@ pub struct Coordinator {
     stall: StallInspector,
     outbox: VecDeque<DownMsg>,
     warnings: VecDeque<String>,
+    /// When the timeline is on: (tensor, rank, when) for each request as it arrives, for the
+    /// timeline's per-rank readiness marks. `None` costs nothing on the hot path.
+    readiness: Option<VecDeque<(String, usize, Instant)>>,
     /// Sequence number of the next `DownMsg`.
     next_seq: u64,
     /// Latest epoch each rank reported.
@@ -130,6 +133,7 @@ impl Coordinator {
             stall: StallInspector::new(config.stall_warning, config.stall_shutdown),
             outbox: VecDeque::new(),
             warnings: VecDeque::new(),
+            readiness: None,
             next_seq: 0,
             epochs: vec![0; size],
             shut_down: false,
@@ -166,6 +170,9 @@ impl Coordinator {
                 item => self.resolve(from, item).into_iter().collect(),
             };
             for req in reqs {
+                if let Some(marks) = self.readiness.as_mut() {
+                    marks.push_back((req.name.clone(), from, now));
+                }
                 if req.kind == CollectiveKind::Join {
                     let names = std::mem::take(&mut became_ready);
                     self.table.answer_ready(now, names, &mut ready);
@@ -255,6 +262,17 @@ impl Coordinator {
     /// Stall reports and protocol complaints for the log.
     pub fn poll_warning(&mut self) -> Option<String> {
         self.warnings.pop_front()
+    }
+
+    /// Starts (or stops) recording when each rank's request for each name arrives.
+    pub fn record_readiness(&mut self, on: bool) {
+        self.readiness = on.then(VecDeque::new);
+    }
+
+    /// The next readiness mark: rank `.1` submitted tensor `.0` at `.2` (as recorded since
+    /// [`record_readiness`](Self::record_readiness) was turned on).
+    pub fn poll_readiness(&mut self) -> Option<(String, usize, Instant)> {
+        self.readiness.as_mut()?.pop_front()
     }
 
     /// Number of names submitted by some ranks and still waiting for others.

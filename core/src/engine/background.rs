@@ -102,7 +102,12 @@ impl Background {
             && path.as_os_str() != DYNAMIC_TIMELINE
         {
             match Timeline::create(&path) {
-                Ok(t) => self.executor.set_timeline(t.with_cycles(self.mark_cycles)),
+                Ok(t) => {
+                    if let Some(c) = self.coordinator.as_mut() {
+                        c.record_readiness(true);
+                    }
+                    self.executor.set_timeline(t.with_cycles(self.mark_cycles));
+                }
                 Err(e) => tracing::warn!("HOROVOD_TIMELINE={}: cannot create: {e}", path.display()),
             }
         }
@@ -143,6 +148,7 @@ impl Background {
                     })?;
                     let coordinator = self.coordinator.as_mut().expect("rank 0 coordinates");
                     coordinator.handle_message(Instant::now(), from, msg);
+                    self.write_readiness();
                 }
                 Ok(None) => {}
                 Err(TransportError::Timeout { .. }) => {
@@ -231,7 +237,7 @@ impl Background {
         let mut reqs = Vec::new();
         let timeline = self.executor.timeline_mut();
         let shutdown = self.queue.take_new(|req| {
-            timeline.begin(&req.name, "NEGOTIATE");
+            timeline.negotiate_start(&req.name, Instant::now());
             reqs.push(req);
         });
         let shutdown = shutdown && !self.sent_shutdown;
@@ -242,6 +248,7 @@ impl Background {
         let up = self.worker.submit(reqs, shutdown);
         if let Some(c) = self.coordinator.as_mut() {
             c.handle_message(Instant::now(), 0, up);
+            self.write_readiness();
         } else {
             let bytes = wire::encode_up(&up);
             self.transport
@@ -263,8 +270,21 @@ impl Background {
                 }
             },
         };
+        if let Some(c) = self.coordinator.as_mut() {
+            c.record_readiness(next.is_enabled());
+        }
         // The old timeline is finished (closed and flushed) when it is dropped here.
         self.executor.set_timeline(next);
+    }
+
+    /// Rank 0: writes the timeline's per-rank readiness marks of the message just handled
+    /// (at once, so the trace stays in time order).
+    fn write_readiness(&mut self) {
+        if let Some(c) = self.coordinator.as_mut() {
+            while let Some((name, rank, at)) = c.poll_readiness() {
+                self.executor.timeline_mut().rank_ready(&name, rank, at);
+            }
+        }
     }
 
     /// Rank 0: broadcasts and runs everything the coordinator has decided.

@@ -107,6 +107,12 @@ impl Executor {
     pub(crate) fn run(&mut self, resp: Response, mut entries: Vec<Option<Entry>>) -> Completions {
         self.seq += 1;
         let rank = self.rank;
+        if self.timeline.is_enabled() {
+            // Every answer ends its names' negotiation, held here or not, failed or not.
+            for t in &resp.tensors {
+                self.timeline.negotiate_end(&t.name);
+            }
+        }
         if let Some(err) = resp.error {
             let outcome = Outcome::Mismatch {
                 field: err.field,
@@ -123,7 +129,6 @@ impl Executor {
                 .zip(&entries)
                 .filter(|(_, e)| e.is_some())
             {
-                self.timeline.end(&t.name, "NEGOTIATE");
                 self.timeline.begin(&t.name, &phase);
             }
             Some(phase)

@@ -340,7 +340,7 @@ fn timeline_records_negotiation_and_the_collective_per_tensor() {
         .clone();
     let phases: Vec<(String, String)> = events
         .iter()
-        .filter(|e| e["pid"] == lane && e["ph"] != "M")
+        .filter(|e| e["pid"] == lane && e["ph"] != "M" && e["ph"] != "X")
         .map(|e| {
             (
                 e["name"].as_str().unwrap().to_string(),
@@ -367,6 +367,27 @@ fn timeline_records_negotiation_and_the_collective_per_tensor() {
     assert!(
         ts.windows(2).all(|w| w[0] <= w[1]),
         "timestamps go back: {ts:?}"
+    );
+    // Each rank's readiness is one zero-length tick named after it, inside the negotiation.
+    let at = |name: &str, ph: &str| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["pid"] == lane && e["name"] == name && e["ph"] == ph)
+            .map(|e| e["ts"].as_u64().unwrap())
+            .collect()
+    };
+    let (start, end) = (at("NEGOTIATE", "B")[0], at("NEGOTIATE", "E")[0]);
+    for rank in ["0", "1"] {
+        let ticks = at(rank, "X");
+        assert_eq!(ticks.len(), 1, "rank {rank}: {text}");
+        assert!(start <= ticks[0] && ticks[0] <= end, "rank {rank}: {text}");
+    }
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .all(|e| e["dur"] == 0),
+        "{text}"
     );
 }
 
