@@ -61,4 +61,7 @@ from hora.torch.mpi_ops import (
 from hora.torch.optimizer import DistributedOptimizer
 from hora.torch.sync_batch_norm import SyncBatchNorm
 
+from hora.common.refused import module_getattr as _module_getattr
+
 __all__ = [name for name in dir() if not name.startswith("_")]
+__getattr__ = _module_getattr("hora.torch")
