@@ -179,6 +179,62 @@ enum hora_status hora_allreduce_in(int process_set,
                                    enum hora_dtype dtype,
                                    enum hora_op op);
 
+// Starts an in-place allreduce of `n` tensors as one group: negotiated as a unit (answered
+// once every member is ready on every rank) and fused together, as Horovod's
+// `grouped_allreduce`. Tensor `i` is `counts[i]` elements of `dtypes[i]` at `bufs[i]`, named
+// `<name>.<i>` (`name` may be NULL). Every rank must group the same tensors. On success
+// `out[i]` receives tensor `i`'s handle (wait for or release each); on failure no handle is
+// made and nothing is started.
+//
+// # Safety
+// `name` is NULL or NUL-terminated; `bufs`, `counts` and `dtypes` are valid for `n` entries
+// and each `bufs[i]` for `counts[i]` elements, untouched until its handle completes; `out`
+// is writable for `n` handles.
+enum hora_status hora_grouped_allreduce_async_in(int process_set,
+                                                 const char *name,
+                                                 size_t n,
+                                                 void *const *bufs,
+                                                 const size_t *counts,
+                                                 const enum hora_dtype *dtypes,
+                                                 enum hora_op op,
+                                                 struct hora_handle **out);
+
+// `hora_grouped_allreduce_async_in` for every rank of the job.
+//
+// # Safety
+// As for `hora_grouped_allreduce_async_in`.
+enum hora_status hora_grouped_allreduce_async(const char *name,
+                                              size_t n,
+                                              void *const *bufs,
+                                              const size_t *counts,
+                                              const enum hora_dtype *dtypes,
+                                              enum hora_op op,
+                                              struct hora_handle **out);
+
+// In-place grouped allreduce among the ranks of `process_set`: waits for every member and
+// returns the first failure (every handle is waited for and released either way).
+//
+// # Safety
+// As for `hora_grouped_allreduce_async_in` (without `out`).
+enum hora_status hora_grouped_allreduce_in(int process_set,
+                                           const char *name,
+                                           size_t n,
+                                           void *const *bufs,
+                                           const size_t *counts,
+                                           const enum hora_dtype *dtypes,
+                                           enum hora_op op);
+
+// `hora_grouped_allreduce_in` for every rank of the job.
+//
+// # Safety
+// As for `hora_grouped_allreduce_async_in` (without `out`).
+enum hora_status hora_grouped_allreduce(const char *name,
+                                        size_t n,
+                                        void *const *bufs,
+                                        const size_t *counts,
+                                        const enum hora_dtype *dtypes,
+                                        enum hora_op op);
+
 // Copies `root`'s `count` elements at `buf` into every rank's `buf`.
 //
 // # Safety

@@ -124,6 +124,162 @@ pub unsafe extern "C" fn hora_allreduce_in(
     unsafe { hora_wait(h) }
 }
 
+/// Starts an in-place allreduce of `n` tensors as one group: negotiated as a unit (answered
+/// once every member is ready on every rank) and fused together, as Horovod's
+/// `grouped_allreduce`. Tensor `i` is `counts[i]` elements of `dtypes[i]` at `bufs[i]`, named
+/// `<name>.<i>` (`name` may be NULL). Every rank must group the same tensors. On success
+/// `out[i]` receives tensor `i`'s handle (wait for or release each); on failure no handle is
+/// made and nothing is started.
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated; `bufs`, `counts` and `dtypes` are valid for `n` entries
+/// and each `bufs[i]` for `counts[i]` elements, untouched until its handle completes; `out`
+/// is writable for `n` handles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hora_grouped_allreduce_async_in(
+    process_set: c_int,
+    name: *const c_char,
+    n: usize,
+    bufs: *const *mut std::ffi::c_void,
+    counts: *const usize,
+    dtypes: *const hora_dtype,
+    op: hora_op,
+    out: *mut *mut hora_handle,
+) -> hora_status {
+    guard(|| {
+        if n == 0 {
+            return Ok(());
+        }
+        for (ptr, what) in [
+            (bufs.cast::<()>(), "bufs"),
+            (counts.cast(), "counts"),
+            (dtypes.cast(), "dtypes"),
+            (out.cast_const().cast(), "handle output array"),
+        ] {
+            if ptr.is_null() {
+                return Err(bad(format!("{what} is NULL for a group of {n} tensors")));
+            }
+        }
+        // SAFETY: forwarded caller contract.
+        let base = unsafe { name_of(name, "grouped_allreduce") }?;
+        // SAFETY: checked non-null; the caller passes `n` entries in each array.
+        let (bufs, counts, dtypes) = unsafe {
+            (
+                std::slice::from_raw_parts(bufs, n),
+                std::slice::from_raw_parts(counts, n),
+                std::slice::from_raw_parts(dtypes, n),
+            )
+        };
+        let engine = engine_of(process_set)?;
+        let mut ops = Vec::with_capacity(n);
+        for i in 0..n {
+            let member = format!("{base}.{i}");
+            let data = buffer(
+                bufs[i],
+                counts[i],
+                dtypes[i],
+                &format!("bufs[{i}] ({member})"),
+            )?;
+            let req =
+                hora_core::engine::Op::allreduce(member, dtypes[i].into(), &[counts[i] as u64])
+                    .reduce_op(op.into());
+            ops.push((req, Some(Box::new(data) as Box<dyn hora_core::TensorData>)));
+        }
+        for (i, h) in engine.submit_group(ops).into_iter().enumerate() {
+            let boxed = Box::new(hora_handle {
+                handle: Some(h),
+                result: None,
+            });
+            // SAFETY: checked non-null; the caller passes room for `n` handles.
+            unsafe { *out.add(i) = Box::into_raw(boxed) };
+        }
+        Ok(())
+    })
+}
+
+/// `hora_grouped_allreduce_async_in` for every rank of the job.
+///
+/// # Safety
+/// As for `hora_grouped_allreduce_async_in`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hora_grouped_allreduce_async(
+    name: *const c_char,
+    n: usize,
+    bufs: *const *mut std::ffi::c_void,
+    counts: *const usize,
+    dtypes: *const hora_dtype,
+    op: hora_op,
+    out: *mut *mut hora_handle,
+) -> hora_status {
+    // SAFETY: forwarded caller contract.
+    unsafe { hora_grouped_allreduce_async_in(0, name, n, bufs, counts, dtypes, op, out) }
+}
+
+/// In-place grouped allreduce among the ranks of `process_set`: waits for every member and
+/// returns the first failure (every handle is waited for and released either way).
+///
+/// # Safety
+/// As for `hora_grouped_allreduce_async_in` (without `out`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hora_grouped_allreduce_in(
+    process_set: c_int,
+    name: *const c_char,
+    n: usize,
+    bufs: *const *mut std::ffi::c_void,
+    counts: *const usize,
+    dtypes: *const hora_dtype,
+    op: hora_op,
+) -> hora_status {
+    let mut handles = vec![std::ptr::null_mut(); n];
+    // SAFETY: forwarded caller contract; `handles` has room for `n`.
+    let s = unsafe {
+        hora_grouped_allreduce_async_in(
+            process_set,
+            name,
+            n,
+            bufs,
+            counts,
+            dtypes,
+            op,
+            handles.as_mut_ptr(),
+        )
+    };
+    if s != hora_status::Ok {
+        return s;
+    }
+    let mut first = hora_status::Ok;
+    let mut message = String::new();
+    for h in handles {
+        // SAFETY: each handle was just created and is waited for once.
+        let r = unsafe { hora_wait(h) };
+        if r != hora_status::Ok && first == hora_status::Ok {
+            first = r;
+            message = crate::last_error_text();
+        }
+    }
+    if first != hora_status::Ok {
+        crate::set_last_error(&message);
+    }
+    first
+}
+
+/// `hora_grouped_allreduce_in` for every rank of the job.
+///
+/// # Safety
+/// As for `hora_grouped_allreduce_async_in` (without `out`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hora_grouped_allreduce(
+    name: *const c_char,
+    n: usize,
+    bufs: *const *mut std::ffi::c_void,
+    counts: *const usize,
+    dtypes: *const hora_dtype,
+    op: hora_op,
+) -> hora_status {
+    // SAFETY: forwarded caller contract.
+    unsafe { hora_grouped_allreduce_in(0, name, n, bufs, counts, dtypes, op) }
+}
+
 /// Copies `root`'s `count` elements at `buf` into every rank's `buf`.
 ///
 /// # Safety

@@ -138,6 +138,11 @@ fn set_last_error(msg: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
+/// This thread's last error message, as `hora_last_error` gives it.
+fn last_error_text() -> String {
+    LAST_ERROR.with(|e| e.borrow().to_string_lossy().into_owned())
+}
+
 /// The one mapping from hora's errors to C status codes.
 fn status_of(e: &Error) -> hora_status {
     match e {

@@ -116,6 +116,36 @@ int main(void) {
     free(rs);
     OK(hora_barrier());
 
+    /* grouped allreduce: three tensors of two dtypes, negotiated and fused as one group */
+    {
+        float g0[5];
+        double g1[3];
+        float g2[700];
+        for (int i = 0; i < 5; i++) g0[i] = rank + i;
+        for (int i = 0; i < 3; i++) g1[i] = 2.0 * rank;
+        for (int i = 0; i < 700; i++) g2[i] = 1.0f;
+        void *bufs[3] = {g0, g1, g2};
+        size_t counts[3] = {5, 3, 700};
+        hora_dtype dts[3] = {HORA_DTYPE_F32, HORA_DTYPE_F64, HORA_DTYPE_F32};
+        OK(hora_grouped_allreduce("group", 3, bufs, counts, dts, HORA_OP_SUM));
+        float ranks = size * (size - 1) / 2.0f;
+        for (int i = 0; i < 5; i++) CHECK(g0[i] == ranks + size * i, "group[0][%d] = %f", i, g0[i]);
+        for (int i = 0; i < 3; i++) CHECK(g1[i] == 2.0 * ranks, "group[1][%d] = %f", i, g1[i]);
+        CHECK(g2[699] == (float)size, "group[2] = %f", g2[699]);
+        hora_handle *hs[3];
+        OK(hora_grouped_allreduce_async(NULL, 3, bufs, counts, dts, HORA_OP_MAX, hs));
+        for (int i = 0; i < 3; i++) OK(hora_wait(hs[i]));
+        CHECK(g2[0] == (float)size, "group max %f", g2[0]);
+        CHECK(hora_grouped_allreduce("group.null", 3, NULL, counts, dts, HORA_OP_SUM) == HORA_STATUS_INVALID_ARGUMENT,
+              "NULL bufs accepted");
+        CHECK(strstr(hora_last_error(), "bufs") != NULL, "message: %s", hora_last_error());
+        /* a member whose length differs by rank fails the group on every rank, naming it */
+        counts[1] = 2 + rank;
+        hora_status gs = hora_grouped_allreduce("group.bad", 3, bufs, counts, dts, HORA_OP_SUM);
+        CHECK(gs == HORA_STATUS_MISMATCH, "grouped mismatch gave %d", gs);
+        CHECK(strstr(hora_last_error(), "group.bad") != NULL, "message: %s", hora_last_error());
+    }
+
     /* error paths: status codes and messages, no crash */
     CHECK(hora_allreduce("null", NULL, 4, HORA_DTYPE_F32, HORA_OP_SUM) == HORA_STATUS_INVALID_ARGUMENT,
           "NULL buffer accepted");
