@@ -1,23 +1,16 @@
-"""Horovod names hora does not have yet: each is refused with why and what to use instead."""
-
-_ELASTIC = (
-    "{face}.elastic: hora has no elastic training yet (a job whose workers join and leave while it "
-    "runs, Horovod's hvd.elastic.run / --min-np / --host-discovery-script); run a fixed-size job "
-    "(horovodrun -np N) and restart it from a checkpoint to change its size"
-)
+"""Names Horovod has that hora deliberately does not provide: using one raises an error that says
+why and what to use instead (never a silent no-op)."""
 
 
-def elastic_message(face):
-    """Why ``<face>.elastic`` is refused."""
-    return _ELASTIC.format(face=face)
-
-
-def module_getattr(face):
-    """A module ``__getattr__`` for ``face`` that refuses the names above with their reasons."""
+def elastic_getattr(module):
+    """A module ``__getattr__`` for ``<module>.elastic``: every public name raises."""
 
     def __getattr__(name):
-        if name == "elastic":
-            raise AttributeError(elastic_message(face))
-        raise AttributeError(f"module {face!r} has no attribute {name!r}")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotImplementedError(
+            f"{module}.{name}: elastic training (Horovod's hvd.elastic: run, the State classes and the "
+            "elastic callbacks) is not implemented in hora; run a fixed set of ranks with horovodrun and "
+            "resume a failed job from a checkpoint")
 
     return __getattr__

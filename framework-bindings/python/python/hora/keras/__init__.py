@@ -33,8 +33,10 @@ import hora.tensorflow as _htf
 from hora.common.process_sets import _set_id
 from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
 from hora.keras import callbacks
+from hora.keras import elastic  # noqa: F401  (refuses every name: not implemented)
 from hora.keras import optimizer as _opt
 from hora.tensorflow import Adasum, Average, Compression, Max, Min, Product, Sum, engine_error, hora_errors
+from hora.tensorflow.gradient_tape import _check_local_layers
 
 # Weak references to the optimizers made by DistributedOptimizer or load_model, in creation
 # order (for broadcast_global_variables); they do not keep dropped models alive.
@@ -44,7 +46,7 @@ _registry = []
 def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse="",
                          compression=Compression.none, sparse_as_dense=False, gradient_predivide_factor=1.0,
                          op=Average, backward_passes_per_step=1, average_aggregated_gradients=False,
-                         num_groups=0, groups=None, process_set=None):
+                         num_groups=0, groups=None, process_set=None, scale_local_gradients=True):
     """Wraps a Keras optimizer so gradients are reduced over all ranks before they are applied.
 
     Returns a new optimizer of a subclass of ``optimizer``'s class, made from its config (its
@@ -56,17 +58,39 @@ def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse=""
     ``hora.tensorflow``'s grouped allreduce (all in one group unless ``groups``/``num_groups``
     split them); ``tf.IndexedSlices`` gradients are allgathered unless ``sparse_as_dense``.
     ``process_set`` reduces among that set's ranks (others keep their own gradients);
-    ``device_*`` are accepted for compatibility. Compile the model with
+    variables given to the optimizer's ``register_local_var`` keep local gradients, divided by
+    the set's size when ``scale_local_gradients`` (Horovod's default). ``device_dense`` and
+    ``device_sparse`` are accepted and unused (hora runs on the CPU). Compile the model with
     ``jit_compile=False``: the collectives cannot run under XLA.
     """
     _set_id(process_set, "hora.keras.DistributedOptimizer")
     settings = _opt.make_settings(compression, op, gradient_predivide_factor, backward_passes_per_step,
                                   average_aggregated_gradients, sparse_as_dense, groups, num_groups, name,
-                                  process_set)
+                                  process_set, scale_local_gradients)
     cls = _opt.wrap_class(type(optimizer), settings)
     wrapped = cls.from_config(optimizer.get_config())
     _registry.append(weakref.ref(wrapped))
     return wrapped
+
+
+def PartialDistributedOptimizer(optimizer, name=None, device_dense="", device_sparse="",
+                                compression=Compression.none, sparse_as_dense=False, gradient_predivide_factor=1.0,
+                                op=Average, groups=None, process_set=None, local_layers=None,
+                                scale_local_gradients=True, **kwargs):
+    """A ``DistributedOptimizer`` that keeps the gradients of ``local_layers`` (a Keras layer or
+    a list of them) local: their trainable variables are registered with
+    ``register_local_var``, so their gradients are not reduced (and are divided by the set's
+    size when ``scale_local_gradients``). Other keyword arguments go to ``DistributedOptimizer``."""
+    if op not in (Average, Sum):
+        raise ValueError(f"hora.keras.PartialDistributedOptimizer: op must be Average or Sum, got {op!r}")
+    local_vars = _check_local_layers(local_layers, "hora.keras.PartialDistributedOptimizer")
+    opt = DistributedOptimizer(optimizer, name=name, device_dense=device_dense, device_sparse=device_sparse,
+                               compression=compression, sparse_as_dense=sparse_as_dense,
+                               gradient_predivide_factor=gradient_predivide_factor, op=op, groups=groups,
+                               process_set=process_set, scale_local_gradients=scale_local_gradients, **kwargs)
+    for v in local_vars:
+        opt.register_local_var(v)
+    return opt
 
 
 def broadcast_global_variables(root_rank, model=None):
@@ -120,14 +144,23 @@ def broadcast(value, root_rank, name=None):
     return _value(_htf.broadcast(_tf.convert_to_tensor(value), root_rank, name=name))
 
 
+def reducescatter(value, name=None, op=Average):
+    """This rank's share (along dimension 0) of the reduction of a tensor-compatible value over
+    all ranks (default: average), as a NumPy value."""
+    return _value(_htf.reducescatter(_tf.convert_to_tensor(value), name=name, op=op))
+
+
 def load_model(filepath, custom_optimizers=None, custom_objects=None, compression=Compression.none,
-               **kwargs):
+               legacy_opts=False, **kwargs):
     """Loads a saved Keras model and makes its optimizer a DistributedOptimizer, keeping its state.
 
     ``custom_optimizers`` (optimizer classes) and ``custom_objects`` are passed to
     ``keras.models.load_model`` so their names resolve; the other keyword arguments of
     ``DistributedOptimizer`` (``op``, ``backward_passes_per_step``...) are accepted too.
     """
+    if legacy_opts:
+        raise ValueError("hora.keras.load_model: legacy_opts=True asks for Keras 2's legacy optimizers "
+                         "(keras.optimizers.legacy), which Keras 3 does not have; load with legacy_opts=False")
     objects = dict(custom_objects or {})
     for cls in custom_optimizers or ():
         objects.setdefault(cls.__name__, cls)

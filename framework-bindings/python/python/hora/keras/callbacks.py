@@ -29,6 +29,10 @@ def _variables_of(model):
     return out
 
 
+def _is_variable(v):
+    return isinstance(v, (tf.Variable, keras.Variable))
+
+
 class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
     """Broadcasts the model's and its optimizer's variables from ``root_rank`` when training starts.
 
@@ -38,16 +42,39 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
     too, as Keras would at the first step, and broadcasts both, so the first step already
     starts from the same weights and slots on every rank. A model that is still unbuilt then
     (a subclassed model) is broadcast after its first batch instead, as in Horovod.
+    ``local_variables`` (a variable or a list of them; more with ``register_local_var``) are
+    left as they are on each rank. ``device`` is accepted and unused (hora runs on the CPU).
     """
 
-    def __init__(self, root_rank, device=""):
+    def __init__(self, root_rank, device="", local_variables=None):
         super().__init__()
         self.root_rank = root_rank
         self.device = device
         self.broadcast_done = False
+        self._local_vars = []
+        if local_variables is None:
+            local_variables = []
+        elif _is_variable(local_variables):
+            local_variables = [local_variables]
+        for i, var in enumerate(local_variables):
+            if not _is_variable(var):
+                raise ValueError(f"BroadcastGlobalVariablesCallback: local_variables[{i}] is a "
+                                 f"{type(var).__name__}, not a tf.Variable or keras.Variable")
+            self.register_local_var(var)
+
+    def register_local_var(self, var):
+        """Leaves ``var`` out of the broadcast (each rank keeps its own value)."""
+        if all(v is not var for v in self._local_vars):
+            self._local_vars.append(var)
+
+    def _is_local(self, var):
+        # A Keras variable wraps a tf.Variable: either may have been registered.
+        inner = getattr(var, "value", None)
+        return any(v is var or (inner is not None and v is inner) for v in self._local_vars)
 
     def _broadcast(self):
-        _htf.broadcast_variables(_variables_of(self.model), root_rank=self.root_rank)
+        variables = [v for v in _variables_of(self.model) if not self._is_local(v)]
+        _htf.broadcast_variables(variables, root_rank=self.root_rank)
         self.broadcast_done = True
 
     def on_train_begin(self, logs=None):
@@ -196,3 +223,31 @@ class LearningRateWarmupCallback(LearningRateScheduleCallback):
         if self.verbose and epoch == self.warmup_epochs - 1:
             lr = _lr(self.model.optimizer)
             print(f"\nEpoch {epoch + 1}: finished gradual learning rate warmup to {lr:g}.")
+
+
+class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """A ``keras.callbacks.ModelCheckpoint`` that saves only the best model so far (by
+    ``monitor``), Horovod's ``BestModelCheckpoint``.
+
+    Horovod leaves ``filepath`` to be set later (its Spark and Ray estimators do); here it may
+    be given as ``filepath=`` or assigned to ``.filepath`` before training, and training refuses
+    to start while it is unset. Like any checkpoint callback, add it on one rank only (usually
+    ``rank() == 0``) unless every rank writes to its own path.
+    """
+
+    def __init__(self, monitor="val_loss", verbose=0, save_weights_only=False, mode="auto", save_freq="epoch",
+                 filepath=None):
+        placeholder = "unset.weights.h5" if save_weights_only else "unset.keras"
+        super().__init__(filepath=placeholder if filepath is None else filepath, monitor=monitor,
+                         verbose=verbose, save_best_only=True, save_weights_only=save_weights_only, mode=mode,
+                         save_freq=save_freq)
+        if filepath is None:
+            self.filepath = None
+
+    def on_train_begin(self, logs=None):
+        if self.filepath is None:
+            raise ValueError("BestModelCheckpoint: filepath is not set; pass filepath= or assign .filepath "
+                             "before model.fit")
+        # Keras checks the file extension in its constructor; a path assigned later gets it here.
+        keras.callbacks.ModelCheckpoint(self.filepath, save_weights_only=self.save_weights_only)
+        super().on_train_begin(logs)

@@ -36,6 +36,7 @@ class _Settings:
     num_groups: int
     name: object
     process_set: object = None
+    scale_local_gradients: bool = True
 
 
 def _in_xla_context():
@@ -74,6 +75,13 @@ class _DistributedMixin:
                                                   name="hora_backward_passes")
         self.built = True
 
+    def register_local_var(self, var):
+        """Keeps ``var``'s gradient local (not reduced; divided by the set's size unless
+        ``scale_local_gradients=False``), e.g. for a rank-local layer's weights."""
+        local = self.__dict__.setdefault("_hora_local", [])
+        if all(v is not var for v in local):
+            local.append(var)
+
     def _hora_reduce(self, grads, variables):
         """Reduces the gradients over all ranks with hora.tensorflow (grouped, fused allreduces;
         IndexedSlices by allgather unless sparse_as_dense). None stays None."""
@@ -83,7 +91,9 @@ class _DistributedMixin:
         return allreduce_gradients(list(grads), sources=list(variables), compression=s.compression,
                                    sparse_as_dense=s.sparse_as_dense, op=s.op,
                                    gradient_predivide_factor=s.gradient_predivide_factor, groups=s.groups,
-                                   num_groups=s.num_groups, process_set=s.process_set)
+                                   num_groups=s.num_groups, process_set=s.process_set,
+                                   local_sources=self.__dict__.get("_hora_local", ()),
+                                   scale_local_gradients=s.scale_local_gradients)
 
     def apply(self, grads, trainable_variables=None):
         """Reduces ``grads`` over all ranks, then applies them as the wrapped optimizer would."""
@@ -141,7 +151,8 @@ def wrap_class(base, settings):
 
 
 def make_settings(compression, op, gradient_predivide_factor, backward_passes_per_step,
-                  average_aggregated_gradients, sparse_as_dense, groups, num_groups, name, process_set=None):
+                  average_aggregated_gradients, sparse_as_dense, groups, num_groups, name, process_set=None,
+                  scale_local_gradients=True):
     """Validates the wrapper's arguments (shared by DistributedOptimizer and load_model)."""
     op = _htf.Average if op is None else op
     if gradient_predivide_factor != 1.0 and op != _htf.Average:
@@ -151,7 +162,7 @@ def make_settings(compression, op, gradient_predivide_factor, backward_passes_pe
                          f"got {backward_passes_per_step}")
     return _Settings(compression, op, float(gradient_predivide_factor), int(backward_passes_per_step),
                      bool(average_aggregated_gradients), bool(sparse_as_dense), groups, int(num_groups or 0), name,
-                     process_set)
+                     process_set, bool(scale_local_gradients))
 
 
 def is_distributed(optimizer):

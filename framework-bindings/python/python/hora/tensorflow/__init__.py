@@ -22,8 +22,16 @@ except ImportError as _e:  # pragma: no cover - exercised in a TensorFlow-less i
 
 from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
 from hora.tensorflow.compression import Compression
-from hora.tensorflow.gradient_tape import DistributedGradientTape, DistributedOptimizer
-from hora.tensorflow.functions import allgather_object, broadcast_, broadcast_object, broadcast_variables
+from hora.tensorflow.gradient_tape import DistributedGradientTape, DistributedOptimizer, PartialDistributedGradientTape
+from hora.tensorflow.functions import (
+    BroadcastGlobalVariablesHook,
+    allgather_object,
+    broadcast_,
+    broadcast_global_variables,
+    broadcast_object,
+    broadcast_object_fn,
+    broadcast_variables,
+)
 from hora.tensorflow.mpi_ops import (
     Adasum,
     Average,
@@ -41,14 +49,30 @@ from hora.tensorflow.mpi_ops import (
     grouped_allgather,
     grouped_allreduce,
     grouped_reducescatter,
+    hora_errors,
+    join,
+    reducescatter,
+)
+from hora.tensorflow.topology import (
+    check_num_rank_power_of_2,
+    handle_average_backwards_compatibility,
     local_rank_op,
     local_size_op,
-    hora_errors,
     process_set_included_op,
-    join,
     rank_op,
-    reducescatter,
     size_op,
 )
+from hora.tensorflow.sync_batch_norm import SyncBatchNormalization
+from hora.tensorflow import elastic  # noqa: F401  (refuses every name: not implemented)
+
+
+class LocalGradientAggregationHelper:
+    """Not provided: Horovod's internal helper behind ``backward_passes_per_step``."""
+
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError(
+            "hora.tensorflow.LocalGradientAggregationHelper is not provided (it is Horovod's internal helper "
+            "behind backward_passes_per_step); use hora.keras.DistributedOptimizer(backward_passes_per_step=n), "
+            "which accumulates gradients locally for n steps")
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -32,8 +32,8 @@ from tensorflow.python.ops import control_flow_util as _cf_util
 
 from hora import _core
 from hora._core import HoraError
-from hora.common.process_sets import _id_rank, _id_size, _only_global, _set_id
-from hora.common.basics import local_rank, local_size, rank
+from hora.common.process_sets import _id_rank, _id_size, _set_id
+from hora.common.basics import rank
 from hora.common.errors import invalid_argument
 from hora.common.handles import wait_all, wait_all_results
 from hora.common.vocabulary import (  # noqa: F401  (Adasum, Max, Min, Product: re-exported)
@@ -740,32 +740,3 @@ def grouped_reducescatter(tensors, device_dense="", compression=Compression.none
 
         outs = list(fn(*cs))
     return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
-
-
-def size_op(process_set=None, name=None):
-    """The number of ranks (of ``process_set``), as an int32 scalar tensor."""
-    return tf.constant(_id_size(_set_id(process_set, "hora.tensorflow.size_op")), tf.int32)
-
-
-def rank_op(process_set=None, name=None):
-    """This rank (inside ``process_set``), as an int32 scalar tensor."""
-    return tf.constant(_id_rank(_set_id(process_set, "hora.tensorflow.rank_op")), tf.int32)
-
-
-def process_set_included_op(process_set=None, name=None):
-    """1 if this rank is in ``process_set`` (default: the global set), else 0, as an int32
-    scalar tensor."""
-    ps = _set_id(process_set, "hora.tensorflow.process_set_included_op")
-    return tf.constant(int(ps == 0 or process_set.included()), tf.int32)
-
-
-def local_size_op(process_set=None, name=None):
-    """The number of ranks on this host, as an int32 scalar tensor."""
-    _only_global(process_set, "hora.tensorflow.local_size_op")
-    return tf.constant(local_size(), tf.int32)
-
-
-def local_rank_op(process_set=None, name=None):
-    """This rank's index on its host, as an int32 scalar tensor."""
-    _only_global(process_set, "hora.tensorflow.local_rank_op")
-    return tf.constant(local_rank(), tf.int32)

@@ -15,6 +15,7 @@ except ImportError as _e:  # pragma: no cover - exercised in a torch-less interp
     ) from _e
 
 from hora.common.api import *  # noqa: F401,F403  (process-level calls, exceptions)
+from hora.torch import elastic  # noqa: F401  (refuses every name: not implemented)
 from hora.torch.compression import Compression
 from hora.torch.functions import (
     allgather_object,
@@ -61,7 +62,4 @@ from hora.torch.mpi_ops import (
 from hora.torch.optimizer import DistributedOptimizer
 from hora.torch.sync_batch_norm import SyncBatchNorm
 
-from hora.common.refused import module_getattr as _module_getattr
-
 __all__ = [name for name in dir() if not name.startswith("_")]
-__getattr__ = _module_getattr("hora.torch")

@@ -1,5 +1,5 @@
-"""Refused until hora has elastic training (see hora.common.refused)."""
+"""hora.torch.elastic: not implemented (see hora.common.refused); every name raises."""
 
-from hora.common.refused import elastic_message
+from hora.common.refused import elastic_getattr
 
-raise ImportError(elastic_message("hora.torch"))
+__getattr__ = elastic_getattr("hora.torch.elastic")
