@@ -90,6 +90,11 @@ struct Args {
     /// idle job).
     #[arg(long, requires = "set_of")]
     first_set_only: bool,
+    /// Allreduce only: each size is split into this many equal tensors submitted as one group
+    /// (Horovod's grouped_allreduce: negotiated as a unit, fused), to compare with one tensor of
+    /// the whole size.
+    #[arg(long, value_name = "N")]
+    group: Option<usize>,
 }
 
 /// The job's configuration from the environment, with `--transport` applied.
@@ -200,11 +205,60 @@ struct Bench {
     size: usize,
     /// The buffer of the current size, moved into each call and back out of its handle.
     buf: Option<Vec<u8>>,
+    /// With --group: the members' buffers, moved into the group's calls and back.
+    members: Vec<Vec<u8>>,
 }
 
 impl Bench {
+    /// With --group: `buf` (of `bytes`) cut into the members (outside any timing).
+    fn split_into_members(&mut self, k: usize) {
+        let buf = self.buf.get_or_insert_with(Vec::new);
+        let chunk = buf.len() / k;
+        self.members = buf
+            .chunks(chunk.max(1))
+            .take(k)
+            .map(<[u8]>::to_vec)
+            .collect();
+    }
+
+    /// With --group: the members put back together into `buf`.
+    fn join_members(&mut self) {
+        self.buf = Some(self.members.concat());
+    }
+
+    /// One grouped allreduce of `bytes`, `k` members (the buffers are kept).
+    fn call_group(&mut self, bytes: usize, k: usize) -> Result<Completion, hora::Error> {
+        let dtype = self.args.dtype;
+        let per = bytes / k / dtype.size();
+        if self.members.len() != k || self.members[0].len() != per * dtype.size() {
+            self.buf = Some(vec![0u8; per * k * dtype.size()]);
+            self.split_into_members(k);
+        }
+        let ops = std::mem::take(&mut self.members)
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let op =
+                    hora::engine::Op::allreduce(format!("bench.{bytes}.{i}"), dtype, &[per as u64])
+                        .reduce_op(self.args.op);
+                (op, Some(Box::new(m) as Box<dyn hora::TensorData>))
+            })
+            .collect();
+        let mut last = None;
+        for h in self.engine.submit_group(ops) {
+            let mut c = h.wait()?;
+            self.members
+                .push(c.take_data::<Vec<u8>>().unwrap_or_default());
+            last = Some(c);
+        }
+        Ok(last.expect("a group of at least one member"))
+    }
+
     /// Runs one call of `bytes` total and returns the completion (the buffer is kept).
     fn call(&mut self, bytes: usize) -> Result<Completion, hora::Error> {
+        if let Some(k) = self.args.group {
+            return self.call_group(bytes, k);
+        }
         let dtype = self.args.dtype;
         let n = self.size;
         let e = &self.engine;
@@ -325,7 +379,13 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
             write_value(buf, dtype, i, v);
         }
     }
+    if let Some(k) = b.args.group {
+        b.split_into_members(k);
+    }
     let c = b.call(bytes)?;
+    if b.args.group.is_some() {
+        b.join_members();
+    }
     let mut wrong = 0u64;
     match b.args.collective {
         Collective::Allreduce => {
@@ -398,6 +458,9 @@ fn check(b: &mut Bench, bytes: usize) -> Result<u64, hora::Error> {
     // Reset to zeros so timing runs cannot overflow.
     if let Some(buf) = b.buf.as_mut() {
         buf.fill(0);
+    }
+    for m in &mut b.members {
+        m.fill(0);
     }
     Ok(wrong)
 }
@@ -497,6 +560,15 @@ fn run(args: Args) -> Result<bool, hora::Error> {
     if args.raw {
         return run_raw(args);
     }
+    if let Some(k) = args.group
+        && (k == 0 || args.collective != Collective::Allreduce)
+    {
+        return Err(hora::Error::InvalidConfig {
+            var: "--group".into(),
+            value: k.to_string(),
+            reason: "groups are timed for allreduce, with at least one member".into(),
+        });
+    }
     let config = config_for(args.transport)?;
     let job = config.topology;
     let set = match args.set_of {
@@ -539,7 +611,7 @@ fn run(args: Args) -> Result<bool, hora::Error> {
         * if args.collective == Collective::Allgather {
             n
         } else {
-            1
+            args.group.unwrap_or(1)
         };
     let max = args.max_bytes.max(args.min_bytes) / unit * unit;
     let mut json = match (&args.json, rank) {
@@ -560,6 +632,7 @@ fn run(args: Args) -> Result<bool, hora::Error> {
         rank,
         size: n,
         buf: None,
+        members: Vec::new(),
         args,
     };
     if rank == 0 {
@@ -567,6 +640,9 @@ fn run(args: Args) -> Result<bool, hora::Error> {
             "# hora-bench {collective:?}: {n} ranks, dtype {}, op {}, transport {transport} ({how})",
             b.args.dtype, b.args.op
         );
+        if let Some(k) = b.args.group {
+            println!("# each size is {k} tensors in one group (grouped_allreduce)");
+        }
         if set != 0 {
             let others = if b.args.first_set_only {
                 "the other ranks idle"
