@@ -438,7 +438,8 @@ impl Background {
             .iter()
             .map(|t| self.queue.take(&t.name))
             .collect();
-        let tuned = self.autotune.is_some().then(|| {
+        // A failed negotiation moved no bytes, so it is not scored.
+        let tuned = (self.autotune.is_some() && resp.error.is_none()).then(|| {
             (
                 resp.tensors
                     .iter()
