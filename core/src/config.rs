@@ -22,7 +22,7 @@ use parse::{Vars, invalid};
 pub use settings::{
     ELSEWHERE, LogSettings, REFUSED, Refused, Setting, TOPOLOGY, Tuning, render_table,
 };
-pub use values::{Controller, HierarchicalMode, LogLevel};
+pub use values::{AutotuneFixed, Controller, HierarchicalMode, LogLevel};
 
 /// Where this process sits in the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

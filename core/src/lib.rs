@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod autotune;
 pub mod backend;
 pub mod build_info;
 pub mod collectives;

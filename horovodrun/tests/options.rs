@@ -184,8 +184,21 @@ fn config_file_reaches_the_ranks_and_the_command_line_wins() {
         "{}",
         r.stdout
     );
+    // The autotune section reaches the ranks as Horovod's variables.
+    std::fs::write(&cfg, "autotune:\n  enabled: true\n  steps_per_sample: 7\n").unwrap();
+    let r = run(&[
+        "-np",
+        "1",
+        "--config-file",
+        cfg.to_str().unwrap(),
+        "sh",
+        "-c",
+        "echo $HOROVOD_AUTOTUNE/$HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE",
+    ]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(r.stdout.contains("[0]<stdout>:1/7"), "{}", r.stdout);
     // A setting hora refuses, given in the file, is named by its key; nothing starts.
-    std::fs::write(&cfg, "autotune:\n  enabled: true\n").unwrap();
+    std::fs::write(&cfg, "library_options:\n  thread_affinity: 1\n").unwrap();
     let marker = dir.join("ran");
     let touch = format!("touch {}", marker.display());
     let r = run(&[
@@ -199,7 +212,9 @@ fn config_file_reaches_the_ranks_and_the_command_line_wins() {
     ]);
     assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
     assert!(
-        r.stderr.contains("`autotune.enabled` in --config-file") && r.stderr.contains("autotuner"),
+        r.stderr
+            .contains("`library_options.thread_affinity` in --config-file")
+            && r.stderr.contains("does not pin"),
         "{}",
         r.stderr
     );
@@ -213,9 +228,8 @@ fn refused_options_exit_2_with_the_reason_and_start_nothing() {
     let marker = dir.join("ran");
     let touch = format!("touch {}", marker.display());
     for (flags, words) in [
-        (&["--autotune"][..], "--autotune: hora has no autotuner"),
         (
-            &["--min-np", "1"],
+            &["--min-np", "1"][..],
             "--min-np: elastic training is not built",
         ),
         (

@@ -54,6 +54,12 @@ impl<N: Collectives + ?Sized> Collectives for Dispatch<N> {
         self.ring.rank()
     }
 
+    /// The fallback ring takes the size; what the main calls read is the native backend's.
+    fn set_segment_bytes(&self, n: usize) -> bool {
+        self.ring.set_segment_bytes(n);
+        self.native.set_segment_bytes(n)
+    }
+
     fn size(&self) -> usize {
         self.ring.size()
     }

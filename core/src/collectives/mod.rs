@@ -40,6 +40,7 @@ mod tests;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use hora_transport::{Rank, Tag, Transport};
@@ -82,7 +83,9 @@ pub const DEFAULT_SMALL_ALLREDUCE_BYTES: usize = 64 << 10;
 /// steady-state collectives allocate nothing large.
 pub struct Ring<T: Transport + ?Sized> {
     transport: Arc<T>,
-    segment_bytes: usize,
+    /// Atomic so autotune can change it between calls through a shared reference; the
+    /// algorithms read it once per call.
+    segment_bytes: AtomicUsize,
     small_bytes: usize,
     scratch: Mutex<Vec<u8>>,
 }
@@ -92,7 +95,7 @@ impl<T: Transport + ?Sized> Ring<T> {
     pub fn new(transport: Arc<T>) -> Self {
         Self {
             transport,
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_bytes: AtomicUsize::new(DEFAULT_SEGMENT_BYTES),
             small_bytes: DEFAULT_SMALL_ALLREDUCE_BYTES,
             scratch: Mutex::new(Vec::new()),
         }
@@ -100,8 +103,8 @@ impl<T: Transport + ?Sized> Ring<T> {
 
     /// Sets the largest message of a pipelined step (at least one element is always sent).
     /// Every rank must use the same value.
-    pub fn with_segment_bytes(mut self, n: usize) -> Self {
-        self.segment_bytes = n.max(1);
+    pub fn with_segment_bytes(self, n: usize) -> Self {
+        self.segment_bytes.store(n.max(1), Ordering::Relaxed);
         self
     }
 
@@ -119,7 +122,7 @@ impl<T: Transport + ?Sized> Ring<T> {
 
     /// The largest message of a pipelined step.
     pub fn segment_bytes(&self) -> usize {
-        self.segment_bytes
+        self.segment_bytes.load(Ordering::Relaxed)
     }
 
     /// The scratch buffer, grown to at least `len` bytes (never shrunk).
@@ -136,7 +139,7 @@ impl<T: Transport + ?Sized> fmt::Debug for Ring<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
             .field("transport", &self.transport)
-            .field("segment_bytes", &self.segment_bytes)
+            .field("segment_bytes", &self.segment_bytes())
             .finish_non_exhaustive()
     }
 }
@@ -242,6 +245,11 @@ impl<T: Transport + ?Sized> Ring<T> {
 impl<T: Transport + ?Sized> Collectives for Ring<T> {
     fn rank(&self) -> usize {
         self.transport.rank()
+    }
+
+    fn set_segment_bytes(&self, n: usize) -> bool {
+        self.segment_bytes.store(n.max(1), Ordering::Relaxed);
+        true
     }
 
     fn size(&self) -> usize {

@@ -181,3 +181,37 @@ pub(crate) fn filter_directives(
         },
     }
 }
+
+/// A count of at least 1 (0 steps or samples would never end a sample or a search).
+pub(crate) fn count_at_least_1(v: &Vars<'_>, var: &str, acc: &str) -> Result<Option<usize>, Error> {
+    match v.parse::<usize>(var, acc)? {
+        Some(0) => Err(invalid(var, "0", &format!("expected {acc}"))),
+        n => Ok(n),
+    }
+}
+
+/// A finite number >= 0.
+pub(crate) fn non_negative(v: &Vars<'_>, var: &str, acc: &str) -> Result<Option<f64>, Error> {
+    match v.parse::<f64>(var, acc)? {
+        Some(x) if !(x.is_finite() && x >= 0.0) => {
+            Err(invalid(var, &x.to_string(), &format!("expected {acc}")))
+        }
+        x => Ok(x),
+    }
+}
+
+/// `HOROVOD_AUTOTUNE`: a flag; when on, which knobs the user fixed by setting their own
+/// variables (those are not tuned, as in Horovod).
+pub(crate) fn autotune(
+    v: &Vars<'_>,
+    var: &str,
+    acc: &str,
+) -> Result<Option<Option<super::values::AutotuneFixed>>, Error> {
+    Ok(flag(v, var, acc)?.map(|on| {
+        on.then(|| super::values::AutotuneFixed {
+            fusion_threshold: v.get("HOROVOD_FUSION_THRESHOLD").is_some(),
+            segment_bytes: v.get("HORA_SEGMENT_BYTES").is_some(),
+            cache: v.get("HOROVOD_CACHE_CAPACITY").is_some(),
+        })
+    }))
+}

@@ -17,7 +17,7 @@
 //! and the launcher is declared somewhere here.
 
 use super::parse::{self, Vars};
-use super::values::{Controller, HierarchicalMode, LogLevel};
+use super::values::{AutotuneFixed, Controller, HierarchicalMode, LogLevel};
 use crate::error::Error;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -212,6 +212,31 @@ settings! {
         "HORA_TCP_SOCKBUF" => tcp_sockbuf: Option<usize> = None,
             shown "kernel autotuning", accepts "a byte count (0 = kernel autotuning)",
             parse parse::number_or_off;
+        /// 1: rank 0 tunes the fusion threshold, `HORA_SEGMENT_BYTES` and the response
+        /// cache's use online from measured throughput (Bayesian optimisation), and every
+        /// rank switches at the same coordinator message ([autotune.md](autotune.md)); a knob
+        /// whose own variable is set stays as set. `horovodrun --autotune` sets it.
+        "HOROVOD_AUTOTUNE" => autotune: Option<AutotuneFixed> = None,
+            shown "0", accepts "1/0, true/false, yes/no or on/off", parse parse::autotune;
+        /// Rank 0 writes one CSV row per autotune sample (knob values and score, bytes per
+        /// second) and a last row with the best values, kept from then on.
+        "HOROVOD_AUTOTUNE_LOG" => autotune_log: Option<PathBuf> = None,
+            shown "off", accepts "a file path", parse parse::path;
+        /// Autotune samples discarded at the start, while the job warms up.
+        "HOROVOD_AUTOTUNE_WARMUP_SAMPLES" => autotune_warmup_samples: usize = 3,
+            shown "3", accepts "a number of samples", parse parse::number;
+        /// Training steps (a tensor name coming back) per autotune sample; a sample scores
+        /// the median of its steps' throughput.
+        "HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE" => autotune_steps_per_sample: usize = 10,
+            shown "10", accepts "a number of steps >= 1", parse parse::count_at_least_1;
+        /// Samples scored before the best values are fixed (the first few are a fixed
+        /// design, the rest chosen by expected improvement).
+        "HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES" => autotune_max_samples: usize = 20,
+            shown "20", accepts "a number of samples >= 1", parse parse::count_at_least_1;
+        /// Noise term of the Gaussian process, added to its kernel's diagonal (scores are
+        /// standardised first, so 0.8 trusts single samples little).
+        "HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE" => autotune_noise: f64 = 0.8,
+            shown "0.8", accepts "a number >= 0, e.g. 0.8", parse parse::non_negative;
     }
     modifiers {
         /// 1 turns stall warnings off (whatever `HOROVOD_STALL_CHECK_TIME_SECONDS` says).
@@ -441,12 +466,6 @@ pub const REFUSED: &[Refused] = &[
         neutral: &["0"],
         reason: "hora's MPI transport needs MPI_THREAD_MULTIPLE; without --mpi hora does not \
                  use MPI at all",
-    },
-    Refused {
-        var: "HOROVOD_AUTOTUNE",
-        neutral: &["0"],
-        reason: "hora has no autotuner yet; set HOROVOD_FUSION_THRESHOLD, \
-                 HOROVOD_CACHE_CAPACITY and HOROVOD_HIERARCHICAL_ALLREDUCE by hand",
     },
     Refused {
         var: "HOROVOD_CPU_OPERATIONS",

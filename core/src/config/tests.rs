@@ -151,7 +151,6 @@ fn horovod_hostname_may_be_a_host_name() {
 #[test]
 fn variables_for_features_hora_lacks_are_refused_unless_neutral() {
     for (var, val) in [
-        ("HOROVOD_AUTOTUNE", "1"),
         ("HOROVOD_TORUS_ALLREDUCE", "1"),
         ("HOROVOD_ENABLE_XLA_OPS", "1"),
         ("HOROVOD_THREAD_AFFINITY", "0,1"),
@@ -173,6 +172,68 @@ fn variables_for_features_hora_lacks_are_refused_unless_neutral() {
         ("HOROVOD_CPU_OPERATIONS", "gloo"),
     ] {
         Config::from_vars(&launched(&[(var, val)])).unwrap_or_else(|e| panic!("{var}={val}: {e}"));
+    }
+}
+
+#[test]
+fn autotune_settings_are_read_and_fix_the_knobs_the_user_set() {
+    let c = Config::from_vars(&launched(&[])).unwrap();
+    assert_eq!(c.tuning.autotune, None);
+    let c = Config::from_vars(&launched(&[
+        ("HOROVOD_AUTOTUNE", "1"),
+        ("HOROVOD_AUTOTUNE_LOG", "/tmp/at.csv"),
+        ("HOROVOD_AUTOTUNE_WARMUP_SAMPLES", "0"),
+        ("HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE", "4"),
+        ("HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES", "7"),
+        ("HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE", "0.25"),
+        ("HOROVOD_FUSION_THRESHOLD", "1048576"),
+    ]))
+    .unwrap();
+    let t = &c.tuning;
+    assert_eq!(
+        t.autotune,
+        Some(AutotuneFixed {
+            fusion_threshold: true,
+            segment_bytes: false,
+            cache: false,
+        })
+    );
+    assert_eq!(
+        t.autotune_log.as_deref(),
+        Some(std::path::Path::new("/tmp/at.csv"))
+    );
+    assert_eq!(
+        (
+            t.autotune_warmup_samples,
+            t.autotune_steps_per_sample,
+            t.autotune_max_samples
+        ),
+        (0, 4, 7)
+    );
+    assert_eq!(t.autotune_noise, 0.25);
+    let off = Config::from_vars(&launched(&[("HOROVOD_AUTOTUNE", "0")])).unwrap();
+    assert_eq!(off.tuning.autotune, None);
+}
+
+#[test]
+fn bad_autotune_settings_name_the_variable() {
+    for (var, val) in [
+        ("HOROVOD_AUTOTUNE", "maybe"),
+        ("HOROVOD_AUTOTUNE_WARMUP_SAMPLES", "-1"),
+        ("HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE", "0"),
+        ("HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES", "0"),
+        ("HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES", "many"),
+        ("HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE", "-0.5"),
+        ("HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE", "nan"),
+    ] {
+        let err = Config::from_vars(&launched(&[(var, val)])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::InvalidConfig { .. })
+                && text.contains(var)
+                && text.contains("expected"),
+            "{var}={val}: {text}"
+        );
     }
 }
 

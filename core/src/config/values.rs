@@ -91,3 +91,15 @@ impl FromStr for LogLevel {
         }
     }
 }
+
+/// `HOROVOD_AUTOTUNE=1`: which knobs stay as their own variables set them (the user set
+/// those variables, so the tuner leaves them alone, as Horovod does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AutotuneFixed {
+    /// `HOROVOD_FUSION_THRESHOLD` is set.
+    pub fusion_threshold: bool,
+    /// `HORA_SEGMENT_BYTES` is set.
+    pub segment_bytes: bool,
+    /// `HOROVOD_CACHE_CAPACITY` is set.
+    pub cache: bool,
+}

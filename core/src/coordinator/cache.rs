@@ -153,6 +153,9 @@ struct Live {
 #[derive(Debug)]
 pub(crate) struct ResponseCache {
     capacity: usize,
+    /// Autotune turned the cache off: responses travel in full and the entries stay as they
+    /// are (every rank's mirror with them) until it is turned back on.
+    disabled: bool,
     next_id: u32,
     tick: u64,
     live: FastMap<u32, Live>,
@@ -168,6 +171,7 @@ impl ResponseCache {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
+            disabled: false,
             next_id: 0,
             tick: 0,
             live: FastMap::default(),
@@ -176,6 +180,11 @@ impl ResponseCache {
             tombstones: FastMap::default(),
             retire_order: VecDeque::new(),
         }
+    }
+
+    /// Turns the cache's use on or off (autotune); the entries are kept.
+    pub(crate) fn set_enabled(&mut self, on: bool) {
+        self.disabled = !on;
     }
 
     /// The request `rank` meant by `id`, from a live entry or a tombstone.
@@ -191,7 +200,7 @@ impl ResponseCache {
     /// Decides how `resp` travels in the `DownMsg` with sequence number `seq`: as the id of an
     /// equal live entry, or in full (stored under a new id when cacheable).
     pub(crate) fn decide(&mut self, resp: Response, seq: u64) -> DownItem {
-        if self.capacity == 0 || !cacheable(&resp) {
+        if self.capacity == 0 || self.disabled || !cacheable(&resp) {
             return DownItem::Full {
                 response: resp,
                 cache: None,

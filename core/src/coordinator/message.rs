@@ -229,6 +229,19 @@ pub struct DownMsg {
     pub groups: Vec<Vec<DownItem>>,
     /// Shut the job down after these responses.
     pub shutdown: bool,
+    /// Autotune: every rank switches to these values before running these responses.
+    pub knobs: Option<Knobs>,
+}
+
+/// The values of the knobs autotune changes while the job runs, the same on every rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Knobs {
+    /// Largest fused allreduce, bytes (the coordinator's fusion).
+    pub fusion_threshold: u64,
+    /// Largest pipeline segment of the ring algorithms, bytes.
+    pub segment_bytes: u64,
+    /// Whether ranks and coordinator use the response cache.
+    pub cache_enabled: bool,
 }
 
 /// A [`DownMsg`] a rank cannot apply: it is out of order or refers to state the rank lacks.

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use message::Request;
 pub use message::{
-    CacheInsert, DownItem, DownMsg, GroupTag, Plan, ProtocolError, Response, ResponseError,
+    CacheInsert, DownItem, DownMsg, GroupTag, Knobs, Plan, ProtocolError, Response, ResponseError,
     TensorInfo, UpItem, UpMsg,
 };
 pub use worker::Worker;
@@ -119,6 +119,8 @@ pub struct Coordinator {
     /// Latest epoch each rank reported.
     epochs: Vec<u64>,
     shut_down: bool,
+    /// Autotune values to announce with the next message.
+    pending_knobs: Option<Knobs>,
 }
 
 impl Coordinator {
@@ -137,6 +139,7 @@ impl Coordinator {
             next_seq: 0,
             epochs: vec![0; size],
             shut_down: false,
+            pending_knobs: None,
         }
     }
 
@@ -236,6 +239,19 @@ impl Coordinator {
         reqs
     }
 
+    /// Autotune: fuses with `knobs`' threshold and uses the cache as they say from now on, and
+    /// announces them in the next message, so every rank switches at the same point. Sent at
+    /// once (in a message without responses) when nothing else is ready.
+    pub fn set_knobs(&mut self, knobs: Knobs) {
+        if self.shut_down {
+            return;
+        }
+        self.fusion_threshold = knobs.fusion_threshold;
+        self.cache.set_enabled(knobs.cache_enabled);
+        self.pending_knobs = Some(knobs);
+        self.flush(Ready::default(), false);
+    }
+
     /// Runs the stall checks due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.shut_down {
@@ -292,7 +308,7 @@ impl Coordinator {
 
     /// Fuses `ready` (in ready order), encodes it against the cache and queues one `DownMsg`.
     fn flush(&mut self, ready: Ready, shutdown: bool) {
-        if ready.is_empty() && !shutdown {
+        if ready.is_empty() && !shutdown && self.pending_knobs.is_none() {
             return;
         }
         let seq = self.next_seq;
@@ -313,6 +329,7 @@ impl Coordinator {
             seq,
             groups,
             shutdown,
+            knobs: self.pending_knobs.take(),
         });
         self.next_seq += 1;
         self.shut_down = shutdown;

@@ -14,6 +14,8 @@ pub struct Worker {
     /// Whether this rank sends cache ids; it mirrors announced entries regardless, because the
     /// coordinator's messages may refer to them.
     use_cache: bool,
+    /// The cache has a capacity, so autotune may turn its use on.
+    cache_exists: bool,
     cache: CacheMirror,
     applied: u64,
 }
@@ -25,9 +27,15 @@ impl Worker {
             rank,
             size,
             use_cache: cache_capacity > 0,
+            cache_exists: cache_capacity > 0,
             cache: CacheMirror::default(),
             applied: 0,
         }
+    }
+
+    /// Autotune: sends cache ids (when the cache exists) or always full requests from now on.
+    pub fn set_use_cache(&mut self, on: bool) {
+        self.use_cache = on && self.cache_exists;
     }
 
     /// This worker's rank.

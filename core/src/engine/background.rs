@@ -21,6 +21,7 @@ use hora_transport::{Tag, Transport, TransportError, deadline_after};
 
 use super::executor::Executor;
 use super::queue::TensorQueue;
+use crate::autotune::{AutotuneParams, Autotuner, Knobs, Row};
 use crate::collectives::Collectives;
 use crate::config::{Topology, Tuning};
 use crate::coordinator::{Coordinator, CoordinatorConfig, DownMsg, Plan, Response, Worker};
@@ -53,6 +54,43 @@ pub(crate) struct Background {
     sent_shutdown: bool,
     /// HOROVOD_TIMELINE_MARK_CYCLES for the timeline opened at start.
     mark_cycles: bool,
+    /// Rank 0 with `HOROVOD_AUTOTUNE=1`, until the best values are fixed; `None` costs the
+    /// hot path one branch per response.
+    autotune: Option<Tuner>,
+}
+
+/// Rank 0's autotuner and its CSV log.
+struct Tuner {
+    tuner: Autotuner,
+    log: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Tuner {
+    /// Writes the rows of finished samples (flushed at once: a job may be killed any time).
+    fn write_rows(&mut self) {
+        use std::io::Write;
+        while let Some(row) = self.tuner.poll_row() {
+            tracing::info!(
+                "autotune: sample {}{}: fusion threshold {} B, segment {} B, cache {}, {:.0} B/s",
+                self.tuner.scored(),
+                if row.best {
+                    " (best, fixed from now on)"
+                } else {
+                    ""
+                },
+                row.knobs.fusion_threshold,
+                row.knobs.segment_bytes,
+                if row.knobs.cache_enabled { "on" } else { "off" },
+                row.score
+            );
+            if let Some(f) = &mut self.log
+                && let Err(e) = writeln!(f, "{}", row.csv()).and_then(|()| f.flush())
+            {
+                tracing::warn!("HOROVOD_AUTOTUNE_LOG: cannot write: {e}");
+                self.log = None;
+            }
+        }
+    }
 }
 
 /// `HOROVOD_TIMELINE=DYNAMIC`: the timeline is allowed but starts only on request.
@@ -71,6 +109,9 @@ impl Background {
         collectives: Box<dyn Collectives>,
         queue: TensorQueue,
     ) -> Self {
+        let autotune = (topology.rank == 0)
+            .then(|| Self::tuner(&tuning, &*collectives))
+            .flatten();
         let coordinator = (topology.rank == 0).then(|| {
             Coordinator::new(
                 topology.size,
@@ -93,7 +134,45 @@ impl Background {
             queue,
             executor: Executor::new(collectives, tuning.op_timeout),
             sent_shutdown: false,
+            autotune,
         }
+    }
+
+    /// Rank 0's tuner when `HOROVOD_AUTOTUNE=1`, with its CSV log opened and headed.
+    fn tuner(tuning: &Tuning, collectives: &dyn Collectives) -> Option<Tuner> {
+        // Asking reads nothing back: the value set is the one configured.
+        let reads_segments = collectives.set_segment_bytes(tuning.segment_bytes);
+        let params = AutotuneParams::from_tuning(tuning, reads_segments)?;
+        let initial = Knobs {
+            fusion_threshold: tuning.fusion_threshold as u64,
+            segment_bytes: tuning.segment_bytes as u64,
+            cache_enabled: tuning.cache_capacity > 0,
+        };
+        let Some(tuner) = Autotuner::new(params, initial) else {
+            tracing::warn!(
+                "HOROVOD_AUTOTUNE=1 has nothing to tune: every knob is fixed by its own variable"
+            );
+            return None;
+        };
+        let log = tuning.autotune_log.as_ref().and_then(|path| {
+            use std::io::Write;
+            let opened = std::fs::File::create(path).and_then(|f| {
+                let mut w = std::io::BufWriter::new(f);
+                writeln!(w, "{}", Row::HEADER)?;
+                w.flush()?;
+                Ok(w)
+            });
+            opened
+                .map_err(|e| {
+                    tracing::warn!(
+                        "HOROVOD_AUTOTUNE_LOG={}: cannot create: {e}",
+                        path.display()
+                    )
+                })
+                .ok()
+        });
+        tracing::info!("autotune: starting from {initial:?}");
+        Some(Tuner { tuner, log })
     }
 
     pub(crate) fn run(mut self) {
@@ -315,7 +394,10 @@ impl Background {
         }
     }
 
-    fn apply(&mut self, down: DownMsg) -> Result<Flow, Error> {
+    fn apply(&mut self, mut down: DownMsg) -> Result<Flow, Error> {
+        if let Some(k) = down.knobs.take() {
+            self.switch_knobs(k);
+        }
         let plan: Plan = self
             .worker
             .receive(down)
@@ -332,6 +414,42 @@ impl Background {
         Ok(Flow::Continue)
     }
 
+    /// Autotune: every rank switches to `k` at the same message (the coordinator switched its
+    /// fusion and cache already when it sent it).
+    fn switch_knobs(&mut self, k: Knobs) {
+        tracing::info!(
+            rank = self.rank(),
+            "autotune: values fusion_threshold={} segment_bytes={} cache_enabled={}",
+            k.fusion_threshold,
+            k.segment_bytes,
+            u8::from(k.cache_enabled)
+        );
+        self.worker.set_use_cache(k.cache_enabled);
+        self.executor
+            .set_segment_bytes(usize::try_from(k.segment_bytes).unwrap_or(usize::MAX));
+    }
+
+    /// Rank 0: scores a completed response and, when a sample ends with new values, hands
+    /// them to the coordinator.
+    fn tune(&mut self, names: &[String], bytes: u64) {
+        let Some(t) = self.autotune.as_mut() else {
+            return;
+        };
+        let next = t
+            .tuner
+            .record(Instant::now(), names.iter().map(String::as_str), bytes);
+        t.write_rows();
+        if let Some(k) = next
+            && let Some(c) = self.coordinator.as_mut()
+        {
+            c.set_knobs(k);
+        }
+        if t.tuner.is_done() {
+            tracing::info!("autotune: done; the best values stay fixed");
+            self.autotune = None;
+        }
+    }
+
     /// Runs one response on the executor and completes its handles; a failed collective
     /// stops the engine with its root cause.
     fn execute(&mut self, resp: Response) -> Result<(), Error> {
@@ -340,10 +458,23 @@ impl Background {
             .iter()
             .map(|t| self.queue.take(&t.name))
             .collect();
+        // A failed negotiation moved no bytes, so it is not scored.
+        let tuned = (self.autotune.is_some() && resp.error.is_none()).then(|| {
+            (
+                resp.tensors
+                    .iter()
+                    .map(|t| t.name.clone())
+                    .collect::<Vec<_>>(),
+                resp.bytes(),
+            )
+        });
         let mut done = self.executor.run(resp, entries);
         let stop = done.take_stop();
         for (entry, result) in done {
             self.queue.complete(entry, result);
+        }
+        if let (Some((names, bytes)), None) = (tuned, &stop) {
+            self.tune(&names, bytes);
         }
         match stop {
             Some(err) => Err(self.with_root_cause(err)),

@@ -97,6 +97,12 @@ impl Executor {
         self.timeline = timeline;
     }
 
+    /// Autotune: the collectives' segment size from the next response on; whether they
+    /// read it.
+    pub(crate) fn set_segment_bytes(&self, n: usize) -> bool {
+        self.collectives.set_segment_bytes(n)
+    }
+
     /// Wakes and fails anything waiting inside the collectives (the engine is stopping).
     pub(crate) fn abort(&self, reason: &str) {
         self.collectives.abort(reason);

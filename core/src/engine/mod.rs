@@ -93,6 +93,11 @@ impl Engine {
         set: &ProcessSet,
     ) -> Result<Self> {
         let view = SetView::new(set);
+        // Autotune tunes the job's own engine; a set's engine keeps the configured values.
+        let tuning = Tuning {
+            autotune: None,
+            ..tuning
+        };
         Self::start_inner(topology, tuning, transport, Some(collectives), Some(view))
             .map_err(|e| SetView::new(set).renumber(e))
     }

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::coordinator::{DownMsg, UpMsg};
 
 /// The format version this build speaks; bump it on any change to the message types.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

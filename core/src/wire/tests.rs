@@ -4,7 +4,8 @@ use proptest::prelude::*;
 
 use super::{VERSION, WireError, decode_down, decode_up, encode_down, encode_up};
 use crate::coordinator::{
-    CacheInsert, DownItem, DownMsg, Request, Response, ResponseError, TensorInfo, UpItem, UpMsg,
+    CacheInsert, DownItem, DownMsg, Knobs, Request, Response, ResponseError, TensorInfo, UpItem,
+    UpMsg,
 };
 use crate::types::{CollectiveKind, DataType, ReduceOp};
 
@@ -78,6 +79,11 @@ fn sample_down() -> DownMsg {
             }],
         ],
         shutdown: false,
+        knobs: Some(Knobs {
+            fusion_threshold: 1 << 20,
+            segment_bytes: 4096,
+            cache_enabled: false,
+        }),
     }
 }
 
@@ -111,8 +117,10 @@ fn cached_messages_are_tiny() {
         seq: 5,
         groups: vec![vec![DownItem::Cached(3)]],
         shutdown: false,
+        knobs: None,
     };
-    assert_eq!(encode_down(&down).len(), 7);
+    // version, seq, group count, item count, tag, id, shutdown, no knobs.
+    assert_eq!(encode_down(&down).len(), 8);
 }
 
 #[test]

@@ -219,33 +219,57 @@ fn rows() -> Vec<Row> {
         Row(
             "--autotune",
             &["-np", "2", "--autotune"],
-            Refused("no autotuner"),
+            Env(&[("HOROVOD_AUTOTUNE", "1")]),
         ),
         Row("--no-autotune", &["-np", "2", "--no-autotune"], Env(&[])),
         Row(
             "--autotune-log-file",
-            &["-np", "2", "--autotune-log-file", "f"],
-            Refused("no autotuner"),
+            &["-np", "2", "--autotune", "--autotune-log-file", "f"],
+            Env(&[("HOROVOD_AUTOTUNE", "1"), ("HOROVOD_AUTOTUNE_LOG", "f")]),
         ),
         Row(
             "--autotune-warmup-samples",
-            &["-np", "2", "--autotune-warmup-samples", "3"],
-            Refused("no autotuner"),
+            &["-np", "2", "--autotune", "--autotune-warmup-samples", "0"],
+            Env(&[
+                ("HOROVOD_AUTOTUNE", "1"),
+                ("HOROVOD_AUTOTUNE_WARMUP_SAMPLES", "0"),
+            ]),
         ),
         Row(
             "--autotune-steps-per-sample",
-            &["-np", "2", "--autotune-steps-per-sample", "3"],
-            Refused("no autotuner"),
+            &["-np", "2", "--autotune", "--autotune-steps-per-sample", "3"],
+            Env(&[
+                ("HOROVOD_AUTOTUNE", "1"),
+                ("HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE", "3"),
+            ]),
         ),
         Row(
             "--autotune-bayes-opt-max-samples",
-            &["-np", "2", "--autotune-bayes-opt-max-samples", "3"],
-            Refused("no autotuner"),
+            &[
+                "-np",
+                "2",
+                "--autotune",
+                "--autotune-bayes-opt-max-samples",
+                "7",
+            ],
+            Env(&[
+                ("HOROVOD_AUTOTUNE", "1"),
+                ("HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES", "7"),
+            ]),
         ),
         Row(
             "--autotune-gaussian-process-noise",
-            &["-np", "2", "--autotune-gaussian-process-noise", "0.5"],
-            Refused("no autotuner"),
+            &[
+                "-np",
+                "2",
+                "--autotune",
+                "--autotune-gaussian-process-noise",
+                "0.5",
+            ],
+            Env(&[
+                ("HOROVOD_AUTOTUNE", "1"),
+                ("HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE", "0.5"),
+            ]),
         ),
         Row(
             "--min-np",
@@ -584,7 +608,7 @@ fn every_refusal_is_reported_at_once_and_minus_x_wins() {
         &[
             "-np",
             "2",
-            "--autotune",
+            "--torus-allreduce",
             "--thread-affinity",
             "0",
             "--min-np",

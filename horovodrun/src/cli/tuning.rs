@@ -51,26 +51,31 @@ pub(crate) struct TuningArgs {
     #[arg(long, conflicts_with = "torus_allreduce", help_heading = "Tuning")]
     pub(crate) no_torus_allreduce: bool,
 
-    /// Autotuning: refused (hora has no autotuner yet).
-    #[arg(long, help_heading = "Autotune (refused)")]
+    /// Tune the fusion threshold, segment size and response cache online
+    /// (HOROVOD_AUTOTUNE=1); a knob set by its own flag or variable is held constant.
+    #[arg(long, help_heading = "Autotune")]
     pub(crate) autotune: bool,
-    /// No autotuning: what hora always does.
-    #[arg(long, conflicts_with = "autotune", help_heading = "Autotune (refused)")]
+    /// No autotuning (the default; nothing is exported).
+    #[arg(long, conflicts_with = "autotune", help_heading = "Autotune")]
     pub(crate) no_autotune: bool,
-    /// Refused with --autotune.
-    #[arg(long, value_name = "FILE", help_heading = "Autotune (refused)")]
+    /// With --autotune: rank 0 writes one CSV row per sample here (HOROVOD_AUTOTUNE_LOG).
+    #[arg(long, value_name = "FILE", help_heading = "Autotune")]
     pub(crate) autotune_log_file: Option<String>,
-    /// Refused with --autotune.
-    #[arg(long, value_name = "N", help_heading = "Autotune (refused)")]
+    /// With --autotune: samples discarded at the start (HOROVOD_AUTOTUNE_WARMUP_SAMPLES; 3).
+    #[arg(long, value_name = "N", help_heading = "Autotune")]
     pub(crate) autotune_warmup_samples: Option<u64>,
-    /// Refused with --autotune.
-    #[arg(long, value_name = "N", help_heading = "Autotune (refused)")]
+    /// With --autotune: steps per sample (HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE; 10).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          help_heading = "Autotune")]
     pub(crate) autotune_steps_per_sample: Option<u64>,
-    /// Refused with --autotune.
-    #[arg(long, value_name = "N", help_heading = "Autotune (refused)")]
+    /// With --autotune: samples before the best values are fixed
+    /// (HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES; 20).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          help_heading = "Autotune")]
     pub(crate) autotune_bayes_opt_max_samples: Option<u64>,
-    /// Refused with --autotune.
-    #[arg(long, value_name = "X", value_parser = parse_unit, help_heading = "Autotune (refused)")]
+    /// With --autotune: Gaussian-process noise in [0, 1]
+    /// (HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE; 0.8).
+    #[arg(long, value_name = "X", value_parser = parse_unit, help_heading = "Autotune")]
     pub(crate) autotune_gaussian_process_noise: Option<f64>,
 
     /// Write a Chrome-trace timeline here (HOROVOD_TIMELINE).
@@ -306,43 +311,6 @@ impl Tunables {
             "params.torus_allreduce",
             &format!("{NO_NCCL}; use --hierarchical-allreduce for a two-level allreduce"),
         );
-        let autotune_why = "hora has no autotuner yet; set --fusion-threshold-mb, \
-                            --cache-capacity and --hierarchical-allreduce by hand";
-        refuse(
-            self.autotune == Some(true),
-            "--autotune",
-            "autotune.enabled",
-            autotune_why,
-        );
-        for (given, flag, key) in [
-            (
-                self.autotune_log_file.is_some(),
-                "--autotune-log-file",
-                "autotune.log_file",
-            ),
-            (
-                self.autotune_warmup_samples.is_some(),
-                "--autotune-warmup-samples",
-                "autotune.warmup_samples",
-            ),
-            (
-                self.autotune_steps_per_sample.is_some(),
-                "--autotune-steps-per-sample",
-                "autotune.steps_per_sample",
-            ),
-            (
-                self.autotune_bayes_opt_max_samples.is_some(),
-                "--autotune-bayes-opt-max-samples",
-                "autotune.bayes_opt_max_samples",
-            ),
-            (
-                self.autotune_gaussian_process_noise.is_some(),
-                "--autotune-gaussian-process-noise",
-                "autotune.gaussian_process_noise",
-            ),
-        ] {
-            refuse(given, flag, key, autotune_why);
-        }
         refuse(
             self.mpi_threads_disable == Some(true),
             "--mpi-threads-disable",
@@ -393,7 +361,25 @@ impl Tunables {
         if let Some(b) = self.torus_allreduce {
             set("HOROVOD_TORUS_ALLREDUCE", bit(b));
         }
-        // Horovod exports the autotune group only when autotuning is on, which is refused.
+        // As Horovod: the autotune group is exported only with autotuning on.
+        if self.autotune == Some(true) {
+            set("HOROVOD_AUTOTUNE", "1".into());
+            if let Some(f) = &self.autotune_log_file {
+                set("HOROVOD_AUTOTUNE_LOG", f.clone());
+            }
+            if let Some(n) = self.autotune_warmup_samples {
+                set("HOROVOD_AUTOTUNE_WARMUP_SAMPLES", n.to_string());
+            }
+            if let Some(n) = self.autotune_steps_per_sample {
+                set("HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE", n.to_string());
+            }
+            if let Some(n) = self.autotune_bayes_opt_max_samples {
+                set("HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES", n.to_string());
+            }
+            if let Some(x) = self.autotune_gaussian_process_noise {
+                set("HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE", x.to_string());
+            }
+        }
         if let Some(f) = &self.timeline_filename {
             set("HOROVOD_TIMELINE", f.display().to_string());
             if let Some(b) = self.timeline_mark_cycles {

@@ -7,6 +7,8 @@
 
 #[path = "hora-rank/adasum.rs"]
 mod adasum;
+#[path = "hora-rank/autotune.rs"]
+mod autotune;
 #[path = "hora-rank/sets.rs"]
 mod sets;
 
@@ -237,6 +239,7 @@ fn main() -> ExitCode {
             .map(|h| println!("rank {}: homogeneous={h}", api::rank().unwrap_or(0)))
             .map_err(|e| e.to_string()),
         "static-sets" => sets::static_sets(),
+        "autotune" => autotune::many_small(&args),
         other => fail(format!("unknown scenario {other:?}")),
     };
     let rank = api::rank().unwrap_or(usize::MAX);

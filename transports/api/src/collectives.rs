@@ -180,6 +180,13 @@ pub trait Collectives: Send + Sync + fmt::Debug {
     /// engine's transport (shared memory), so peers waiting on this rank there fail at once.
     /// The default does nothing: the engine aborts its transport itself.
     fn abort(&self, _reason: &str) {}
+
+    /// Sets the largest message of a pipelined step from the next call on (autotune; every
+    /// rank sets the same value between the same two calls) and says whether this backend's
+    /// main calls read it. The default reads no segment size and ignores it.
+    fn set_segment_bytes(&self, _n: usize) -> bool {
+        false
+    }
 }
 
 /// A shared backend is a backend: every call goes to the one behind the `Arc`.
@@ -259,5 +266,9 @@ impl<C: Collectives + ?Sized> Collectives for std::sync::Arc<C> {
 
     fn abort(&self, reason: &str) {
         (**self).abort(reason);
+    }
+
+    fn set_segment_bytes(&self, n: usize) -> bool {
+        (**self).set_segment_bytes(n)
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::cache::ResponseCache;
 use super::message::{DownItem, UpItem};
 use super::negotiate::rank_list;
-use super::{Coordinator, CoordinatorConfig, Request, Response, Worker};
+use super::{Coordinator, CoordinatorConfig, Knobs, Request, Response, Worker};
 use crate::types::{CollectiveKind as K, DataType, ReduceOp};
 use sim::{Mode, SimCluster};
 
@@ -149,6 +149,59 @@ fn steady_state_uses_cache_ids_and_small_messages() {
         plan.iter()
             .all(|r| r.tensors.len() == 4 && r.error.is_none())
     );
+}
+
+#[test]
+fn autotune_knobs_switch_fusion_and_cache_at_one_message_on_every_rank() {
+    let mut sim = SimCluster::new(3, cfg(1024), Mode::Shuffled, 5);
+    let batch: Vec<Request> = (0..4).map(|i| ar(&format!("g{i}"), &[1024])).collect();
+    let step = |sim: &mut SimCluster| {
+        for r in 0..3 {
+            sim.submit(r, batch.clone());
+        }
+        sim.run_until_idle();
+    };
+    step(&mut sim);
+    step(&mut sim);
+    assert_eq!(
+        sim.stats.full_items, 12,
+        "only the first step travels in full"
+    );
+    let off = Knobs {
+        fusion_threshold: 8192,
+        segment_bytes: 4096,
+        cache_enabled: false,
+    };
+    sim.coordinator.set_knobs(off);
+    sim.collect();
+    sim.run_until_idle();
+    let before = sim.plans[0].len();
+    step(&mut sim);
+    let plan = same_plan(&sim, &[0, 1, 2]);
+    // 8 KiB holds two 4 KiB tensors: two fused responses instead of one.
+    let sizes: Vec<usize> = plan[before..].iter().map(|r| r.tensors.len()).collect();
+    assert_eq!(sizes, [2, 2]);
+    assert_eq!(
+        sim.stats.full_items, 24,
+        "with the cache off every request is full"
+    );
+    // Every rank switched at the same message.
+    assert_eq!(sim.knobs[0].len(), 1);
+    assert!(
+        sim.knobs.iter().all(|k| *k == sim.knobs[0]),
+        "{:?}",
+        sim.knobs
+    );
+    // Back on: the entries kept while off serve the next steps again.
+    sim.coordinator.set_knobs(Knobs {
+        cache_enabled: true,
+        ..off
+    });
+    sim.collect();
+    sim.run_until_idle();
+    step(&mut sim);
+    assert_eq!(sim.stats.full_items, 24);
+    same_plan(&sim, &[0, 1, 2]);
 }
 
 #[test]

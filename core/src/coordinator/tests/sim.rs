@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::super::{Coordinator, CoordinatorConfig, Request, Response, UpItem, Worker};
+use super::super::{Coordinator, CoordinatorConfig, Knobs, Request, Response, UpItem, Worker};
 use crate::types::CollectiveKind;
 use crate::wire;
 
@@ -64,6 +64,8 @@ pub(crate) struct SimCluster {
     pub(crate) seqs: Vec<Vec<u64>>,
     /// Whether each rank has received the shutdown.
     pub(crate) shut: Vec<bool>,
+    /// Autotune values each rank switched to, with the message that carried them.
+    pub(crate) knobs: Vec<Vec<(u64, Knobs)>>,
     /// Warnings the coordinator emitted.
     pub(crate) warnings: Vec<String>,
     /// Items sent as cache ids / in full, and total bytes up and down.
@@ -98,6 +100,7 @@ impl SimCluster {
             plans: vec![Vec::new(); size],
             seqs: vec![Vec::new(); size],
             shut: vec![false; size],
+            knobs: vec![Vec::new(); size],
             warnings: Vec::new(),
             stats: Stats::default(),
             dropped: vec![false; size],
@@ -173,7 +176,7 @@ impl SimCluster {
     }
 
     /// Drains the coordinator's output into every live rank's downbox.
-    fn collect(&mut self) {
+    pub(crate) fn collect(&mut self) {
         while let Some(down) = self.coordinator.poll_transmit() {
             let bytes = wire::encode_down(&down);
             self.stats.down_bytes += bytes.len();
@@ -206,6 +209,11 @@ impl SimCluster {
         };
         let msg = wire::decode_down(&bytes).expect("sim sends valid frames");
         let seq = msg.seq;
+        if let Some(k) = msg.knobs {
+            // As the engine does: switch before running the message's responses.
+            self.nodes[rank].set_use_cache(k.cache_enabled);
+            self.knobs[rank].push((seq, k));
+        }
         let plan = self.nodes[rank]
             .receive(msg)
             .expect("every rank can apply the stream");

@@ -3,7 +3,7 @@ use std::path::Path;
 use super::*;
 
 /// Horovod's own test configuration (test/single/data/config.test.yaml), minus what hora
-/// refuses (autotune, cycle marks, MPI threads off, NCCL streams, thread affinity).
+/// refuses (MPI threads off, NCCL streams, thread affinity) and with cycle marks off.
 const HOROVOD_LIKE: &str = "\
 controller: gloo
 
@@ -15,7 +15,12 @@ params:
   hierarchical_allgather: true
 
 autotune:
-  enabled: false   # hora has no autotuner
+  enabled: true
+  log_file: 'horovod_autotune_log.txt'
+  warmup_samples: 5
+  steps_per_sample: 20
+  bayes_opt_max_samples: 50
+  gaussian_process_noise: 0.9
 
 timeline:
   filename: 'horovod_timeline.json'
@@ -54,7 +59,7 @@ fn horovods_layout_sets_every_key() {
     assert_eq!(t.cache_capacity, Some(2048));
     assert_eq!(t.hierarchical_allreduce, Some(true));
     assert_eq!(t.hierarchical_allgather, Some(true));
-    assert_eq!(t.autotune, Some(false));
+    assert_eq!(t.autotune, Some(true));
     assert_eq!(t.timeline_filename, Some("horovod_timeline.json".into()));
     assert_eq!(t.timeline_mark_cycles, Some(false));
     assert_eq!(t.no_stall_check, Some(false));
@@ -71,6 +76,15 @@ fn horovods_layout_sets_every_key() {
     assert_eq!(get("HOROVOD_LOG_HIDE_TIME"), Some("1"));
     assert_eq!(get("HOROVOD_TIMELINE_MARK_CYCLES"), Some("0"));
     assert_eq!(get("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"), Some("240"));
+    assert_eq!(get("HOROVOD_AUTOTUNE"), Some("1"));
+    assert_eq!(
+        get("HOROVOD_AUTOTUNE_LOG"),
+        Some("horovod_autotune_log.txt")
+    );
+    assert_eq!(get("HOROVOD_AUTOTUNE_WARMUP_SAMPLES"), Some("5"));
+    assert_eq!(get("HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE"), Some("20"));
+    assert_eq!(get("HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES"), Some("50"));
+    assert_eq!(get("HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE"), Some("0.9"));
 }
 
 #[test]
