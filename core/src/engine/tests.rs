@@ -282,6 +282,93 @@ fn duplicate_in_flight_name_and_bad_length_are_argument_errors() {
 }
 
 #[test]
+fn sixteen_bit_and_bool_allreduce_across_ranks_and_bool_refuses_average_and_scales() {
+    let out = with_engines(3, tuning(), |e| {
+        let r = e.topology().rank as i16;
+        let xs: Vec<u8> = [r - 1, 1000 * r, 7]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let h = e.allreduce_async(
+            "i16",
+            DataType::I16,
+            &[3],
+            Box::new(xs),
+            ReduceOp::Min,
+            OpOptions::default(),
+        );
+        let min = h.wait().unwrap().take_data::<Vec<u8>>().unwrap();
+        let flags = vec![u8::from(r == 1), 1, 0];
+        let any = e
+            .allreduce_async(
+                "b",
+                DataType::Bool,
+                &[3],
+                Box::new(flags.clone()),
+                ReduceOp::Sum,
+                OpOptions::default(),
+            )
+            .wait()
+            .unwrap()
+            .take_data::<Vec<u8>>()
+            .unwrap();
+        let all = e
+            .allreduce_async(
+                "b2",
+                DataType::Bool,
+                &[3],
+                Box::new(flags.clone()),
+                ReduceOp::Product,
+                OpOptions::default(),
+            )
+            .wait()
+            .unwrap()
+            .take_data::<Vec<u8>>()
+            .unwrap();
+        let avg = e
+            .allreduce_async(
+                "bavg",
+                DataType::Bool,
+                &[3],
+                Box::new(flags.clone()),
+                ReduceOp::Average,
+                OpOptions::default(),
+            )
+            .wait()
+            .unwrap_err();
+        let scaled = e
+            .allreduce_async(
+                "bscale",
+                DataType::Bool,
+                &[3],
+                Box::new(flags),
+                ReduceOp::Max,
+                OpOptions {
+                    prescale: 2.0,
+                    ..OpOptions::default()
+                },
+            )
+            .wait()
+            .unwrap_err();
+        (min, any, all, avg.to_string(), scaled.to_string())
+    });
+    let want_min: Vec<u8> = [-1i16, 0, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+    for (min, any, all, avg, scaled) in &out {
+        assert_eq!(min, &want_min);
+        assert_eq!(any, &[1, 1, 0], "bool sum is or");
+        assert_eq!(all, &[0, 1, 0], "bool product is and");
+        assert!(
+            avg.contains("'bavg'") && avg.contains("cannot be averaged"),
+            "{avg}"
+        );
+        assert!(
+            scaled.contains("'bscale'") && scaled.contains("cannot be scaled"),
+            "{scaled}"
+        );
+    }
+}
+
+#[test]
 fn peer_failure_fails_pending_handles_instead_of_hanging() {
     let transports = LocalTransport::create(2);
     let t1 = transports[1].clone();
