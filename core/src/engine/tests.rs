@@ -282,6 +282,50 @@ fn duplicate_in_flight_name_and_bad_length_are_argument_errors() {
 }
 
 #[test]
+fn a_name_still_in_flight_is_refused_without_queuing_and_the_first_completes() {
+    let out = with_engines(2, tuning(), |e| {
+        let sum = |name: &str| {
+            e.allreduce_async(
+                name,
+                DataType::F32,
+                &[1],
+                Box::new(vec![1.0f32]),
+                ReduceOp::Sum,
+                OpOptions::default(),
+            )
+        };
+        // Rank 1 submits "d" only after the gate, which rank 0 enters after its duplicate: rank
+        // 0's first "d" is surely still in flight when it submits the second.
+        if e.topology().rank == 0 {
+            let first = sum("d");
+            let dup = sum("d").wait().unwrap_err();
+            sum("gate").wait().unwrap();
+            let v = first.wait().unwrap().take_data::<Vec<f32>>().unwrap();
+            (Some(dup), v)
+        } else {
+            sum("gate").wait().unwrap();
+            let v = sum("d").wait().unwrap().take_data::<Vec<f32>>().unwrap();
+            (None, v)
+        }
+    });
+    let dup = out[0].0.as_ref().unwrap();
+    let text = dup.to_string();
+    assert!(
+        matches!(dup, Error::InvalidArgument { rank: 0, .. }),
+        "{dup:?}"
+    );
+    assert!(
+        text.contains("'d'") && text.contains("same name as another tensor still being processed"),
+        "{text}"
+    );
+    assert!(text.contains("allreduce"), "{text}");
+    assert!(
+        out.iter().all(|o| o.1 == [2.0]),
+        "the first 'd' ran once, on both ranks"
+    );
+}
+
+#[test]
 fn sixteen_bit_and_bool_allreduce_across_ranks_and_bool_refuses_average_and_scales() {
     let out = with_engines(3, tuning(), |e| {
         let r = e.topology().rank as i16;
