@@ -250,7 +250,7 @@ mod tests {
             assert_eq!(ReduceOp::from_code(o.code()), Some(o));
         }
         assert_eq!(ReduceOp::Adasum.code(), 2);
-        assert_eq!(DataType::from_code(8), None);
+        assert_eq!(DataType::from_code(11), None);
         assert_eq!(ReduceOp::from_code(6), None);
         assert!(ReduceOp::ELEMENTWISE.iter().all(|o| o.is_elementwise()));
         assert!(!ReduceOp::Adasum.is_elementwise());
