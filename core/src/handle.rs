@@ -242,7 +242,7 @@ pub trait Element: bytemuck::Pod + Send + 'static {
 macro_rules! element {
     ($($t:ty => $d:ident),*) => { $(impl Element for $t { const DTYPE: DataType = DataType::$d; })* };
 }
-element!(u8 => U8, i8 => I8, i32 => I32, i64 => I64, half::f16 => F16, half::bf16 => Bf16, f32 => F32, f64 => F64);
+element!(u8 => U8, i8 => I8, i16 => I16, u16 => U16, i32 => I32, i64 => I64, half::f16 => F16, half::bf16 => Bf16, f32 => F32, f64 => F64);
 
 #[cfg(test)]
 mod output_buffer_tests {

@@ -173,6 +173,9 @@ fn write_value(buf: &mut [u8], dtype: DataType, i: usize, v: f64) {
     match dtype {
         DataType::U8 => dst.copy_from_slice(&(v as u8).to_le_bytes()),
         DataType::I8 => dst.copy_from_slice(&(v as i8).to_le_bytes()),
+        DataType::I16 => dst.copy_from_slice(&(v as i16).to_le_bytes()),
+        DataType::U16 => dst.copy_from_slice(&(v as u16).to_le_bytes()),
+        DataType::Bool => dst[0] = u8::from(v != 0.0),
         DataType::I32 => dst.copy_from_slice(&(v as i32).to_le_bytes()),
         DataType::I64 => dst.copy_from_slice(&(v as i64).to_le_bytes()),
         DataType::F16 => dst.copy_from_slice(&f16::from_f64(v).to_le_bytes()),
@@ -188,6 +191,9 @@ fn read_value(buf: &[u8], dtype: DataType, i: usize) -> f64 {
     match dtype {
         DataType::U8 => f64::from(b[0]),
         DataType::I8 => f64::from(b[0] as i8),
+        DataType::I16 => f64::from(i16::from_le_bytes(b.try_into().unwrap())),
+        DataType::U16 => f64::from(u16::from_le_bytes(b.try_into().unwrap())),
+        DataType::Bool => f64::from(b[0]),
         DataType::I32 => f64::from(i32::from_le_bytes(b.try_into().unwrap())),
         DataType::I64 => i64::from_le_bytes(b.try_into().unwrap()) as f64,
         DataType::F16 => f16::from_le_bytes(b.try_into().unwrap()).to_f64(),

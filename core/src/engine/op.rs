@@ -176,6 +176,26 @@ impl Op {
                 )));
             }
         }
+        let reduces = matches!(
+            req.kind,
+            CollectiveKind::Allreduce | CollectiveKind::Reducescatter
+        );
+        // Truth values have no mean and no multiple (Horovod's scaling throws on bool too).
+        if reduces && req.dtype == DataType::Bool {
+            if req.op == ReduceOp::Average {
+                return Err(invalid(
+                    "a bool tensor cannot be averaged; use Sum (logical or), Max (or), \
+                     Min (and) or Product (and)"
+                        .into(),
+                ));
+            }
+            if req.prescale != 1.0 || req.postscale != 1.0 {
+                return Err(invalid(format!(
+                    "a bool tensor cannot be scaled (prescale {}, postscale {})",
+                    req.prescale, req.postscale
+                )));
+            }
+        }
         if req.kind == CollectiveKind::Broadcast && req.root as usize >= size {
             return Err(invalid(format!(
                 "broadcast root {} is not a rank of this job (size {size})",

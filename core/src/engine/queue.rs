@@ -133,9 +133,7 @@ impl Submitter {
                 Some(Error::InvalidArgument {
                     rank: self.rank,
                     tensor: req.name.clone(),
-                    detail: "an operation with this name is already in flight on this rank; \
-                             names must be unique until their handle completes"
-                        .to_string(),
+                    detail: duplicate_name(req.kind),
                 })
             } else {
                 None
@@ -188,9 +186,7 @@ impl Submitter {
                         detail: if repeated {
                             "this name appears twice in one group".to_string()
                         } else {
-                            "an operation with this name is already in flight on this rank; \
-                             names must be unique until their handle completes"
-                                .to_string()
+                            duplicate_name(req.kind)
                         },
                     })
                 })
@@ -310,4 +306,12 @@ impl TensorQueue {
             self.shared.finish(&entry.handle, Err(reason.clone()));
         }
     }
+}
+
+/// Horovod's duplicate-name refusal, in our words: the name is taken until its handle completes.
+fn duplicate_name(kind: crate::types::CollectiveKind) -> String {
+    format!(
+        "requested {kind} of a tensor with the same name as another tensor still being \
+         processed on this rank; use a different name, or wait for the first handle"
+    )
 }

@@ -282,6 +282,137 @@ fn duplicate_in_flight_name_and_bad_length_are_argument_errors() {
 }
 
 #[test]
+fn a_name_still_in_flight_is_refused_without_queuing_and_the_first_completes() {
+    let out = with_engines(2, tuning(), |e| {
+        let sum = |name: &str| {
+            e.allreduce_async(
+                name,
+                DataType::F32,
+                &[1],
+                Box::new(vec![1.0f32]),
+                ReduceOp::Sum,
+                OpOptions::default(),
+            )
+        };
+        // Rank 1 submits "d" only after the gate, which rank 0 enters after its duplicate: rank
+        // 0's first "d" is surely still in flight when it submits the second.
+        if e.topology().rank == 0 {
+            let first = sum("d");
+            let dup = sum("d").wait().unwrap_err();
+            sum("gate").wait().unwrap();
+            let v = first.wait().unwrap().take_data::<Vec<f32>>().unwrap();
+            (Some(dup), v)
+        } else {
+            sum("gate").wait().unwrap();
+            let v = sum("d").wait().unwrap().take_data::<Vec<f32>>().unwrap();
+            (None, v)
+        }
+    });
+    let dup = out[0].0.as_ref().unwrap();
+    let text = dup.to_string();
+    assert!(
+        matches!(dup, Error::InvalidArgument { rank: 0, .. }),
+        "{dup:?}"
+    );
+    assert!(
+        text.contains("'d'") && text.contains("same name as another tensor still being processed"),
+        "{text}"
+    );
+    assert!(text.contains("allreduce"), "{text}");
+    assert!(
+        out.iter().all(|o| o.1 == [2.0]),
+        "the first 'd' ran once, on both ranks"
+    );
+}
+
+#[test]
+fn sixteen_bit_and_bool_allreduce_across_ranks_and_bool_refuses_average_and_scales() {
+    let out = with_engines(3, tuning(), |e| {
+        let r = e.topology().rank as i16;
+        let xs: Vec<u8> = [r - 1, 1000 * r, 7]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let h = e.allreduce_async(
+            "i16",
+            DataType::I16,
+            &[3],
+            Box::new(xs),
+            ReduceOp::Min,
+            OpOptions::default(),
+        );
+        let min = h.wait().unwrap().take_data::<Vec<u8>>().unwrap();
+        let flags = vec![u8::from(r == 1), 1, 0];
+        let any = e
+            .allreduce_async(
+                "b",
+                DataType::Bool,
+                &[3],
+                Box::new(flags.clone()),
+                ReduceOp::Sum,
+                OpOptions::default(),
+            )
+            .wait()
+            .unwrap()
+            .take_data::<Vec<u8>>()
+            .unwrap();
+        let all = e
+            .allreduce_async(
+                "b2",
+                DataType::Bool,
+                &[3],
+                Box::new(flags.clone()),
+                ReduceOp::Product,
+                OpOptions::default(),
+            )
+            .wait()
+            .unwrap()
+            .take_data::<Vec<u8>>()
+            .unwrap();
+        let avg = e
+            .allreduce_async(
+                "bavg",
+                DataType::Bool,
+                &[3],
+                Box::new(flags.clone()),
+                ReduceOp::Average,
+                OpOptions::default(),
+            )
+            .wait()
+            .unwrap_err();
+        let scaled = e
+            .allreduce_async(
+                "bscale",
+                DataType::Bool,
+                &[3],
+                Box::new(flags),
+                ReduceOp::Max,
+                OpOptions {
+                    prescale: 2.0,
+                    ..OpOptions::default()
+                },
+            )
+            .wait()
+            .unwrap_err();
+        (min, any, all, avg.to_string(), scaled.to_string())
+    });
+    let want_min: Vec<u8> = [-1i16, 0, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+    for (min, any, all, avg, scaled) in &out {
+        assert_eq!(min, &want_min);
+        assert_eq!(any, &[1, 1, 0], "bool sum is or");
+        assert_eq!(all, &[0, 1, 0], "bool product is and");
+        assert!(
+            avg.contains("'bavg'") && avg.contains("cannot be averaged"),
+            "{avg}"
+        );
+        assert!(
+            scaled.contains("'bscale'") && scaled.contains("cannot be scaled"),
+            "{scaled}"
+        );
+    }
+}
+
+#[test]
 fn peer_failure_fails_pending_handles_instead_of_hanging() {
     let transports = LocalTransport::create(2);
     let t1 = transports[1].clone();

@@ -55,6 +55,13 @@ typedef enum hora_dtype {
   HORA_DTYPE_F32 = 6,
   // double
   HORA_DTYPE_F64 = 7,
+  // int16_t
+  HORA_DTYPE_I16 = 8,
+  // uint16_t
+  HORA_DTYPE_U16 = 9,
+  // bool, one byte (0 false, non-zero true): Sum and Max are OR, Product and Min AND;
+  // Average and scale factors are refused
+  HORA_DTYPE_BOOL = 10,
 } hora_dtype;
 
 // How values are combined; the values are the engine's `ReduceOp` codes, which are Horovod's.

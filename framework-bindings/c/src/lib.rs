@@ -74,6 +74,13 @@ pub enum hora_dtype {
     F32 = 6,
     /// double
     F64 = 7,
+    /// int16_t
+    I16 = 8,
+    /// uint16_t
+    U16 = 9,
+    /// bool, one byte (0 false, non-zero true): Sum and Max are OR, Product and Min AND;
+    /// Average and scale factors are refused
+    Bool = 10,
 }
 
 /// How values are combined; the values are the engine's `ReduceOp` codes, which are Horovod's.
@@ -112,6 +119,9 @@ impl From<hora_dtype> for DataType {
             hora_dtype::Bf16 => Self::Bf16,
             hora_dtype::F32 => Self::F32,
             hora_dtype::F64 => Self::F64,
+            hora_dtype::I16 => Self::I16,
+            hora_dtype::U16 => Self::U16,
+            hora_dtype::Bool => Self::Bool,
         }
     }
 }
@@ -419,7 +429,7 @@ mod tests {
     use super::{hora_dtype, hora_op, hora_status, status_of};
     use hora_core::{DataType, Error, ReduceOp};
 
-    const DTYPES: [hora_dtype; 8] = [
+    const DTYPES: [hora_dtype; 11] = [
         hora_dtype::U8,
         hora_dtype::I8,
         hora_dtype::I32,
@@ -428,6 +438,9 @@ mod tests {
         hora_dtype::Bf16,
         hora_dtype::F32,
         hora_dtype::F64,
+        hora_dtype::I16,
+        hora_dtype::U16,
+        hora_dtype::Bool,
     ];
     const OPS: [hora_op; 6] = [
         hora_op::Average,

@@ -115,6 +115,17 @@ MISTAKES = {
         "tf": lambda: htf.alltoall(tf.ones([4]), splits=[-1] + [5] + [0] * (n() - 2)),
         "raw": lambda: raw("negsplits", kind=ALLTOALL, splits=[-1] + [5] + [0] * (n() - 2)),
     },
+    "splits not summing to dim 0": {
+        "torch": lambda: hvd.alltoall(torch.ones(4), splits=[3] + [0] * (n() - 1)),
+        "tf": lambda: htf.alltoall(tf.ones([4]), splits=[3] + [0] * (n() - 1)),
+        "raw": lambda: raw("sumsplits", kind=ALLTOALL, splits=[3] + [0] * (n() - 1)),
+    },
+    "bool averaged": {
+        "torch": lambda: hvd.allreduce(torch.ones(2, dtype=torch.bool)),
+        "tf": lambda: htf.allreduce(tf.ones([2], tf.bool)),
+        "raw": lambda: raw("boolavg", tensor=torch.ones(4, dtype=torch.bool), dtype=DTYPES["bool"],
+                           op=vocabulary.Average),
+    },
     "wrong buffer size": {
         "raw": lambda: raw("nbytes", nbytes=12),
     },
@@ -166,6 +177,38 @@ def test_a_mistake_raises_the_same_class_from_every_face(mistake):
     assert hvd.allreduce(torch.ones(2), op=hvd.Sum).tolist() == [n()] * 2
 
 
+@pytest.mark.parametrize("call, value", [
+    (lambda: hvd.broadcast(torch.ones(2), root_rank=hvd.size() + 3, name="chk.root"), "root {n3}"),
+    (lambda: hvd.alltoall(torch.ones(4), splits=[1] * (hvd.size() + 1), name="chk.len"), "[{ones}]"),
+    (lambda: hvd.alltoall(torch.ones(4), splits=[3] + [0] * (hvd.size() - 1), name="chk.sum"), "[3, {zeros}]"),
+], ids=["root", "splits length", "splits sum"])
+def test_bad_root_and_splits_are_refused_on_the_calling_rank_naming_tensor_and_value(call, value):
+    n = hvd.size()
+    # only rank 0 errs: were anything sent, the others would never answer it
+    if hvd.rank() == 0:
+        with pytest.raises(ValueError) as info:
+            call()
+        e = info.value
+        assert isinstance(e, hora.InvalidArgumentError) and e.rank == 0
+        assert e.tensor_name and e.tensor_name.split(".", 1)[1].startswith("chk.")
+        assert e.tensor_name in str(e)
+        shown = value.format(n3=n + 3, ones=", ".join(["1"] * (n + 1)), zeros=", ".join(["0"] * (n - 1)))
+        assert shown in str(e), str(e)
+    # refused before anything was sent: the next collective pairs up as usual
+    assert hvd.allreduce(torch.ones(1), op=hvd.Sum, name="chk.after").item() == n
+
+
+def test_a_duplicate_name_in_flight_raises_horovods_error_not_a_queued_op():
+    with pytest.raises(hora.InvalidArgumentError) as info:
+        torch_duplicate()
+    e = info.value
+    assert isinstance(e, ValueError) and e.rank == hvd.rank()
+    assert e.tensor_name == f"allreduce.errors.torch.dup.{hvd.rank()}"
+    assert "requested allreduce of a tensor with the same name as another tensor" in str(e), str(e)
+    # the first submission ran, once: the ranks are still in step
+    assert hvd.allreduce(torch.ones(1), op=hvd.Sum, name="dup.after").item() == hvd.size()
+
+
 def test_engine_errors_name_the_tensor():
     with pytest.raises(hora.InvalidArgumentError) as info:
         raw("named", dtype=99)
@@ -202,8 +245,8 @@ def test_one_vocabulary():
     # Horovod's numbering, from the Rust enums.
     assert _core.OPS == {"average": 0, "sum": 1, "min": 3, "max": 4, "product": 5, "adasum": 2}
     assert (hvd.Average, hvd.Sum, hvd.Adasum, hvd.Min, hvd.Max, hvd.Product) == (0, 1, 2, 3, 4, 5)
-    assert list(_core.DTYPES) == ["u8", "i8", "i32", "i64", "f16", "bf16", "f32", "f64"]
-    assert list(_core.DTYPES.values()) == list(range(8))
+    assert list(_core.DTYPES) == ["u8", "i8", "i32", "i64", "f16", "bf16", "f32", "f64", "i16", "u16", "bool"]
+    assert list(_core.DTYPES.values()) == list(range(11))
     assert list(_core.KINDS) == ["allreduce", "allgather", "broadcast", "alltoall", "reducescatter", "barrier",
                                  "join"]
     assert hvd.ReduceOp is vocabulary.ReduceOp

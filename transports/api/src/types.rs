@@ -29,11 +29,19 @@ pub enum DataType {
     F32 = 6,
     /// IEEE 754 double precision.
     F64 = 7,
+    /// Signed 16-bit integer.
+    I16 = 8,
+    /// Unsigned 16-bit integer.
+    U16 = 9,
+    /// Boolean, one byte per element (0 is false, anything else true); reduced logically:
+    /// Sum and Max are OR, Product and Min are AND (what Horovod's Gloo path computes on C++
+    /// `bool`), and Average, Adasum and scale factors are refused.
+    Bool = 10,
 }
 
 impl DataType {
     /// Every supported type, in a stable order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 11] = [
         Self::U8,
         Self::I8,
         Self::I32,
@@ -42,6 +50,9 @@ impl DataType {
         Self::Bf16,
         Self::F32,
         Self::F64,
+        Self::I16,
+        Self::U16,
+        Self::Bool,
     ];
 
     /// The stable code of this type (its discriminant).
@@ -57,8 +68,8 @@ impl DataType {
     /// Size of one element in bytes.
     pub const fn size(self) -> usize {
         match self {
-            Self::U8 | Self::I8 => 1,
-            Self::F16 | Self::Bf16 => 2,
+            Self::U8 | Self::I8 | Self::Bool => 1,
+            Self::I16 | Self::U16 | Self::F16 | Self::Bf16 => 2,
             Self::I32 | Self::F32 => 4,
             Self::I64 | Self::F64 => 8,
         }
@@ -75,6 +86,9 @@ impl DataType {
             Self::Bf16 => "bf16",
             Self::F32 => "f32",
             Self::F64 => "f64",
+            Self::I16 => "i16",
+            Self::U16 => "u16",
+            Self::Bool => "bool",
         }
     }
 
@@ -103,9 +117,13 @@ impl FromStr for DataType {
             "bf16" | "bfloat16" => Self::Bf16,
             "f32" | "float32" | "float" => Self::F32,
             "f64" | "float64" | "double" => Self::F64,
+            "i16" | "int16" | "short" => Self::I16,
+            "u16" | "uint16" => Self::U16,
+            "bool" => Self::Bool,
             _ => {
                 return Err(format!(
-                    "unknown dtype {s:?}; accepted: u8, i8, i32, i64, f16, bf16, f32, f64"
+                    "unknown dtype {s:?}; accepted: u8, i8, i16, u16, i32, i64, f16, bf16, f32, \
+                     f64, bool"
                 ));
             }
         };
@@ -219,7 +237,7 @@ mod tests {
     #[test]
     fn codes_are_stable_and_round_trip() {
         let dtypes: Vec<u8> = DataType::ALL.iter().map(|d| d.code()).collect();
-        assert_eq!(dtypes, [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(dtypes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         assert_eq!(ReduceOp::Average.code(), 0);
         assert_eq!(ReduceOp::Sum.code(), 1);
         assert_eq!(ReduceOp::Min.code(), 3);
@@ -232,7 +250,7 @@ mod tests {
             assert_eq!(ReduceOp::from_code(o.code()), Some(o));
         }
         assert_eq!(ReduceOp::Adasum.code(), 2);
-        assert_eq!(DataType::from_code(8), None);
+        assert_eq!(DataType::from_code(11), None);
         assert_eq!(ReduceOp::from_code(6), None);
         assert!(ReduceOp::ELEMENTWISE.iter().all(|o| o.is_elementwise()));
         assert!(!ReduceOp::Adasum.is_elementwise());

@@ -38,7 +38,13 @@ pub(super) fn for_dtype(dtype: DataType) -> Option<Kernels> {
         DataType::F64 => Some(of::<f64>()),
         DataType::F16 => Some(of::<f16>()),
         DataType::Bf16 => Some(of::<bf16>()),
-        DataType::U8 | DataType::I8 | DataType::I32 | DataType::I64 => None,
+        DataType::U8
+        | DataType::I8
+        | DataType::I16
+        | DataType::U16
+        | DataType::I32
+        | DataType::I64
+        | DataType::Bool => None,
     }
 }
 

@@ -34,6 +34,9 @@ fn put(buf: &mut [u8], dtype: DataType, i: usize, v: i64) {
     match dtype {
         DataType::U8 => dst[0] = v as u8,
         DataType::I8 => dst[0] = v as i8 as u8,
+        DataType::Bool => dst[0] = u8::from(v != 0),
+        DataType::I16 => dst.copy_from_slice(&(v as i16).to_le_bytes()),
+        DataType::U16 => dst.copy_from_slice(&(v as u16).to_le_bytes()),
         DataType::I32 => dst.copy_from_slice(&(v as i32).to_le_bytes()),
         DataType::I64 => dst.copy_from_slice(&v.to_le_bytes()),
         DataType::F32 => dst.copy_from_slice(&(v as f32).to_le_bytes()),
@@ -53,9 +56,13 @@ pub fn input(dtype: DataType, op: ReduceOp, rank: usize, elems: usize, salt: usi
         let v = match op {
             // Adasum has its own inputs and check (`adasum.rs`); small sums do no harm here.
             ReduceOp::Sum | ReduceOp::Average | ReduceOp::Adasum => (r % 5) as i64,
-            ReduceOp::Product if dtype == DataType::U8 => 1 + (r % 2) as i64,
+            ReduceOp::Product if matches!(dtype, DataType::U8 | DataType::U16) => {
+                1 + (r % 2) as i64
+            }
             ReduceOp::Product => [1, 2, -1][(r % 3) as usize],
-            ReduceOp::Min | ReduceOp::Max if dtype == DataType::U8 => (r % 100) as i64,
+            ReduceOp::Min | ReduceOp::Max if matches!(dtype, DataType::U8 | DataType::U16) => {
+                (r % 100) as i64
+            }
             ReduceOp::Min | ReduceOp::Max => (r % 100) as i64 - 50,
         };
         put(&mut buf, dtype, i, v);

@@ -110,6 +110,9 @@ fn encode(dtype: DataType, v: i64) -> Vec<u8> {
     match dtype {
         DataType::U8 => vec![v as u8],
         DataType::I8 => (v as i8).to_le_bytes().to_vec(),
+        DataType::I16 => (v as i16).to_le_bytes().to_vec(),
+        DataType::U16 => (v as u16).to_le_bytes().to_vec(),
+        DataType::Bool => vec![u8::from(v != 0)],
         DataType::I32 => (v as i32).to_le_bytes().to_vec(),
         DataType::I64 => v.to_le_bytes().to_vec(),
         DataType::F32 => (v as f32).to_le_bytes().to_vec(),
@@ -133,7 +136,9 @@ fn input(dtype: DataType, op: ReduceOp, rank: usize, elems: usize, salt: usize) 
                     [1, 1, 1, 2][(r % 4) as usize]
                 }
                 ReduceOp::Product => [1, 2, -1][(r % 3) as usize],
-                ReduceOp::Min | ReduceOp::Max if dtype == DataType::U8 => (r % 100) as i64,
+                ReduceOp::Min | ReduceOp::Max if matches!(dtype, DataType::U8 | DataType::U16) => {
+                    (r % 100) as i64
+                }
                 ReduceOp::Min | ReduceOp::Max => (r % 100) as i64 - 50,
             };
             encode(dtype, v)
@@ -157,7 +162,7 @@ fn allreduce_every_case(h: &Hier, sizes: &[usize]) -> Vec<Vec<u8>> {
         for (i, dtype) in DataType::ALL.into_iter().enumerate() {
             for (j, op) in OPS.into_iter().enumerate() {
                 let mut buf = input(dtype, op, h.rank(), elems, salt);
-                let seq = ((salt * 8 + i) * OPS.len() + j) as u64;
+                let seq = ((salt * DataType::ALL.len() + i) * OPS.len() + j) as u64;
                 h.allreduce(&mut buf, dtype, op, seq, deadline()).unwrap();
                 out.push(buf);
             }
@@ -477,7 +482,7 @@ fn over_real_shared_memory_every_dtype_and_op() {
         &sizes,
         "shm",
     );
-    let calls = (sizes.len() * 8 * OPS.len()) as u64;
+    let calls = (sizes.len() * DataType::ALL.len() * OPS.len()) as u64;
     for (_, gathered, c) in &results {
         assert!(*gathered == want_gather);
         assert_eq!(*c, (calls, 1));

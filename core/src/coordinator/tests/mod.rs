@@ -320,12 +320,17 @@ fn join_with_uneven_tensors() {
     assert_eq!(names(&plan), ["a", "b", "c", "g"]);
     assert_eq!(plan.len(), 2);
     let g = plan.iter().find(|r| r.kind == K::Allgather).unwrap();
-    assert_eq!(
-        g.tensors[0].first_dims,
-        [5, 0, 3],
-        "joined rank 1 contributes no rows"
+    let err = g
+        .error
+        .as_ref()
+        .expect("allgather with a joined rank is refused");
+    assert_eq!((err.field.as_str(), &err.ranks[..]), ("join", &[1][..]));
+    assert!(err.message.contains("'g'"), "{}", err.message);
+    assert!(
+        plan.iter()
+            .filter(|r| r.kind != K::Allgather)
+            .all(|r| r.error.is_none())
     );
-    assert!(plan.iter().all(|r| r.error.is_none()));
     // Rank 0 joins last: the Join response names it, and join state is cleared.
     sim.submit(0, vec![Request::join()]);
     sim.run_until_idle();
@@ -361,6 +366,26 @@ fn join_errors_for_broadcast_root_and_alltoall() {
     assert_eq!(fields, ["root", "join"]);
     assert_eq!(plan[0].error.as_ref().unwrap().ranks, [1]);
     assert!(plan[1].error.as_ref().unwrap().message.contains("'a2a'"));
+}
+
+#[test]
+fn join_refuses_broadcast_from_a_live_root_and_allgather() {
+    let mut sim = SimCluster::new(3, cfg(1024), Mode::InOrder, 1);
+    sim.submit(2, vec![Request::join()]);
+    for r in 0..2 {
+        sim.submit(
+            r,
+            vec![req("bc", K::Broadcast, &[3]), req("ag", K::Allgather, &[2])],
+        );
+    }
+    sim.run_until_idle();
+    let plan = same_plan(&sim, &[0, 1, 2]);
+    assert_eq!(names(&plan), ["bc", "ag"]);
+    for r in &plan {
+        let err = r.error.as_ref().expect("refused while rank 2 is joined");
+        assert_eq!((err.field.as_str(), &err.ranks[..]), ("join", &[2][..]));
+        assert!(err.message.contains("rank 2"), "{}", err.message);
+    }
 }
 
 #[test]

@@ -29,7 +29,7 @@ macro_rules! impl_int {
         }
     )*};
 }
-impl_int!(u8, i8, i32, i64);
+impl_int!(u8, i8, i16, u16, i32, i64);
 
 /// Float ops, written as selects so the loops vectorise and NaN propagates.
 pub(super) trait Float:
@@ -70,6 +70,17 @@ pub(super) fn reduce_int<T: Int>(dst: &mut [u8], src: &[u8], op: ReduceOp) {
         ReduceOp::Product => zip_with::<T>(dst, src, T::wrapping_mul),
         ReduceOp::Min => zip_with::<T>(dst, src, Ord::min),
         ReduceOp::Max => zip_with::<T>(dst, src, Ord::max),
+    }
+}
+
+/// Booleans as bytes: any non-zero byte is true and results are 0 or 1, so a caller's
+/// non-canonical `true` (e.g. 0xff from C) still combines correctly.
+pub(super) fn reduce_bool(dst: &mut [u8], src: &[u8], op: ReduceOp) {
+    match op {
+        ReduceOp::Sum | ReduceOp::Average | ReduceOp::Adasum | ReduceOp::Max => {
+            combine(dst, src, |a, b| u8::from(a != 0 || b != 0))
+        }
+        ReduceOp::Product | ReduceOp::Min => combine(dst, src, |a, b| u8::from(a != 0 && b != 0)),
     }
 }
 

@@ -10,6 +10,8 @@
 //! Semantics shared by every dtype:
 //! - integers wrap on overflow (sum and product), never panic;
 //! - float min/max propagate NaN (if either side is NaN, the result is NaN);
+//! - bool (one byte, non-zero is true) is logical: Sum and Max are OR, Product and Min AND,
+//!   results are 0 or 1; [`scale`] leaves a bool buffer alone (the engine refuses factors);
 //! - f16 and bf16 are widened to f32, combined, and rounded back (to nearest even) once;
 //! - [`ReduceOp::Average`] is combined as a sum: the caller divides by the rank count with
 //!   [`scale`], as Horovod's postscale does;
@@ -78,6 +80,9 @@ pub fn reduce_into(
     match dtype {
         DataType::U8 => kernels::reduce_int::<u8>(dst, src, op),
         DataType::I8 => kernels::reduce_int::<i8>(dst, src, op),
+        DataType::I16 => kernels::reduce_int::<i16>(dst, src, op),
+        DataType::U16 => kernels::reduce_int::<u16>(dst, src, op),
+        DataType::Bool => kernels::reduce_bool(dst, src, op),
         DataType::I32 => kernels::reduce_int::<i32>(dst, src, op),
         DataType::I64 => kernels::reduce_int::<i64>(dst, src, op),
         DataType::F32 => kernels::reduce_float::<f32>(dst, src, op),
@@ -99,6 +104,10 @@ pub fn scale(buf: &mut [u8], dtype: DataType, factor: f64) {
     match dtype {
         DataType::U8 => kernels::map::<u8>(buf, |x| (f64::from(x) * factor) as u8),
         DataType::I8 => kernels::map::<i8>(buf, |x| (f64::from(x) * factor) as i8),
+        DataType::I16 => kernels::map::<i16>(buf, |x| (f64::from(x) * factor) as i16),
+        DataType::U16 => kernels::map::<u16>(buf, |x| (f64::from(x) * factor) as u16),
+        // Scaling a truth value has no meaning; the engine refuses factors on bool tensors.
+        DataType::Bool => {}
         DataType::I32 => kernels::map::<i32>(buf, |x| (f64::from(x) * factor) as i32),
         DataType::I64 => kernels::map::<i64>(buf, |x| (x as f64 * factor) as i64),
         DataType::F32 => kernels::map::<f32>(buf, |x| (f64::from(x) * factor) as f32),
@@ -110,7 +119,8 @@ pub fn scale(buf: &mut [u8], dtype: DataType, factor: f64) {
 
 /// Fills every whole element of `buf` with `op`'s identity: 0 for Sum/Average/Adasum (a zero
 /// vector leaves Adasum's pairwise combination unchanged), 1 for
-/// Product, the largest value (+inf for floats) for Min and the smallest (-inf) for Max.
+/// Product, the largest value (+inf for floats) for Min and the smallest (-inf) for Max
+/// (for bool: true for Product and Min, false for Sum and Max).
 pub fn fill_identity(buf: &mut [u8], dtype: DataType, op: ReduceOp) {
     use ::half::{bf16, f16};
     use ReduceOp::{Average, Max, Min, Product, Sum};
@@ -126,6 +136,15 @@ pub fn fill_identity(buf: &mut [u8], dtype: DataType, op: ReduceOp) {
         (DataType::I8, Product) => kernels::fill(buf, 1i8),
         (DataType::I8, Min) => kernels::fill(buf, i8::MAX),
         (DataType::I8, Max) => kernels::fill(buf, i8::MIN),
+        (DataType::I16, Product) => kernels::fill(buf, 1i16),
+        (DataType::I16, Min) => kernels::fill(buf, i16::MAX),
+        (DataType::I16, Max) => kernels::fill(buf, i16::MIN),
+        (DataType::U16, Product) => kernels::fill(buf, 1u16),
+        (DataType::U16, Min) => kernels::fill(buf, u16::MAX),
+        (DataType::U16, Max) => kernels::fill(buf, u16::MIN),
+        // true is the identity of AND (Product, Min); false, the zero above, that of OR.
+        (DataType::Bool, Product | Min) => buf.fill(1),
+        (DataType::Bool, Max) => buf.fill(0),
         (DataType::I32, Product) => kernels::fill(buf, 1i32),
         (DataType::I32, Min) => kernels::fill(buf, i32::MAX),
         (DataType::I32, Max) => kernels::fill(buf, i32::MIN),

@@ -67,6 +67,17 @@ fn reference(dtype: DataType, op: ReduceOp, a: &[u8], b: &[u8]) -> Vec<u8> {
         .flat_map(|(a, b)| match dtype {
             DataType::U8 => int_ref!(u8, op, a, b),
             DataType::I8 => int_ref!(i8, op, a, b),
+            DataType::I16 => int_ref!(i16, op, a, b),
+            DataType::U16 => int_ref!(u16, op, a, b),
+            DataType::Bool => {
+                let (x, y) = (a[0] != 0, b[0] != 0);
+                let r = match op {
+                    ReduceOp::Sum | ReduceOp::Average | ReduceOp::Max => x || y,
+                    ReduceOp::Product | ReduceOp::Min => x && y,
+                    ReduceOp::Adasum => unreachable!("not element-wise"),
+                };
+                vec![u8::from(r)]
+            }
             DataType::I32 => int_ref!(i32, op, a, b),
             DataType::I64 => int_ref!(i64, op, a, b),
             DataType::F32 => {
@@ -299,6 +310,9 @@ fn identity_leaves_the_other_operand_unchanged() {
                     match dtype {
                         DataType::U8 => vec![v],
                         DataType::I8 => (v as i8 - 20).to_le_bytes().to_vec(),
+                        DataType::I16 => (i16::from(v) - 20).to_le_bytes().to_vec(),
+                        DataType::U16 => u16::from(v).to_le_bytes().to_vec(),
+                        DataType::Bool => vec![v % 2],
                         DataType::I32 => (i32::from(v) - 20).to_le_bytes().to_vec(),
                         DataType::I64 => (i64::from(v) - 20).to_le_bytes().to_vec(),
                         DataType::F32 => (f32::from(v) + 1.0).to_le_bytes().to_vec(),
@@ -431,4 +445,53 @@ fn bf16_conversions_agree_with_the_half_crate() {
             );
         }
     }
+}
+
+#[test]
+fn sixteen_bit_integers_reduce_and_wrap() {
+    let le = |v: &[i16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let ops = [
+        (ReduceOp::Sum, [i16::MIN + 1, 2, -5]),
+        (ReduceOp::Product, [-2, -15, 4]),
+        (ReduceOp::Min, [2, -3, -4]),
+        (ReduceOp::Max, [i16::MAX, 5, -1]),
+    ];
+    for (op, want) in ops {
+        let mut a = le(&[i16::MAX, -3, -1]);
+        reduce_into(&mut a, &le(&[2, 5, -4]), DataType::I16, op).unwrap();
+        assert_eq!(a, le(&want), "i16 {op}");
+    }
+    let le = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut a = le(&[u16::MAX, 300, 7]);
+    reduce_into(&mut a, &le(&[2, 300, 9]), DataType::U16, ReduceOp::Sum).unwrap();
+    assert_eq!(a, le(&[1, 600, 16]), "u16 sum wraps");
+    let mut a = le(&[u16::MAX, 300, 7]);
+    reduce_into(&mut a, &le(&[2, 300, 9]), DataType::U16, ReduceOp::Max).unwrap();
+    assert_eq!(a, le(&[u16::MAX, 300, 9]), "u16 max is unsigned");
+    let mut b = le(&[5, 40_000]);
+    scale(&mut b, DataType::U16, 0.5);
+    assert_eq!(b, le(&[2, 20_000]), "u16 scale truncates");
+}
+
+#[test]
+fn bool_is_or_for_sum_and_max_and_and_for_product_and_min() {
+    // Every pair of truth values, with 0xff as a non-canonical true that must read as true.
+    let a = [0u8, 0, 1, 0xff];
+    let b = [0u8, 1, 0, 1];
+    for (op, want) in [
+        (ReduceOp::Sum, [0, 1, 1, 1]),
+        (ReduceOp::Max, [0, 1, 1, 1]),
+        (ReduceOp::Product, [0, 0, 0, 1]),
+        (ReduceOp::Min, [0, 0, 0, 1]),
+    ] {
+        let mut d = a;
+        reduce_into(&mut d, &b, DataType::Bool, op).unwrap();
+        assert_eq!(d, want, "bool {op}");
+    }
+    let mut t = [0u8; 3];
+    fill_identity(&mut t, DataType::Bool, ReduceOp::Min);
+    assert_eq!(t, [1, 1, 1], "true is the identity of AND");
+    let mut f = [1u8; 3];
+    fill_identity(&mut f, DataType::Bool, ReduceOp::Sum);
+    assert_eq!(f, [0, 0, 0], "false is the identity of OR");
 }

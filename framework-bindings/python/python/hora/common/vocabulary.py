@@ -10,7 +10,8 @@ import enum
 from hora import _core
 from hora.common.errors import invalid_argument
 
-# {hora dtype name: code}, e.g. "f32" -> 6. The names are hora's: u8 i8 i32 i64 f16 bf16 f32 f64.
+# {hora dtype name: code}, e.g. "f32" -> 6. The names are hora's: u8 i8 i16 u16 i32 i64 f16 bf16 f32
+# f64 bool.
 DTYPES = dict(_core.DTYPES)
 
 ALLREDUCE = _core.KINDS["allreduce"]

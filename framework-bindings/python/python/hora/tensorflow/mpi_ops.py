@@ -65,6 +65,9 @@ _HORA_DTYPES = {
     tf.bfloat16: "bf16",
     tf.float32: "f32",
     tf.float64: "f64",
+    tf.int16: "i16",
+    tf.uint16: "u16",
+    tf.bool: "bool",
 }
 _DTYPE_CODES = {dt: DTYPES[name] for dt, name in _HORA_DTYPES.items()}
 _NP_DTYPES = {dt: np.dtype(dt.as_numpy_dtype) for dt in _DTYPE_CODES}

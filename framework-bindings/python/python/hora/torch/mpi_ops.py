@@ -47,7 +47,12 @@ _HORA_DTYPES = {
     torch.bfloat16: "bf16",
     torch.float32: "f32",
     torch.float64: "f64",
+    torch.int16: "i16",
+    torch.bool: "bool",
 }
+# torch.uint16 exists from torch 2.3 on (with few kernels; the engine needs none of them).
+if hasattr(torch, "uint16"):
+    _HORA_DTYPES[torch.uint16] = "u16"
 _DTYPE_CODES = {dt: DTYPES[name] for dt, name in _HORA_DTYPES.items()}
 
 # handle id -> (native handle, function turning its result into the user's value)
