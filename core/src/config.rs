@@ -72,36 +72,34 @@ pub struct Rendezvous {
     pub secret_derived: bool,
 }
 
-/// The address `HOROVOD_HOSTNAME` names: an IP address as it is, or a host name resolved here
-/// (an IPv4 address first, since peers reach one another over IPv4 in most clusters).
+/// The address `HOROVOD_HOSTNAME` names: an IP address as it is, or a host name resolved here.
 fn listen_address(h: &str) -> Result<IpAddr, Error> {
-    if let Ok(ip) = h.parse::<IpAddr>() {
-        return Ok(ip);
+    match h.parse::<IpAddr>() {
+        Ok(ip) => Ok(ip),
+        Err(_) => resolve("HOROVOD_HOSTNAME", h, 0).map(|a| a.ip()),
     }
+}
+
+/// `host:port` with `host` resolved here, an IPv4 address first (peers reach one another over
+/// IPv4 in most clusters); errors name `var`, the variable that gave the host.
+fn resolve(var: &str, host: &str, port: u16) -> Result<SocketAddr, Error> {
     use std::net::ToSocketAddrs;
-    let found: Vec<IpAddr> = (h, 0)
+    let found: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| {
             invalid(
-                "HOROVOD_HOSTNAME",
-                h,
+                var,
+                host,
                 &format!("expected an IP address or a host name this machine resolves ({e})"),
             )
         })?
-        .map(|a| a.ip())
         .collect();
     found
         .iter()
-        .find(|ip| ip.is_ipv4())
+        .find(|a| a.is_ipv4())
         .or(found.first())
         .copied()
-        .ok_or_else(|| {
-            invalid(
-                "HOROVOD_HOSTNAME",
-                h,
-                "the host name resolves to no address",
-            )
-        })
+        .ok_or_else(|| invalid(var, host, "the host name resolves to no address"))
 }
 
 impl std::fmt::Debug for Rendezvous {
@@ -308,30 +306,7 @@ fn gloo_store(v: &Vars<'_>) -> Result<Option<SocketAddr>, Error> {
                 "is set without HOROVOD_GLOO_RENDEZVOUS_PORT (the store's port)",
             )
         })?;
-    use std::net::ToSocketAddrs;
-    let found: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| {
-            invalid(
-                "HOROVOD_GLOO_RENDEZVOUS_ADDR",
-                host,
-                &format!("expected an IP address or a host name this machine resolves ({e})"),
-            )
-        })?
-        .collect();
-    found
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(found.first())
-        .copied()
-        .map(Some)
-        .ok_or_else(|| {
-            invalid(
-                "HOROVOD_GLOO_RENDEZVOUS_ADDR",
-                host,
-                "the host name resolves to no address",
-            )
-        })
+    resolve("HOROVOD_GLOO_RENDEZVOUS_ADDR", host, port).map(Some)
 }
 
 /// The address of the first interface of `HOROVOD_GLOO_IFACE` (one name, or a comma-separated
