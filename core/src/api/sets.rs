@@ -103,10 +103,26 @@ pub(super) fn add(ranks: &[usize], dynamic: bool) -> Result<ProcessSet> {
         ));
     }
     let set = ProcessSet { id, ranks: members };
-    let member = match set.rank_of(me) {
-        Some(_) => Some(connect(&job, &set, &hosts)?),
-        None => None,
-    };
+    let member = set.rank_of(me).map(|_| connect(&job, &set, &hosts));
+    // No rank returns before every member has connected: the store the members meet through
+    // may be served by a rank outside the set (rank 0 under torchrun), which could otherwise
+    // exit while they are still connecting; and a member that failed fails the add everywhere.
+    let connected = !matches!(member, Some(Err(_)));
+    let failed = settle(&job, &mut seq, connected)?;
+    let member = member.transpose()?;
+    if !failed.is_empty() {
+        if let Some(m) = member {
+            m.engine.shutdown();
+        }
+        return Err(refused(
+            me,
+            "add_process_set",
+            format!(
+                "rank(s) {failed:?} could not connect process set {id}'s backend (their own \
+                 errors say why)"
+            ),
+        ));
+    }
     job.sets.lock().insert(set.clone(), member);
     tracing::debug!(rank = me, id, ranks = ?set.ranks, "process set added");
     Ok(set)
@@ -177,6 +193,28 @@ pub fn remove_process_set(id: u32) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// One allgather over the global set of whether each rank's part of a change went well;
+/// returns the ranks whose part failed.
+fn settle(job: &Job, seq: &mut u64, ok: bool) -> Result<Vec<usize>> {
+    let name = format!("hora.process_sets.{}", *seq);
+    *seq += 1;
+    let op = Op::allgather(&name, DataType::I64, &[1]);
+    let c = job
+        .engine
+        .submit(op, Some(Box::new(vec![i64::from(ok)])))
+        .wait()?;
+    let out = c
+        .output
+        .ok_or_else(|| Error::Bug(format!("{name}: no output")))?;
+    Ok(out
+        .to_vec::<i64>()
+        .iter()
+        .enumerate()
+        .filter(|(_, flag)| **flag == 0)
+        .map(|(r, _)| r)
+        .collect())
 }
 
 /// One fixed-size allgather over the global set: every rank's host key and proposal.
