@@ -445,10 +445,10 @@ fn check(
     match kind {
         // Horovod refuses these while any rank is joined: a joined rank has no rows to give,
         // and running without them would hand every rank a silently shorter result.
-        K::Allgather | K::Broadcast if !missing.is_empty() => {
+        K::Allgather | K::Broadcast | K::Reducescatter if !missing.is_empty() => {
             let what = format!(
                 "{kind} cannot run while {} joined without it (join only supports \
-                 allreduce, reducescatter and barrier)",
+                 allreduce and barrier)",
                 rank_list(&missing)
             );
             return Err(fail(name, "join", missing, what));

@@ -1,5 +1,5 @@
-"""join(): once a rank has joined, an allgather or a broadcast (which would need its rows or run
-without a member) is refused on every rank that submits it, as Horovod refuses them; allreduce
+"""join(): once a rank has joined, an allgather, a broadcast or a reducescatter (which would need
+its rows or run without a member) is refused on every rank that submits it, as Horovod refuses them; allreduce
 goes on with the joined rank's neutral input, and everything works again once all have joined."""
 
 import os
@@ -36,6 +36,8 @@ def test_torch_allgather_and_broadcast_are_refused_while_a_rank_is_joined():
         assert e.tensor_name == "allgather.join.t.ag"
         # the root has not joined, but Horovod refuses a broadcast while any rank is joined
         refused(lambda: hvd.broadcast(torch.ones(3), root_rank=1, name="join.t.bc"))
+        # and a reducescatter: the joined rank's share would have nowhere to go
+        refused(lambda: hvd.reducescatter(torch.ones(2 * n), op=hvd.Sum, name="join.t.rs"))
         # allreduce still runs, rank 0 contributing zeros
         out = hvd.allreduce(torch.ones(2), op=hvd.Sum, name="join.t.ar")
         assert out.tolist() == [n - 1.0] * 2
