@@ -357,3 +357,38 @@ def test_broadcast_optimizer_state_fills_a_fresh_state_and_sparse_embeddings():
         hvd.broadcast_optimizer_state(object(), root_rank=0)
     with pytest.raises(ValueError, match="nn.Module"):
         hvd.broadcast_optimizer_state(opt, root_rank=0, model="model")
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_broadcast_optimizer_state_carries_sparse_momentum_buffers(wrapped):
+    # SGD with momentum on a sparse embedding keeps a sparse momentum buffer: it cannot go by
+    # broadcast, and must not leave the other ranks waiting.
+    r, n = hvd.rank(), hvd.size()
+    emb = torch.nn.Embedding(5, 2, sparse=True).double()
+    hvd.broadcast_parameters(emb.state_dict(), root_rank=0)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1, momentum=0.9)
+    if wrapped:
+        opt = hvd.DistributedOptimizer(opt, named_parameters=emb.named_parameters())
+    emb(torch.tensor([r % 5])).sum().backward()
+    opt.step()
+    if r != 0:
+        opt.state.clear()
+    hvd.broadcast_optimizer_state(opt, root_rank=0, model=emb)
+    buf = opt.state[emb.weight]["momentum_buffer"]
+    prints = hvd.allgather_object(buf.to_dense().tolist())
+    assert all(p == prints[0] for p in prints)
+
+
+def test_sparse_as_dense_gradients_keep_their_layout_for_accumulation():
+    r, n = hvd.rank(), hvd.size()
+    emb = torch.nn.Embedding(4, 2, sparse=True).double()
+    opt = hvd.DistributedOptimizer(torch.optim.SGD(emb.parameters(), lr=0.1),
+                                   named_parameters=emb.named_parameters(), sparse_as_dense=True)
+    emb(torch.tensor([r % 4])).sum().backward()
+    opt.step()
+    assert emb.weight.grad.is_sparse and emb.weight.grad.sparse_dim() == 1
+    # Zeroed in place, the next backward adds into the same sparse layout.
+    opt.zero_grad(set_to_none=False)
+    emb(torch.tensor([0])).sum().backward()
+    opt.step()
+    assert emb.weight.grad.is_sparse

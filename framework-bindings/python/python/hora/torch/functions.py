@@ -6,7 +6,7 @@ import pickle
 import torch
 
 from hora.common.basics import rank
-from hora.torch.mpi_ops import allgather, broadcast_, broadcast_async_, synchronize
+from hora.torch.mpi_ops import _DTYPE_CODES, allgather, broadcast_, broadcast_async_, synchronize
 
 try:  # cloudpickle handles lambdas and local classes; plain pickle is the fallback
     import cloudpickle as _pickler
@@ -150,10 +150,17 @@ def broadcast_optimizer_state(optimizer, root_rank=0, model=None, process_set=No
     tensors = []
 
     def hollow(t):
+        # What a broadcast cannot carry (a sparse momentum buffer of SGD on a sparse embedding,
+        # an unsupported dtype) travels inside the pickled structure instead, so the root never
+        # fails halfway while the others wait on broadcasts it will not send.
+        if t.layout != torch.strided or t.device.type != "cpu" or t.dtype not in _DTYPE_CODES:
+            return t
         tensors.append(t)
         return _Slot(len(tensors) - 1, tuple(t.shape), t.dtype)
 
     def allocate(slot):
+        if not isinstance(slot, _Slot):
+            return slot  # one the root sent inside the structure
         tensors.append(torch.empty(slot.shape, dtype=slot.dtype))
         return tensors[-1]
 
@@ -162,7 +169,15 @@ def broadcast_optimizer_state(optimizer, root_rank=0, model=None, process_set=No
     state = None if root else _map_leaves(skeleton, allocate)
     handles = [broadcast_async_(t, root_rank, name=f"optimizer_state.{i}", process_set=process_set)
                for i, t in enumerate(tensors)]
-    for h in handles:
-        synchronize(h)
+    first_error = None
+    for h in handles:  # every one, so none is left lent to the engine
+        try:
+            synchronize(h)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            first_error = first_error or e
+    if first_error is not None:
+        raise first_error
     if not root:
         optimizer.load_state_dict(state)

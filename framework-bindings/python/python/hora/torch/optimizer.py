@@ -241,7 +241,8 @@ class _DistributedMixin(_CountsBackwardPasses):
         result = self._compression.decompress(output, ctx)
         grad = p.grad
         if grad.is_sparse:
-            p.grad = result.to_sparse() if result is not grad else result
+            # Back in the gradient's own layout, so later accumulation into it still adds up.
+            p.grad = result.to_sparse(sparse_dim=grad.sparse_dim()) if result is not grad else result
         elif result is not grad:
             with torch.no_grad():
                 grad.copy_(result)
