@@ -115,6 +115,17 @@ pub(crate) struct Submitter {
 }
 
 impl Submitter {
+    /// Why nothing can be queued any more: the engine died, or it was shut down.
+    fn closed(&self, s: &State) -> Option<Error> {
+        if let Some(err) = &s.dead {
+            return Some(err.clone());
+        }
+        s.shutdown.then_some(Error::ShutDown {
+            rank: self.rank,
+            reason: None,
+        })
+    }
+
     /// Queues `req` (already checked against the job) and returns its handle; a name already
     /// in flight, a shut-down or a dead engine give a handle that has already failed.
     pub(crate) fn push(&self, req: Request, data: Option<Box<dyn TensorData>>) -> Handle {
@@ -122,13 +133,8 @@ impl Submitter {
         let handle = Handle::new(state.clone());
         {
             let mut s = self.shared.state.lock();
-            let refused = if let Some(err) = &s.dead {
-                Some(err.clone())
-            } else if s.shutdown {
-                Some(Error::ShutDown {
-                    rank: self.rank,
-                    reason: None,
-                })
+            let refused = if let Some(err) = self.closed(&s) {
+                Some(err)
             } else if !s.in_flight.insert(req.name.clone()) {
                 Some(Error::InvalidArgument {
                     rank: self.rank,
@@ -169,13 +175,8 @@ impl Submitter {
         let size = u32::try_from(ops.len()).unwrap_or(u32::MAX);
         {
             let mut s = self.shared.state.lock();
-            let refused = if let Some(err) = &s.dead {
-                Some(err.clone())
-            } else if s.shutdown {
-                Some(Error::ShutDown {
-                    rank: self.rank,
-                    reason: None,
-                })
+            let refused = if let Some(err) = self.closed(&s) {
+                Some(err)
             } else {
                 let mut seen = FastSet::default();
                 ops.iter().find_map(|(req, _)| {
