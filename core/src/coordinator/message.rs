@@ -94,6 +94,25 @@ pub struct Response {
 }
 
 impl Response {
+    /// The response to `req` alone, under `name`: its kind, dtype, op, root, scales and shape,
+    /// with `error` if negotiation failed.
+    pub fn for_request(
+        name: impl Into<String>,
+        req: &Request,
+        error: Option<ResponseError>,
+    ) -> Self {
+        Self {
+            kind: req.kind,
+            dtype: req.dtype,
+            op: req.op,
+            root: req.root,
+            prescale: req.prescale,
+            postscale: req.postscale,
+            tensors: vec![TensorInfo::new(name, req.shape.clone())],
+            error,
+        }
+    }
+
     /// Total payload bytes of this response on a rank holding the agreed shapes.
     pub fn bytes(&self) -> u64 {
         self.tensors

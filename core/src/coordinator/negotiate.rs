@@ -324,16 +324,7 @@ pub(crate) fn negotiate(name: &str, slots: &[Option<Request>], joined: &[bool]) 
         .filter_map(|(r, s)| s.as_ref().map(|q| (r as u32, q)))
         .collect();
     let reference = subs[0].1;
-    let mut resp = Response {
-        kind: reference.kind,
-        dtype: reference.dtype,
-        op: reference.op,
-        root: reference.root,
-        prescale: reference.prescale,
-        postscale: reference.postscale,
-        tensors: vec![TensorInfo::new(name, reference.shape.clone())],
-        error: None,
-    };
+    let mut resp = Response::for_request(name, reference, None);
     match check(name, &subs, slots, joined) {
         Ok(info) => resp.tensors = vec![info],
         Err(e) => resp.error = Some(e),

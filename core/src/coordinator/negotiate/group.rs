@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::{MessageTable, Pending, Ready, rank_list};
-use crate::coordinator::message::{Response, ResponseError, TensorInfo};
+use crate::coordinator::message::{Response, ResponseError};
 use crate::fasthash::{FastMap, FastSet};
 
 /// Each rank's declared groups: (rank, the rank's group id) → member names in submission order.
@@ -183,20 +183,12 @@ impl MessageTable {
             } else {
                 format!("tensor '{n}': grouped with tensor '{origin}': {why}")
             };
-            let resp = Response {
-                kind: reference.kind,
-                dtype: reference.dtype,
-                op: reference.op,
-                root: reference.root,
-                prescale: reference.prescale,
-                postscale: reference.postscale,
-                tensors: vec![TensorInfo::new(n.clone(), reference.shape.clone())],
-                error: Some(ResponseError {
-                    field: field.to_owned(),
-                    message,
-                    ranks: ranks.clone(),
-                }),
+            let error = ResponseError {
+                field: field.to_owned(),
+                message,
+                ranks: ranks.clone(),
             };
+            let resp = Response::for_request(n.clone(), reference, Some(error));
             out.push(resp, None);
             for (rank, req) in p.deferred {
                 self.submit(now, rank, req, out);
