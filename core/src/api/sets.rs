@@ -198,18 +198,7 @@ pub fn remove_process_set(id: u32) -> Result<()> {
 /// One allgather over the global set of whether each rank's part of a change went well;
 /// returns the ranks whose part failed.
 fn settle(job: &Job, seq: &mut u64, ok: bool) -> Result<Vec<usize>> {
-    let name = format!("hora.process_sets.{}", *seq);
-    *seq += 1;
-    let op = Op::allgather(&name, DataType::I64, &[1]);
-    let c = job
-        .engine
-        .submit(op, Some(Box::new(vec![i64::from(ok)])))
-        .wait()?;
-    let out = c
-        .output
-        .ok_or_else(|| Error::Bug(format!("{name}: no output")))?;
-    Ok(out
-        .to_vec::<i64>()
+    Ok(allgather_words(job, seq, vec![i64::from(ok)])?
         .iter()
         .enumerate()
         .filter(|(_, flag)| **flag == 0)
@@ -229,6 +218,16 @@ fn agree(job: &Job, seq: &mut u64, proposal: &Proposal) -> Result<(Vec<u64>, Vec
         .into_iter()
         .map(|w| w as i64)
         .collect();
+    let gathered: Vec<u64> = allgather_words(job, seq, words)?
+        .into_iter()
+        .map(|w| w as u64)
+        .collect();
+    Proposal::decode_all(&gathered, topo.size)
+}
+
+/// Every rank's `words` (the same count on each), in rank order: one allgather over the global
+/// set, named after the next change number `seq`.
+fn allgather_words(job: &Job, seq: &mut u64, words: Vec<i64>) -> Result<Vec<i64>> {
     let name = format!("hora.process_sets.{}", *seq);
     *seq += 1;
     let op = Op::allgather(&name, DataType::I64, &[words.len() as u64]);
@@ -236,8 +235,7 @@ fn agree(job: &Job, seq: &mut u64, proposal: &Proposal) -> Result<(Vec<u64>, Vec
     let out = c
         .output
         .ok_or_else(|| Error::Bug(format!("{name}: no output")))?;
-    let gathered: Vec<u64> = out.to_vec::<i64>().into_iter().map(|w| w as u64).collect();
-    Proposal::decode_all(&gathered, topo.size)
+    Ok(out.to_vec::<i64>())
 }
 
 /// The engine a call on process set `set` runs on: the global engine for 0, this rank's
