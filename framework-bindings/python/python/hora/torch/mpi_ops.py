@@ -337,21 +337,26 @@ class _GroupedAllreduceFn(torch.autograd.Function):
         return (None,) * 5 + tuple(outs)
 
 
+def _grouped_differentiable(fn, start, tensors, name, compression, op, pre, post, process_set):
+    """A reducing group's differentiable form: compressed, through the autograd function ``fn``
+    when a gradient is wanted (else straight through ``start``, its async form), decompressed."""
+    pairs = [compression.compress(t) for t in tensors]
+    compressed = [c for c, _ in pairs]
+    if torch.is_grad_enabled() and any(c.requires_grad for c in compressed):
+        outs = list(fn.apply(name, op, pre, post, process_set, *compressed))
+    else:
+        outs = synchronize(start(compressed, name=name, op=op, prescale_factor=pre, postscale_factor=post,
+                                 process_set=process_set))
+    return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
+
+
 def grouped_allreduce(tensors, average=None, name=None, compression=Compression.none, op=None,
                       prescale_factor=1.0, postscale_factor=1.0, process_set=None):
     """Returns the reductions of a list of tensors, as a list of new tensors; differentiable.
 
     The tensors are one group: negotiated together and fused within the fusion threshold."""
-    op = _op(average, op)
-    pairs = [compression.compress(t) for t in tensors]
-    compressed = [c for c, _ in pairs]
-    if torch.is_grad_enabled() and any(c.requires_grad for c in compressed):
-        outs = list(_GroupedAllreduceFn.apply(name, op, prescale_factor, postscale_factor, process_set,
-                                              *compressed))
-    else:
-        outs = synchronize(grouped_allreduce_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
-                                                   postscale_factor=postscale_factor, process_set=process_set))
-    return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
+    return _grouped_differentiable(_GroupedAllreduceFn, grouped_allreduce_async, tensors, name, compression,
+                                   _op(average, op), prescale_factor, postscale_factor, process_set)
 
 
 def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_factor=1.0, postscale_factor=1.0,
@@ -653,16 +658,8 @@ def grouped_reducescatter(tensors, name=None, compression=Compression.none, op=A
                           prescale_factor=1.0, postscale_factor=1.0):
     """Returns this rank's share of the reduction of each tensor of a list (one group);
     differentiable."""
-    op = _op(None, op)
-    pairs = [compression.compress(t) for t in tensors]
-    compressed = [c for c, _ in pairs]
-    if torch.is_grad_enabled() and any(c.requires_grad for c in compressed):
-        outs = list(_GroupedReducescatterFn.apply(name, op, prescale_factor, postscale_factor, process_set,
-                                                  *compressed))
-    else:
-        outs = synchronize(grouped_reducescatter_async(compressed, name=name, op=op, prescale_factor=prescale_factor,
-                                                       postscale_factor=postscale_factor, process_set=process_set))
-    return [compression.decompress(o, ctx) for o, (_, ctx) in zip(outs, pairs)]
+    return _grouped_differentiable(_GroupedReducescatterFn, grouped_reducescatter_async, tensors, name,
+                                   compression, _op(None, op), prescale_factor, postscale_factor, process_set)
 
 
 # ------------------------------------------------------------------------------ barrier, join
