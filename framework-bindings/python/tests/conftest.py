@@ -2,6 +2,8 @@
 same order, so each collective has its partners. Run alone, they skip."""
 
 import os
+import pathlib
+import tempfile
 
 import pytest
 
@@ -19,6 +21,15 @@ if "HOROVOD_RANK" not in os.environ:
     pytest.skip("run under horovodrun (make test does)", allow_module_level=True)
 
 import hora.torch as hvd  # noqa: E402
+
+
+@pytest.fixture
+def tmp_path():
+    """A fresh directory for one test on one rank. pytest's own numbers its directories under one
+    base shared by every process of the user, and the ranks, running at once, race on it: one
+    rank's clean-up of old directories removes what another is scanning."""
+    with tempfile.TemporaryDirectory(prefix=f"hora-test-r{os.environ['HOROVOD_RANK']}-") as d:
+        yield pathlib.Path(d)
 
 
 @pytest.fixture(scope="session", autouse=True)
